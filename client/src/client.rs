@@ -1,0 +1,383 @@
+//! [`Client`]: a connection to a Cairn cluster through a list of servers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cairn_proto::v1 as pb;
+use cairn_proto::v1::actor_service_client::ActorServiceClient;
+use cairn_proto::v1::admin_service_client::AdminServiceClient;
+use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
+use serde_json::Value;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::wire::json_bytes;
+use crate::{
+    AppendResult, AskResult, Error, EventData, ExpectedVersion, ReadResult, RecordedEvent, StateAt,
+    StateResult, Status, StreamInfo, parse_servers,
+};
+
+/// How long a call keeps retrying retryable failures before giving up, unless
+/// changed with [`Client::with_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a TCP connection to one server before trying the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after every server has failed once; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Largest reply accepted (a page of events can be big).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// A handle on a Cairn cluster, reached through one or more of its nodes.
+///
+/// Cheap to clone; clones share the connections. Connections are opened
+/// lazily, one per server. Every call goes first to the server that last
+/// answered; when a server is unreachable or answers `Unavailable` (no leader
+/// yet, shutting down), the call moves on to the next one, cycling through
+/// the list with a short backoff until the timeout. Any node can serve any
+/// call: a node that does not lead the partition forwards it.
+///
+/// Retrying is safe for reads and for appends (event ids make them
+/// idempotent). A command whose connection breaks after it was sent may be
+/// handled twice if it is retried on another server.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    timeout: Duration,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    /// Index of the server that last answered.
+    preferred: AtomicUsize,
+}
+
+struct Server {
+    address: String,
+    channel: Channel,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.servers().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for the servers in `servers`: a comma-separated list of
+    /// `host:port` (an `http://` prefix is accepted). Nothing is dialled yet,
+    /// so this only fails on a malformed list ([`Error::InvalidArgument`]).
+    pub async fn connect(servers: &str) -> Result<Client, Error> {
+        let servers = parse_servers(servers)?
+            .into_iter()
+            .map(|address| {
+                let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("invalid server address `{address}`: {e}"))
+                    })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                Ok(Server { address, channel })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                servers,
+                preferred: AtomicUsize::new(0),
+            }),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The same client, giving up on a call after `timeout` (10s by default)
+    /// instead. The timeout covers all retries of one call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The servers this client tries, as `host:port`.
+    pub fn servers(&self) -> impl Iterator<Item = &str> {
+        self.inner.servers.iter().map(|s| s.address.as_str())
+    }
+
+    /// Sends `command` (a JSON object with a `type`) to actor `(actor_type, id)`
+    /// and waits until its events are committed and it replied.
+    pub async fn ask(
+        &self,
+        actor_type: &str,
+        id: &str,
+        command: &Value,
+    ) -> Result<AskResult, Error> {
+        self.ask_with_correlation(actor_type, id, command, "").await
+    }
+
+    /// [`Client::ask`], tagging the events the command produces with
+    /// `correlation_id` (the server picks one when it is empty).
+    pub async fn ask_with_correlation(
+        &self,
+        actor_type: &str,
+        id: &str,
+        command: &Value,
+        correlation_id: &str,
+    ) -> Result<AskResult, Error> {
+        let request = pb::AskRequest {
+            actor_type: actor_type.to_string(),
+            actor_id: id.to_string(),
+            command: json_bytes(command),
+            correlation_id: correlation_id.to_string(),
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { actor(channel).ask(request).await }
+            })
+            .await?;
+        AskResult::try_from(reply)
+    }
+
+    /// The state of actor `(actor_type, id)`: the current one, or as of a
+    /// stream version or a time.
+    pub async fn state(
+        &self,
+        actor_type: &str,
+        id: &str,
+        at: StateAt,
+    ) -> Result<StateResult, Error> {
+        let (at_version, at_timestamp_ms) = match at {
+            StateAt::Latest => (None, None),
+            StateAt::Version(v) => (Some(v), None),
+            StateAt::Timestamp(t) => (None, Some(t)),
+        };
+        let request = pb::GetStateRequest {
+            actor_type: actor_type.to_string(),
+            actor_id: id.to_string(),
+            forwarded: false,
+            at_version,
+            at_timestamp_ms,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { actor(channel).get_state(request).await }
+            })
+            .await?;
+        StateResult::try_from(reply)
+    }
+
+    /// Appends `events` to `stream` if it is at the `expected` version, all or
+    /// nothing. Events without an id get a UUID v7, kept across retries.
+    pub async fn append(
+        &self,
+        stream: &str,
+        events: Vec<EventData>,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, Error> {
+        let events = events
+            .into_iter()
+            .map(|mut event| {
+                if event.id.is_none() {
+                    event.id = Some(uuid::Uuid::now_v7().to_string());
+                }
+                pb::NewEvent::from(&event)
+            })
+            .collect();
+        let request = pb::AppendRequest {
+            stream: stream.to_string(),
+            events,
+            expected: Some(expected.into()),
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).append(request).await }
+            })
+            .await?;
+        Ok(reply.into())
+    }
+
+    /// Up to `limit` events of `stream` from version `from_version` (1 = the
+    /// start) on; `limit` 0 means the server's page size. A short page does
+    /// not mean the end: compare the last version with `stream_version`.
+    pub async fn read(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<ReadResult, Error> {
+        let request = pb::ReadRequest {
+            stream: stream.to_string(),
+            from_version,
+            limit,
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).read(request).await }
+            })
+            .await?;
+        Ok(ReadResult {
+            stream: stream.to_string(),
+            stream_version: reply.stream_version,
+            events: reply
+                .events
+                .into_iter()
+                .map(RecordedEvent::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// What is known about `stream`.
+    pub async fn info(&self, stream: &str) -> Result<StreamInfo, Error> {
+        let request = pb::InfoRequest {
+            stream: stream.to_string(),
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).info(request).await }
+            })
+            .await?;
+        Ok(reply.into())
+    }
+
+    /// Deletes `stream` if it is at the `expected` version; `hard` tombstones
+    /// it for good. Returns the stream's version when it was deleted.
+    pub async fn delete(
+        &self,
+        stream: &str,
+        hard: bool,
+        expected: ExpectedVersion,
+    ) -> Result<u64, Error> {
+        let request = pb::DeleteRequest {
+            stream: stream.to_string(),
+            hard,
+            expected: Some(expected.into()),
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).delete(request).await }
+            })
+            .await?;
+        Ok(reply.version)
+    }
+
+    /// The cluster's status as the first server that answers sees it.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let reply = self
+            .call(|channel| async move { admin(channel).status(pb::StatusRequest {}).await })
+            .await?;
+        Ok(reply.into())
+    }
+
+    /// Runs `op` against the servers in turn, from the preferred one, until
+    /// one answers with anything but a retryable failure or the timeout passes.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let servers = &self.inner.servers;
+        let deadline = Instant::now() + self.timeout;
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        let mut backoff = FIRST_BACKOFF;
+        let mut unreachable_because = None;
+        let mut unavailable_because = None;
+        for attempt in 0.. {
+            let index = (start + attempt) % servers.len();
+            let server = &servers[index];
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = tokio::time::timeout(remaining, op(server.channel.clone())).await;
+            match outcome {
+                Ok(Ok(response)) => {
+                    self.inner.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) if is_transport_failure(&status) => {
+                    let cause = root_cause(&status);
+                    tracing::debug!(server = %server.address, %cause, "server unreachable, trying the next");
+                    unreachable_because = Some(cause);
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                    tracing::debug!(server = %server.address, message = status.message(), "server unavailable, trying the next");
+                    unavailable_because = Some(Error::from(status).to_string());
+                }
+                Ok(Err(status)) => return Err(Error::from(status)),
+                Err(_elapsed) => {
+                    return Err(Error::Unavailable(format!(
+                        "no reply from {} within {:?}",
+                        server.address, self.timeout
+                    )));
+                }
+            }
+            if (attempt + 1) % servers.len() == 0 {
+                let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let tried = self.servers().collect::<Vec<_>>().join(", ");
+        Err(match (unavailable_because, unreachable_because) {
+            (Some(message), _) => Error::Unavailable(format!(
+                "{message} (still unavailable after {:?}; tried {tried})",
+                self.timeout
+            )),
+            (None, cause) => Error::Unreachable(format!(
+                "could not reach any Cairn server (tried {tried}): {}; is `cairn serve` running?",
+                cause.unwrap_or_else(|| "timed out".to_string())
+            )),
+        })
+    }
+}
+
+fn actor(channel: Channel) -> ActorServiceClient<Channel> {
+    ActorServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES)
+}
+
+fn event_store(channel: Channel) -> EventStoreServiceClient<Channel> {
+    EventStoreServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES)
+}
+
+fn admin(channel: Channel) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES)
+}
+
+/// Whether the call failed in the transport (no connection, connection
+/// lost) rather than with a status the server sent: tonic keeps the
+/// underlying error as the status's source only in the former case.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// The innermost cause of a transport failure, e.g. "connection refused".
+fn root_cause(status: &tonic::Status) -> String {
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => status.message().to_string(),
+    }
+}

@@ -1,0 +1,63 @@
+//! The typed cluster status, as `cairn admin status` prints it.
+
+use serde::{Deserialize, Serialize};
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every member and whether the answering node can reach it.
+    pub nodes: Vec<NodeStatus>,
+    /// One entry per partition's Raft group.
+    pub partitions: Vec<GroupStatus>,
+    /// The metadata Raft group, when the answering node knows it.
+    pub metadata: Option<GroupStatus>,
+    /// The number of partitions P.
+    pub partition_count: u32,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// The node id.
+    pub id: u64,
+    /// The address it advertises.
+    pub address: String,
+    /// Whether the answering node can reach it.
+    pub reachable: bool,
+}
+
+/// One Raft group (a partition, or the metadata group).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// The partition number (or the metadata group's id).
+    pub id: u32,
+    /// The leader's node id; `None` while no leader is known.
+    pub leader: Option<u64>,
+    /// The node ids holding a replica.
+    pub replicas: Vec<u64>,
+    /// The current Raft term.
+    pub term: u64,
+    /// The index of the last entry in the answering node's log.
+    pub last_log_index: u64,
+    /// The highest index known to be committed.
+    pub committed_index: u64,
+    /// The highest index applied to the answering node's state machine.
+    pub applied_index: u64,
+    /// How far each replica is behind (known on the leader only).
+    pub lag: Vec<ReplicaLag>,
+}
+
+/// How many log entries a replica is behind its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaLag {
+    /// The replica's node id.
+    pub node_id: u64,
+    /// Entries it still has to replicate.
+    pub entries_behind: u64,
+}

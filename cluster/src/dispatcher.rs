@@ -1,0 +1,109 @@
+//! The receiving end of Raft traffic: routes an incoming message to the
+//! local Raft instance of its group, and the gRPC `RaftService` that feeds it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cairn_proto::v1::RaftMessage;
+use cairn_proto::v1::raft_service_server::RaftService;
+use cairn_storage::{GroupId, TypeConfig};
+use openraft::Raft;
+use tonic::{Request, Response, Status};
+
+use crate::transport::{RpcKind, TransportError, decode, encode};
+
+/// The Raft instances this node runs, by group.
+#[derive(Clone, Default)]
+pub struct RaftDispatcher {
+    groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
+}
+
+impl RaftDispatcher {
+    /// Make `raft` reachable for messages tagged `group`.
+    pub fn register(&self, group: GroupId, raft: Raft<TypeConfig>) {
+        self.groups.write().expect("dispatcher lock poisoned").insert(group, raft);
+    }
+
+    /// Stop routing messages to `group`.
+    pub fn unregister(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
+        self.groups.write().expect("dispatcher lock poisoned").remove(&group)
+    }
+
+    /// The local Raft of `group`, if this node runs one.
+    pub fn raft(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
+        self.groups.read().expect("dispatcher lock poisoned").get(&group).cloned()
+    }
+
+    /// Every group this node runs.
+    pub fn groups(&self) -> Vec<(GroupId, Raft<TypeConfig>)> {
+        let groups = self.groups.read().expect("dispatcher lock poisoned");
+        let mut all: Vec<_> = groups.iter().map(|(g, r)| (*g, r.clone())).collect();
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+
+    /// Handles one encoded request and returns the encoded
+    /// `Result<response, RaftError>`, as [`crate::network::GroupNetwork`] expects.
+    pub async fn handle(
+        &self,
+        group: GroupId,
+        kind: RpcKind,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, TransportError> {
+        let raft = self.raft(group).ok_or_else(|| TransportError {
+            unreachable: true,
+            message: format!("no replica of group {group} on this node"),
+        })?;
+        Ok(match kind {
+            RpcKind::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
+            RpcKind::Vote => encode(&raft.vote(decode(payload)?).await),
+            RpcKind::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+        })
+    }
+}
+
+/// gRPC `RaftService`: internal, node-to-node only.
+pub struct RaftGrpcService {
+    dispatcher: RaftDispatcher,
+}
+
+impl RaftGrpcService {
+    /// Serve the groups registered in `dispatcher`.
+    pub fn new(dispatcher: RaftDispatcher) -> RaftGrpcService {
+        RaftGrpcService { dispatcher }
+    }
+
+    async fn dispatch(
+        &self,
+        kind: RpcKind,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let RaftMessage { group, payload } = request.into_inner();
+        match self.dispatcher.handle(group, kind, &payload).await {
+            Ok(reply) => Ok(Response::new(RaftMessage { group, payload: reply.into() })),
+            Err(e) if e.unreachable => Err(Status::unavailable(e.message)),
+            Err(e) => Err(Status::invalid_argument(e.message)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpcService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::AppendEntries, request).await
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::Vote, request).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::InstallSnapshot, request).await
+    }
+}

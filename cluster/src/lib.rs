@@ -1,0 +1,34 @@
+//! Cairn's cluster layer: membership and the partition table, placement of
+//! replicas by consistent hashing, one openraft group per partition plus the
+//! metadata group, their network (one tonic `RaftService` carrying every
+//! group's RPCs, tagged with the group id), and the per-partition write path.
+//!
+//! # Layout
+//! - [`placement`]: the [`Placement`] trait and [`HashRingPlacement`].
+//! - [`topology`]: [`Topology`], members and the partition table of an epoch; [`partition_of`].
+//! - [`transport`]: the [`RaftTransport`] trait, [`GrpcTransport`], [`PeerChannels`].
+//! - [`local_network`]: [`LocalNetwork`], an in-process transport for tests that can partition.
+//! - [`network`]: openraft's network for one group over a transport.
+//! - [`dispatcher`]: [`RaftDispatcher`] routes incoming RPCs to the group's Raft; [`RaftGrpcService`].
+//! - [`partition`]: [`Partition`], a local replica: group-committed appends, linearizable reads.
+//! - [`node`]: [`ClusterNode`], all of a node's groups, bootstrap, identity checks.
+//! - [`error`]: [`ClusterError`].
+
+pub mod dispatcher;
+pub mod error;
+pub mod local_network;
+pub mod network;
+pub mod node;
+pub mod partition;
+pub mod placement;
+pub mod topology;
+pub mod transport;
+
+pub use dispatcher::{RaftDispatcher, RaftGrpcService};
+pub use error::ClusterError;
+pub use local_network::LocalNetwork;
+pub use node::{ClusterConfig, ClusterNode, RaftTuning};
+pub use partition::{Partition, now_ms};
+pub use placement::{HashRingPlacement, Placement};
+pub use topology::{Topology, partition_of};
+pub use transport::{GrpcTransport, PeerChannels, RaftTransport, RpcKind, TransportError};

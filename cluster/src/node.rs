@@ -1,0 +1,276 @@
+//! A node's part of the cluster: its Raft groups (the metadata group and the
+//! partitions it replicates), bootstrapped from the initial member list.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_storage::{Command, GroupId, META_GROUP, NodeId, Store, TypeConfig};
+use openraft::{BasicNode, Raft, RaftMetrics, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::dispatcher::RaftDispatcher;
+use crate::error::ClusterError;
+use crate::network::GroupNetworkFactory;
+use crate::partition::Partition;
+use crate::topology::Topology;
+use crate::transport::{PeerChannels, RaftTransport};
+
+/// Raft tuning shared by every group of a node.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a Raft snapshot (and compact the log) after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind the latest snapshot, so a briefly lagging
+    /// follower catches up from the log rather than by snapshot.
+    pub keep_entries_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> RaftTuning {
+        RaftTuning {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// What a node joins the cluster with.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Initial members (id -> address), this node included.
+    pub peers: BTreeMap<NodeId, String>,
+    pub partitions: u32,
+    pub replication: usize,
+    pub tuning: RaftTuning,
+}
+
+/// Keys of the metadata group's map.
+pub const META_TOPOLOGY_KEY: &str = "topology";
+
+/// This node's Raft groups and what it knows of the cluster.
+pub struct ClusterNode {
+    node_id: NodeId,
+    topology: Arc<Topology>,
+    dispatcher: RaftDispatcher,
+    partitions: HashMap<GroupId, Partition>,
+    channels: PeerChannels,
+    store: Store,
+    stop: CancellationToken,
+}
+
+impl ClusterNode {
+    /// Starts a Raft instance for every group this node replicates and
+    /// bootstraps groups that have never been initialized. Groups elect
+    /// leaders on their own once a majority of their replicas run.
+    ///
+    /// Refuses a data directory that belongs to another node id or cluster.
+    pub async fn start(
+        config: ClusterConfig,
+        store: Store,
+        transport: Arc<dyn RaftTransport>,
+        channels: PeerChannels,
+        dispatcher: RaftDispatcher,
+    ) -> Result<ClusterNode, ClusterError> {
+        let me = config.node_id;
+        check_identity(&store, &config)?;
+        let topology = Arc::new(Topology::new(1, config.peers.clone(), config.partitions, config.replication));
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: "cairn".to_string(),
+                heartbeat_interval: config.tuning.heartbeat.as_millis() as u64,
+                election_timeout_min: config.tuning.election_timeout_min.as_millis() as u64,
+                election_timeout_max: config.tuning.election_timeout_max.as_millis() as u64,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(config.tuning.snapshot_after_entries),
+                max_in_snapshot_log_to_keep: config.tuning.keep_entries_after_snapshot,
+                max_payload_entries: 256,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Raft(e.to_string()))?,
+        );
+
+        let mut partitions = HashMap::new();
+        for group in topology.groups_of(me) {
+            let raft = Raft::new(
+                me,
+                raft_config.clone(),
+                GroupNetworkFactory::new(group, transport.clone()),
+                store.log_store(group),
+                store.state_machine(group)?,
+            )
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            dispatcher.register(group, raft.clone());
+            bootstrap(&topology, group, me, &raft).await?;
+            if group != META_GROUP {
+                partitions.insert(group, Partition::new(group, raft, store.reader()));
+            }
+        }
+        info!(node_id = me, groups = partitions.len(), "raft groups started");
+        let node = ClusterNode {
+            node_id: me,
+            topology,
+            dispatcher,
+            partitions,
+            channels,
+            store,
+            stop: CancellationToken::new(),
+        };
+        node.spawn_topology_recorder();
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Members and partition table.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// The local replica of partition `group`, if this node holds one.
+    pub fn partition(&self, group: GroupId) -> Option<&Partition> {
+        self.partitions.get(&group)
+    }
+
+    /// The tonic channels to peers, for forwarding calls.
+    pub fn channels(&self) -> &PeerChannels {
+        &self.channels
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The leader of `group` as far as this node knows: from its own replica,
+    /// or `None` when it holds none or no leader is known.
+    pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, String)> {
+        let raft = self.dispatcher.raft(group)?;
+        let leader = raft.metrics().borrow().current_leader?;
+        Some((leader, self.topology.address(leader)?.to_string()))
+    }
+
+    /// Raft metrics of every group this node runs, by group.
+    pub fn metrics(&self) -> Vec<(GroupId, RaftMetrics<NodeId, BasicNode>)> {
+        self.dispatcher
+            .groups()
+            .into_iter()
+            .map(|(group, raft)| (group, raft.metrics().borrow().clone()))
+            .collect()
+    }
+
+    /// Stops every Raft group (the store stays open for the caller to close).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        for (group, raft) in self.dispatcher.groups() {
+            self.dispatcher.unregister(group);
+            if let Err(e) = raft.shutdown().await {
+                warn!(group, "raft shutdown: {e}");
+            }
+        }
+    }
+
+    /// Whenever this node leads the metadata group, make sure the group records
+    /// the current topology (membership and partition table).
+    fn spawn_topology_recorder(&self) {
+        let Some(meta) = self.dispatcher.raft(META_GROUP) else { return };
+        let topology = self.topology.clone();
+        let reader = self.store.reader();
+        let stop = self.stop.clone();
+        let me = self.node_id;
+        tokio::spawn(async move {
+            let mut metrics = meta.metrics();
+            let encoded = Bytes::from(serde_json::to_vec(&*topology).expect("topology serializes"));
+            loop {
+                let leading = metrics.borrow().current_leader == Some(me);
+                if leading {
+                    let recorded = reader.meta_get(META_GROUP, META_TOPOLOGY_KEY).ok().flatten();
+                    if recorded.as_ref() != Some(&encoded) {
+                        let put = Command::MetaPut { key: META_TOPOLOGY_KEY.into(), value: encoded.clone() };
+                        if let Err(e) = meta.client_write(put).await {
+                            warn!("recording topology in the metadata group: {e}");
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = metrics.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+}
+
+/// Initializes `group` with its replicas as voters if this node never has.
+/// Every replica does the same with the same membership, which openraft
+/// allows; the preferred replica (first in the table) then stands for election
+/// so leaders spread over the nodes.
+async fn bootstrap(
+    topology: &Topology,
+    group: GroupId,
+    me: NodeId,
+    raft: &Raft<TypeConfig>,
+) -> Result<(), ClusterError> {
+    if raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = topology
+        .replicas(group)
+        .iter()
+        .filter_map(|id| Some((*id, BasicNode::new(topology.address(*id)?))))
+        .collect();
+    if let Err(e) = raft.initialize(members).await {
+        // Already initialized by a message from a peer that got there first.
+        tracing::debug!(group, "initialize: {e}");
+    }
+    if topology.replicas(group).first() == Some(&me) {
+        let _ = raft.trigger().elect().await;
+    }
+    Ok(())
+}
+
+const NODE_ID_KEY: &str = "node_id";
+const CLUSTER_KEY: &str = "cluster";
+
+/// A data directory remembers the node id and the cluster (member ids and
+/// partition count) it was created for; starting it as anything else is refused.
+fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterError> {
+    let cluster = format!(
+        "partitions={};members={}",
+        config.partitions,
+        config.peers.keys().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+    );
+    let node_id = config.node_id.to_string();
+    match store.node_meta(NODE_ID_KEY)? {
+        None => {
+            store.put_node_meta(CLUSTER_KEY, cluster.as_bytes())?;
+            store.put_node_meta(NODE_ID_KEY, node_id.as_bytes())?;
+            Ok(())
+        }
+        Some(found) if found != node_id.as_bytes() => Err(ClusterError::Identity(format!(
+            "this data directory belongs to node {}, not node {node_id}; start it with --id {} or use another --data-dir",
+            String::from_utf8_lossy(&found),
+            String::from_utf8_lossy(&found),
+        ))),
+        Some(_) => match store.node_meta(CLUSTER_KEY)? {
+            Some(found) if found != cluster.as_bytes() => Err(ClusterError::Identity(format!(
+                "this data directory belongs to another cluster ({}), not ({cluster}); use the --peers and --partitions it was created with, or another --data-dir",
+                String::from_utf8_lossy(&found)
+            ))),
+            _ => Ok(()),
+        },
+    }
+}

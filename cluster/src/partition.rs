@@ -1,0 +1,240 @@
+//! One local replica of a partition: the write path (group commit of many
+//! appends into one Raft entry) and linearizable reads.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_storage::{
+    AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, NodeId, Reader,
+    StreamAppend, TypeConfig,
+};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft, RaftMetrics};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use crate::error::ClusterError;
+
+/// Most appends group-committed into one Raft entry.
+const MAX_APPENDS_PER_ENTRY: usize = 2048;
+/// Most payload bytes group-committed into one Raft entry.
+const MAX_BYTES_PER_ENTRY: usize = 4 << 20;
+/// Most entries proposed and not yet applied; beyond it appends queue up and
+/// form bigger entries.
+const MAX_ENTRIES_IN_FLIGHT: usize = 16;
+/// Appends waiting for a proposal; beyond it callers wait (backpressure).
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+type AppendReply = oneshot::Sender<Result<AppendOutcome, ClusterError>>;
+
+/// A replica of one partition on this node.
+#[derive(Clone)]
+pub struct Partition {
+    group: GroupId,
+    raft: Raft<TypeConfig>,
+    reader: Reader,
+    appends: mpsc::Sender<(StreamAppend, AppendReply)>,
+}
+
+impl Partition {
+    /// Wraps the local Raft of `group` and starts its proposer.
+    pub fn new(group: GroupId, raft: Raft<TypeConfig>, reader: Reader) -> Partition {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(
+            propose_appends(group, raft.clone(), rx).instrument(tracing::info_span!("proposer", partition = group)),
+        );
+        Partition { group, raft, reader, appends: tx }
+    }
+
+    /// The partition's id.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The Raft instance.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Live Raft metrics of this replica.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Appends to one stream. Returns once the entry carrying it is committed
+    /// by a majority (fsynced on each) and applied here. Concurrent appends to
+    /// the partition share Raft entries and fsyncs.
+    pub async fn append(&self, append: StreamAppend) -> Result<AppendOutcome, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.appends.send((append, tx)).await.map_err(|_| ClusterError::ShuttingDown)?;
+        rx.await.map_err(|_| ClusterError::ShuttingDown)?
+    }
+
+    /// Soft-deletes or tombstones a stream; returns its version at deletion.
+    pub async fn delete(
+        &self,
+        stream: String,
+        expected: ExpectedVersion,
+        hard: bool,
+    ) -> Result<u64, ClusterError> {
+        match self.write(Command::Delete { stream, expected, hard }).await? {
+            CommandResult::Deleted(result) => Ok(result?),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replicates an actor snapshot taken at `version` of `stream`.
+    pub async fn save_actor_snapshot(
+        &self,
+        stream: String,
+        version: u64,
+        state: Bytes,
+    ) -> Result<(), ClusterError> {
+        self.write(Command::SaveActorSnapshot { stream, version, state }).await.map(|_| ())
+    }
+
+    /// Proposes one command and waits for its result.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        let group = self.group;
+        self.raft
+            .client_write(command)
+            .await
+            .map(|response| response.data)
+            .map_err(|e| write_error(group, e))
+    }
+
+    /// Confirms with a quorum that this replica still leads and waits until
+    /// everything committed before the call is applied here, then runs `read`
+    /// against the applied state on a blocking thread. A read after an
+    /// acknowledged write therefore sees it, also right after a failover.
+    pub async fn read<T, F>(&self, read: F) -> Result<T, ClusterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader, GroupId) -> Result<T, cairn_storage::Error> + Send + 'static,
+    {
+        self.ensure_leader().await?;
+        self.read_local(read).await
+    }
+
+    /// Confirms leadership with a quorum and waits for the applied state to
+    /// catch up with the commit point (openraft's linearizable read).
+    pub async fn ensure_leader(&self) -> Result<(), ClusterError> {
+        let group = self.group;
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(group, f),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                ClusterError::NoLeader { group }
+            }
+            RaftError::Fatal(_) => ClusterError::ShuttingDown,
+        })
+    }
+
+    /// Runs `read` against this replica's applied state without confirming
+    /// leadership (may be stale).
+    pub async fn read_local<T, F>(&self, read: F) -> Result<T, ClusterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader, GroupId) -> Result<T, cairn_storage::Error> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        let group = self.group;
+        tokio::task::spawn_blocking(move || read(&reader, group))
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?
+            .map_err(ClusterError::from)
+    }
+}
+
+/// Drains queued appends into Raft entries: takes whatever is waiting (up to
+/// the entry limits) as soon as an in-flight slot is free, so a lone writer
+/// pays no batching delay and many writers share entries and fsyncs.
+async fn propose_appends(
+    group: GroupId,
+    raft: Raft<TypeConfig>,
+    mut queue: mpsc::Receiver<(StreamAppend, AppendReply)>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut bytes = append_size(&first.0);
+        let mut batch = vec![first];
+        while batch.len() < MAX_APPENDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += append_size(&next.0);
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let command = Command::Append { timestamp_ms: now_ms(), appends };
+        let group_result = raft.client_write_ff(command).await;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = match group_result {
+                Ok(rx) => rx.await.map_err(|_| ClusterError::ShuttingDown),
+                Err(_) => Err(ClusterError::ShuttingDown),
+            };
+            let results: Result<(), ClusterError> = match outcome {
+                Ok(Ok(response)) => match response.data {
+                    CommandResult::Appended(results) if results.len() == replies.len() => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result.map_err(ClusterError::from));
+                        }
+                        return;
+                    }
+                    other => Err(unexpected(other)),
+                },
+                Ok(Err(e)) => Err(client_write_error(group, e)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = results {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        });
+    }
+}
+
+fn append_size(append: &StreamAppend) -> usize {
+    append.events.iter().map(|e| e.data.len() + e.metadata.len() + 64).sum::<usize>()
+        + append.stream.len()
+}
+
+/// Milliseconds since the Unix epoch by this node's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn not_leader(group: GroupId, f: ForwardToLeader<NodeId, BasicNode>) -> ClusterError {
+    match (f.leader_id, f.leader_node) {
+        (Some(id), Some(node)) => ClusterError::NotLeader { group, leader: Some((id, node.addr)) },
+        _ => ClusterError::NoLeader { group },
+    }
+}
+
+fn client_write_error(group: GroupId, e: ClientWriteError<NodeId, BasicNode>) -> ClusterError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => not_leader(group, f),
+        ClientWriteError::ChangeMembershipError(e) => ClusterError::Raft(e.to_string()),
+    }
+}
+
+fn write_error(group: GroupId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ClusterError {
+    match e {
+        RaftError::APIError(e) => client_write_error(group, e),
+        RaftError::Fatal(_) => ClusterError::ShuttingDown,
+    }
+}
+
+fn unexpected(result: CommandResult) -> ClusterError {
+    ClusterError::Raft(format!("unexpected state machine result {result:?}"))
+}

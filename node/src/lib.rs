@@ -1,0 +1,31 @@
+//! The Cairn node: the actor runtime, the gRPC services, and what `cairn serve` runs.
+//!
+//! # Layout
+//! - [`config`]: [`ServeConfig`], what a node is started with.
+//! - [`server`]: [`NodeBuilder`] / [`RunningNode`], start a node and stop it in order; [`server::run`].
+//! - [`actor`]: the [`EventSourced`] trait users implement, and its type-erased form.
+//! - [`actors`]: the built-in `user` and `account` types.
+//! - [`registry`]: [`Registry`], actor types by name.
+//! - [`runtime`]: [`ActorRuntime`], activations, turns, snapshots, passivation.
+//! - [`replay`]: rebuilding state from a snapshot plus the tail of a stream.
+//! - [`service`]: the client gRPC services and routing to partition leaders.
+//! - [`limits`]: input limits and their checks.
+//! - [`error`]: [`NodeError`] and its mapping to gRPC statuses.
+
+pub mod actor;
+pub mod actors;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod registry;
+pub mod replay;
+pub mod runtime;
+pub mod server;
+pub mod service;
+
+pub use actor::{Decision, EventSourced, Rejected};
+pub use config::ServeConfig;
+pub use error::NodeError;
+pub use registry::Registry;
+pub use runtime::ActorRuntime;
+pub use server::{NodeBuilder, RunningNode};

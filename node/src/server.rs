@@ -1,0 +1,207 @@
+//! Starting and stopping a node: open the store, start the Raft groups and the
+//! actor runtime, serve gRPC until shutdown, then stop in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_cluster::{
+    ClusterConfig, ClusterNode, GrpcTransport, PeerChannels, RaftDispatcher, RaftGrpcService, RaftTransport,
+    RaftTuning,
+};
+use cairn_proto::v1::actor_service_server::ActorServiceServer;
+use cairn_proto::v1::admin_service_server::AdminServiceServer;
+use cairn_proto::v1::event_store_service_server::EventStoreServiceServer;
+use cairn_proto::v1::raft_service_server::RaftServiceServer;
+use cairn_storage::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::actor::EventSourced;
+use crate::config::ServeConfig;
+use crate::limits::MAX_MESSAGE_BYTES;
+use crate::registry::Registry;
+use crate::runtime::{ActorRuntime, RuntimeConfig};
+use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService};
+
+/// Deadline of one Raft RPC between nodes.
+const RAFT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds a node: its configuration, the actor types it runs, and (for
+/// in-process tests) the Raft transport.
+pub struct NodeBuilder {
+    config: ServeConfig,
+    registry: Registry,
+    transport: Option<(Arc<dyn RaftTransport>, RaftDispatcher)>,
+    tuning: RaftTuning,
+    listener: Option<std::net::TcpListener>,
+}
+
+impl NodeBuilder {
+    /// A node with the built-in actor types.
+    pub fn new(config: ServeConfig) -> NodeBuilder {
+        let registry = Registry::with_builtins(config.snapshot_every);
+        NodeBuilder { config, registry, transport: None, tuning: RaftTuning::default(), listener: None }
+    }
+
+    /// Adds a user-defined actor type.
+    pub fn register<A: EventSourced>(mut self, actor: A) -> NodeBuilder {
+        self.registry.register(actor);
+        self
+    }
+
+    /// Replaces Raft's timing and compaction settings.
+    pub fn raft_tuning(mut self, tuning: RaftTuning) -> NodeBuilder {
+        self.tuning = tuning;
+        self
+    }
+
+    /// Carries Raft traffic over `transport` instead of gRPC; `dispatcher`
+    /// receives this node's incoming messages (see `cairn_cluster::LocalNetwork`).
+    pub fn raft_transport(mut self, transport: Arc<dyn RaftTransport>, dispatcher: RaftDispatcher) -> NodeBuilder {
+        self.transport = Some((transport, dispatcher));
+        self
+    }
+
+    /// Serves on an already bound listener instead of binding `listen`
+    /// (tests bind port 0 first to learn every node's address).
+    pub fn listener(mut self, listener: std::net::TcpListener) -> NodeBuilder {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Opens the store, starts the Raft groups and serves gRPC on the
+    /// configured address. Returns once the node accepts calls.
+    pub async fn start(self) -> anyhow::Result<RunningNode> {
+        let NodeBuilder { config, registry, transport, tuning, listener } = self;
+        check_config(&config)?;
+        let listener = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                TcpListener::from_std(listener)?
+            }
+            None => TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        };
+        let local_addr = listener.local_addr()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let store = Store::open(&config.data_dir)
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+
+        let channels = PeerChannels::default();
+        let (transport, dispatcher) = transport.unwrap_or_else(|| {
+            let grpc: Arc<dyn RaftTransport> = Arc::new(GrpcTransport::new(channels.clone(), RAFT_RPC_TIMEOUT));
+            (grpc, RaftDispatcher::default())
+        });
+        let cluster_config = ClusterConfig {
+            node_id: config.node_id,
+            peers: config.peers.clone(),
+            partitions: config.partitions,
+            replication: config.replication,
+            tuning,
+        };
+        // Peers' Raft RPCs wait in the listen backlog until the server runs;
+        // openraft retries what times out.
+        let node = Arc::new(
+            ClusterNode::start(cluster_config, store, transport, channels, dispatcher.clone())
+                .await
+                .context("cannot start the node's Raft groups")?,
+        );
+        let runtime = ActorRuntime::new(
+            node.clone(),
+            registry,
+            RuntimeConfig { passivate_after: config.passivate_after, max_activations: config.max_activations },
+        );
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                RaftServiceServer::new(RaftGrpcService::new(dispatcher))
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                ActorServiceServer::new(ActorGrpcService::new(node.clone(), runtime.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                EventStoreServiceServer::new(EventStoreGrpcService::new(node.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(AdminServiceServer::new(AdminGrpcService::new(node.clone())))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        let server = tokio::spawn(server);
+        info!(node_id = config.node_id, addr = %local_addr, "serving");
+        Ok(RunningNode { addr: local_addr, node, runtime, stop: Some(stop_tx), server: Some(server) })
+    }
+}
+
+fn check_config(config: &ServeConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(config.node_id > 0, "node id must be > 0");
+    anyhow::ensure!(
+        config.peers.contains_key(&config.node_id),
+        "--peers does not name this node's id {}",
+        config.node_id
+    );
+    anyhow::ensure!(config.partitions > 0, "--partitions must be > 0");
+    anyhow::ensure!(config.replication > 0, "--replication must be > 0");
+    Ok(())
+}
+
+/// A started node.
+pub struct RunningNode {
+    addr: SocketAddr,
+    node: Arc<ClusterNode>,
+    runtime: ActorRuntime,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl RunningNode {
+    /// The address the node serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's cluster part (Raft groups, topology).
+    pub fn cluster(&self) -> &Arc<ClusterNode> {
+        &self.node
+    }
+
+    /// The actor runtime.
+    pub fn runtime(&self) -> &ActorRuntime {
+        &self.runtime
+    }
+
+    /// Stops in order: stop accepting calls, drop activations, stop the Raft
+    /// groups; the store closes when the last reference goes.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        self.runtime.shutdown();
+        self.node.shutdown().await;
+        info!(node_id = self.node.node_id(), "stopped");
+    }
+}
+
+/// Start the node described by `config` and serve until `shutdown` resolves.
+pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let node = NodeBuilder::new(config).start().await?;
+    shutdown.await;
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The commands a Raft group replicates and the results its state machine returns.
+//!
+//! These types are storage's own persisted encoding (postcard, via serde): a
+//! [`Command`] is the payload of one Raft log entry. Wire types never appear here.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies a Raft group inside one node: partitions are `0..P`, the metadata
+/// group is [`META_GROUP`].
+pub type GroupId = u32;
+
+/// The group id of the metadata group (membership and partition table).
+pub const META_GROUP: GroupId = u32::MAX;
+
+/// What the writer expects the stream's current version to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist (version 0, or soft-deleted).
+    NoStream,
+    /// The stream's current version must be exactly this (0 = empty).
+    Exact(u64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no-stream"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// An event as a writer proposes it, before it has a version or position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Unique id (a UUID v7 unless the client chose one); the idempotency key.
+    pub id: String,
+    /// The event's type name, e.g. `USER_CREATED`.
+    pub event_type: String,
+    /// JSON bytes, stored as given.
+    pub data: Bytes,
+    /// JSON object bytes (holds `schema_version`); empty means `{}`.
+    pub metadata: Bytes,
+    /// Id tying together everything caused by one request (may be empty).
+    pub correlation_id: String,
+    /// Id of the message or event that caused this one (may be empty).
+    pub causation_id: String,
+}
+
+/// One writer's append to one stream: all of its events or none of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamAppend {
+    /// The stream appended to (UTF-8, at most [`MAX_STREAM_ID_LEN`](crate::MAX_STREAM_ID_LEN) bytes).
+    pub stream: String,
+    /// The version the writer expects the stream to be at.
+    pub expected: ExpectedVersion,
+    /// The events, in the order they get versions.
+    pub events: Vec<NewEvent>,
+}
+
+/// The payload of one Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Appends from many writers, group-committed as one entry. Each
+    /// [`StreamAppend`] is checked and applied on its own, in order, each seeing
+    /// the effect of those before it; `timestamp_ms` is the leader's clock when
+    /// it proposed the entry (the state machine never lets a partition's
+    /// timestamps go backwards).
+    Append {
+        /// The proposing leader's clock, in ms since the epoch.
+        timestamp_ms: i64,
+        /// The appends, applied in order.
+        appends: Vec<StreamAppend>,
+    },
+    /// Soft delete (`hard = false`) or tombstone (`hard = true`) a stream.
+    Delete {
+        /// The stream to delete.
+        stream: String,
+        /// The version the writer expects the stream to be at.
+        expected: ExpectedVersion,
+        /// Tombstone it (never writable again) rather than soft-delete it.
+        hard: bool,
+    },
+    /// Store an actor's state as of `version` of its stream.
+    SaveActorSnapshot {
+        /// The actor's stream.
+        stream: String,
+        /// The stream version the state reflects.
+        version: u64,
+        /// The actor's serialized state.
+        state: Bytes,
+    },
+    /// Set a key of the metadata group's key-value map.
+    MetaPut {
+        /// The key (any UTF-8; keys sort bytewise).
+        key: String,
+        /// The new value.
+        value: Bytes,
+    },
+}
+
+/// Where an accepted append landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Version of the first event written (or found, when `duplicate`).
+    pub first_version: u64,
+    /// Version of the last event; the stream's version after the append.
+    pub last_version: u64,
+    /// Partition-log position of the first event.
+    pub first_position: u64,
+    /// Partition-log position of the last event.
+    pub last_position: u64,
+    /// Timestamp given to the events.
+    pub timestamp_ms: i64,
+    /// True when every event id was already in the stream at these versions:
+    /// nothing was written, this is the earlier result.
+    pub duplicate: bool,
+}
+
+/// Why the state machine refused an append or a delete. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// The stream is not at the expected version.
+    #[error(
+        "wrong expected version: expected {expected}, but stream `{stream}` is at version {actual}"
+    )]
+    WrongExpectedVersion {
+        /// The stream written.
+        stream: String,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version.
+        actual: u64,
+    },
+    /// The stream is soft-deleted.
+    #[error("stream `{stream}` is deleted")]
+    StreamDeleted {
+        /// The stream written.
+        stream: String,
+    },
+    /// The stream is hard-deleted (or its id can never be stored).
+    #[error("stream `{stream}` was hard-deleted (tombstoned) and can never be written again")]
+    StreamTombstoned {
+        /// The stream written.
+        stream: String,
+    },
+    /// The first event id is already in the stream, but the rest of the append differs.
+    #[error(
+        "event id `{event_id}` is already in stream `{stream}` at version {version}, but the rest of the append does not match what was written then"
+    )]
+    IdempotencyConflict {
+        /// The stream written.
+        stream: String,
+        /// The first event's id.
+        event_id: String,
+        /// The version at which that id already is.
+        version: u64,
+    },
+}
+
+/// What applying one log entry produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Blank and membership entries.
+    #[default]
+    None,
+    /// One result per [`StreamAppend`], in order.
+    Appended(Vec<Result<AppendOutcome, Rejection>>),
+    /// The stream's version at deletion.
+    Deleted(Result<u64, Rejection>),
+    /// An actor snapshot was stored.
+    SnapshotSaved,
+    /// A metadata key was set.
+    MetaPut,
+}

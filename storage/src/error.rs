@@ -1,0 +1,104 @@
+//! [`Error`], the one error type of this crate, and its conversion into
+//! openraft's [`StorageError`].
+
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+
+use crate::type_config::NodeId;
+
+/// Everything that can go wrong in storage. Variants are ones a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// RocksDB failed (I/O error, corruption detected by RocksDB, lock held by
+    /// another process, ...). The operation did not take effect.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+
+    /// Data read from disk could not be decoded; the store is damaged or was
+    /// written by an incompatible version.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// The stream is soft-deleted (`tombstoned = false`: reads fail until it is
+    /// written again) or hard-deleted (`tombstoned = true`: forever).
+    #[error("stream `{stream}` is {}", if *tombstoned { "hard-deleted (tombstoned)" } else { "deleted" })]
+    StreamDeleted {
+        /// The stream read.
+        stream: String,
+        /// Whether it was hard-deleted.
+        tombstoned: bool,
+    },
+
+    /// A stream id longer than [`MAX_STREAM_ID_LEN`](crate::MAX_STREAM_ID_LEN) bytes.
+    #[error("stream id is {len} bytes long; at most {max} are allowed", max = crate::MAX_STREAM_ID_LEN)]
+    StreamIdTooLong {
+        /// Length of the refused id, in bytes.
+        len: usize,
+    },
+
+    /// A snapshot offered for installation is malformed; nothing was installed.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+
+    /// The store was shut down ([`Store::shutdown`](crate::Store::shutdown));
+    /// no more log writes are accepted.
+    #[error("storage is shut down")]
+    ShutDown,
+
+    /// A blocking storage task panicked or was cancelled.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Converts into openraft's error, naming what was being done to what.
+    pub fn into_storage_error(
+        self,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+    ) -> StorageError<NodeId> {
+        StorageError::IO {
+            source: StorageIOError::new(subject, verb, AnyError::new(&self)),
+        }
+    }
+}
+
+/// Storage errors reach openraft as I/O errors on the store as a whole; the
+/// log store and state machine use [`Error::into_storage_error`] to be precise.
+impl From<Error> for StorageError<NodeId> {
+    fn from(e: Error) -> Self {
+        e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write)
+    }
+}
+
+/// Decodes a postcard value read from disk; failures are [`Error::Corrupt`].
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
+/// Encodes a value for disk. Our types always encode; a failure is reported
+/// as [`Error::Corrupt`] rather than panicking.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    what: &str,
+    value: &T,
+) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(value).map_err(|e| Error::Corrupt(format!("encoding {what}: {e}")))
+}
+
+/// Decodes a `u64 BE` value read from disk.
+pub(crate) fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, Error> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("{what}: expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Runs blocking storage work off the async runtime's workers.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Error>
+where
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}

@@ -1,0 +1,313 @@
+//! The byte layout and ordering of every key Cairn stores.
+//!
+//! RocksDB orders keys bytewise, so every number in a key is big-endian and
+//! every variable-length component that is followed by more key bytes is
+//! length-prefixed. That gives three guarantees the rest of the crate relies on:
+//!
+//! 1. **A group is one contiguous range.** In the group-scoped column families
+//!    (`log`, `sm`) every key is `group: u32 BE ++ tag: u8 ++ rest`, and no tag
+//!    is `0xFF`, so `[group ++ 0x00, group ++ 0xFF)` ([`group_range`]) holds all
+//!    of a group's keys and nothing else, for every group id including
+//!    [`META_GROUP`](crate::META_GROUP) (`0xFFFF_FFFF`).
+//! 2. **A stream is one contiguous range per tag.** Stream ids are written as
+//!    `len: u16 BE ++ utf8 bytes`, so the keys of stream `"a"` can never be a
+//!    prefix of (or interleave with) those of stream `"ab"`.
+//! 3. **Numbers sort numerically.** Log indexes, versions and positions are
+//!    `u64 BE`, so iteration order is numeric order.
+//!
+//! # Column family `log` (Raft log and vote, per group)
+//! | key | value |
+//! | --- | --- |
+//! | `group ++ 0x01` | vote: postcard `Vote<NodeId>` |
+//! | `group ++ 0x02` | committed log id: postcard `Option<LogId>` |
+//! | `group ++ 0x03` | last purged log id: postcard `LogId` |
+//! | `group ++ 0x10 ++ index: u64` | postcard `Entry<TypeConfig>` |
+//!
+//! # Column family `sm` (a group's applied state machine: the event store)
+//! | key | value |
+//! | --- | --- |
+//! | `group ++ 0x01` | applied state: postcard `AppliedState` (last applied log id, last membership) |
+//! | `group ++ 0x02` | partition counters: postcard `PartitionCounters` (last position, last timestamp) |
+//! | `group ++ 0x10 ++ position: u64` | the event body, stored once: postcard [`RecordedEvent`](crate::RecordedEvent) |
+//! | `group ++ 0x11 ++ stream ++ version: u64` | version index: position `u64 BE` of that event |
+//! | `group ++ 0x12 ++ stream` | postcard [`StreamInfo`](crate::StreamInfo) |
+//! | `group ++ 0x13 ++ stream ++ event id bytes` | event-id index: version `u64 BE` (the id is the key's tail, so needs no prefix) |
+//! | `group ++ 0x14 ++ stream ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
+//! | `group ++ 0x20 ++ key utf8` | metadata map value, raw bytes (the key is the key's tail) |
+//!
+//! where `stream` is `len: u16 BE ++ utf8 bytes`.
+//!
+//! # Column family `snap` (latest Raft snapshot per group)
+//! | key | value |
+//! | --- | --- |
+//! | `group ++ 0x01` | postcard `SnapshotMeta` of the current snapshot |
+//! | `group ++ 0x02` | its data, raw bytes (format in [`snapshot`](crate::snapshot)) |
+//!
+//! # Column family `node` (node-local identity)
+//! | key | value |
+//! | --- | --- |
+//! | key utf8 | raw bytes |
+
+use crate::command::GroupId;
+
+/// Longest stream id accepted, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 256;
+
+// Tags of the `log` column family.
+const LOG_VOTE: u8 = 0x01;
+const LOG_COMMITTED: u8 = 0x02;
+const LOG_PURGED: u8 = 0x03;
+const LOG_ENTRY: u8 = 0x10;
+
+// Tags of the `sm` column family.
+const SM_APPLIED: u8 = 0x01;
+const SM_COUNTERS: u8 = 0x02;
+const SM_EVENT: u8 = 0x10;
+const SM_STREAM_VERSION: u8 = 0x11;
+const SM_STREAM_INFO: u8 = 0x12;
+const SM_EVENT_ID: u8 = 0x13;
+const SM_ACTOR_SNAPSHOT: u8 = 0x14;
+const SM_META: u8 = 0x20;
+
+/// Tag that no key uses: `group ++ RANGE_END` is above every key of `group`.
+const RANGE_END: u8 = 0xFF;
+
+/// A stream id too long to be keyed (see [`MAX_STREAM_ID_LEN`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTooLong;
+
+fn with_tag(group: GroupId, tag: u8, extra: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + extra);
+    k.extend_from_slice(&group.to_be_bytes());
+    k.push(tag);
+    k
+}
+
+/// Appends `len: u16 BE ++ bytes` of `stream`.
+fn push_stream(k: &mut Vec<u8>, stream: &str) -> Result<(), StreamTooLong> {
+    if stream.len() > MAX_STREAM_ID_LEN {
+        return Err(StreamTooLong);
+    }
+    let len = u16::try_from(stream.len()).map_err(|_| StreamTooLong)?;
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(stream.as_bytes());
+    Ok(())
+}
+
+fn stream_key(
+    group: GroupId,
+    tag: u8,
+    stream: &str,
+    extra: usize,
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = with_tag(group, tag, 2 + stream.len() + extra);
+    push_stream(&mut k, stream)?;
+    Ok(k)
+}
+
+/// Decodes a trailing `u64 BE` (index, version or position) of a key.
+pub fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `[start, end)` holding every key of `group` in a group-scoped column family.
+pub fn group_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
+    (with_tag(group, 0x00, 0), with_tag(group, RANGE_END, 0))
+}
+
+// ---- log column family ----
+
+/// The group's Raft vote.
+pub fn vote(group: GroupId) -> Vec<u8> {
+    with_tag(group, LOG_VOTE, 0)
+}
+
+/// The group's last known committed log id.
+pub fn committed(group: GroupId) -> Vec<u8> {
+    with_tag(group, LOG_COMMITTED, 0)
+}
+
+/// The group's last purged log id.
+pub fn last_purged(group: GroupId) -> Vec<u8> {
+    with_tag(group, LOG_PURGED, 0)
+}
+
+/// The log entry at `index`.
+pub fn log_entry(group: GroupId, index: u64) -> Vec<u8> {
+    let mut k = with_tag(group, LOG_ENTRY, 8);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Exclusive upper bound of all log entries of `group`.
+pub fn log_entries_end(group: GroupId) -> Vec<u8> {
+    with_tag(group, LOG_ENTRY + 1, 0)
+}
+
+// ---- sm column family ----
+
+/// The group's applied state (last applied log id and membership).
+pub fn applied(group: GroupId) -> Vec<u8> {
+    with_tag(group, SM_APPLIED, 0)
+}
+
+/// The partition counters (last position, last timestamp).
+pub fn counters(group: GroupId) -> Vec<u8> {
+    with_tag(group, SM_COUNTERS, 0)
+}
+
+/// The event body at partition-log `position`.
+pub fn event(group: GroupId, position: u64) -> Vec<u8> {
+    let mut k = with_tag(group, SM_EVENT, 8);
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// Exclusive upper bound of the partition log of `group`.
+pub fn events_end(group: GroupId) -> Vec<u8> {
+    with_tag(group, SM_EVENT + 1, 0)
+}
+
+/// Version index entry of `stream` at `version`.
+pub fn stream_version(
+    group: GroupId,
+    stream: &str,
+    version: u64,
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_STREAM_VERSION, stream, 8)?;
+    k.extend_from_slice(&version.to_be_bytes());
+    Ok(k)
+}
+
+/// Exclusive upper bound of the version index of `stream`.
+pub fn stream_versions_end(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_STREAM_VERSION, stream, 9)?;
+    k.extend_from_slice(&[0xFF; 9]);
+    Ok(k)
+}
+
+/// Stream info of `stream`.
+pub fn stream_info(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
+    stream_key(group, SM_STREAM_INFO, stream, 0)
+}
+
+/// Event-id index entry of event `event_id` in `stream`.
+pub fn event_id(group: GroupId, stream: &str, event_id: &str) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_EVENT_ID, stream, event_id.len())?;
+    k.extend_from_slice(event_id.as_bytes());
+    Ok(k)
+}
+
+/// Actor snapshot of `stream` as of `version`.
+pub fn actor_snapshot(
+    group: GroupId,
+    stream: &str,
+    version: u64,
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_ACTOR_SNAPSHOT, stream, 8)?;
+    k.extend_from_slice(&version.to_be_bytes());
+    Ok(k)
+}
+
+/// Prefix shared by every actor snapshot of `stream` (and nothing else).
+pub fn actor_snapshots_prefix(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
+    stream_key(group, SM_ACTOR_SNAPSHOT, stream, 0)
+}
+
+/// Metadata map entry `key`.
+pub fn meta(group: GroupId, key: &str) -> Vec<u8> {
+    let mut k = with_tag(group, SM_META, key.len());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Length of the part of a metadata key before the user's key.
+pub const META_KEY_OFFSET: usize = 5;
+
+/// Exclusive upper bound of the metadata map of `group`.
+pub fn meta_end(group: GroupId) -> Vec<u8> {
+    with_tag(group, SM_META + 1, 0)
+}
+
+// ---- snap column family ----
+
+/// Meta of the current Raft snapshot of `group`.
+pub fn raft_snapshot_meta(group: GroupId) -> Vec<u8> {
+    with_tag(group, 0x01, 0)
+}
+
+/// Data of the current Raft snapshot of `group`.
+pub fn raft_snapshot_data(group: GroupId) -> Vec<u8> {
+    with_tag(group, 0x02, 0)
+}
+
+/// The smallest key strictly greater than every key starting with `prefix`,
+/// or `None` when there is none (`prefix` is all `0xFF`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_prefixes_never_collide() {
+        // "a" at a huge version must sort before any key of "ab".
+        let a = stream_version(1, "a", u64::MAX).expect("short stream");
+        let ab = stream_version(1, "ab", 0).expect("short stream");
+        assert!(a < ab);
+        assert!(!ab.starts_with(&actor_snapshots_prefix(1, "a").expect("short")));
+        assert!(stream_versions_end(1, "a").expect("short") <= ab);
+    }
+
+    #[test]
+    fn group_range_holds_all_keys_of_a_group() {
+        for g in [0, 7, crate::META_GROUP] {
+            let (lo, hi) = group_range(g);
+            let keys = [
+                applied(g),
+                counters(g),
+                event(g, u64::MAX),
+                stream_version(g, &"x".repeat(MAX_STREAM_ID_LEN), u64::MAX).expect("max len"),
+                meta(g, "\u{10FFFF}"),
+                vote(g),
+                log_entry(g, u64::MAX),
+            ];
+            for k in keys {
+                assert!(lo <= k && k < hi, "{k:?} outside group {g}");
+            }
+        }
+        assert!(group_range(1).1 <= group_range(2).0);
+    }
+
+    #[test]
+    fn numbers_sort_numerically() {
+        assert!(event(3, 255) < event(3, 256));
+        assert!(log_entry(3, 9) < log_entry(3, 10));
+        assert_eq!(trailing_u64(&event(3, 42)), Some(42));
+    }
+
+    #[test]
+    fn too_long_stream_is_refused() {
+        assert_eq!(
+            stream_info(0, &"x".repeat(MAX_STREAM_ID_LEN + 1)),
+            Err(StreamTooLong)
+        );
+    }
+
+    #[test]
+    fn prefix_end_is_the_successor() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF]), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! Cairn's storage: one RocksDB per node holding, for every Raft group, the
+//! Raft log and vote, and the group's state machine, which for a partition
+//! *is* the event store (streams, versions, the partition's ordered log,
+//! stream info, the event-id index, actor snapshots). No networking here, and
+//! no wire types: everything persisted uses this crate's own encoding.
+//!
+//! # Layout
+//! - [`command`]: [`Command`], the payload of a Raft entry, and [`CommandResult`].
+//! - [`event`]: what readers get back: [`RecordedEvent`], [`StreamInfo`], [`ActorSnapshot`].
+//! - [`type_config`]: the openraft [`TypeConfig`] shared by every group.
+//! - [`keys`]: the byte layout and ordering of every key.
+//! - `store`: [`Store`], the node's RocksDB.
+//! - `syncer`: the thread that group-commits log fsyncs for a [`Store`].
+//! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
+//! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
+//! - `apply`: the event store's write rules, applied to committed entries.
+//! - [`snapshot`]: [`SnapshotBuilder`] and the Raft snapshot format.
+//! - `reader`: [`Reader`], reads of the applied state.
+//! - `error`: [`Error`].
+
+#![warn(missing_docs)]
+
+mod apply;
+pub mod command;
+mod error;
+pub mod event;
+pub mod keys;
+mod log_store;
+mod reader;
+pub mod snapshot;
+mod state_machine;
+mod store;
+mod syncer;
+pub mod type_config;
+
+pub use command::{
+    AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, META_GROUP, NewEvent,
+    Rejection, StreamAppend,
+};
+pub use error::Error;
+pub use event::{ActorSnapshot, RecordedEvent, StreamInfo};
+pub use keys::MAX_STREAM_ID_LEN;
+pub use log_store::LogStore;
+pub use reader::Reader;
+pub use snapshot::SnapshotBuilder;
+pub use state_machine::StateMachine;
+pub use store::Store;
+pub use type_config::{NodeId, TypeConfig};

@@ -1,0 +1,369 @@
+//! [`LogStore`]: openraft's `RaftLogStorage` for one group, in the `log`
+//! column family of the node's [`Store`].
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError,
+    Vote,
+};
+use rocksdb::WriteBatch;
+
+use crate::command::GroupId;
+use crate::error::{Error, blocking, decode, encode};
+use crate::keys;
+use crate::store::{CF_LOG, Store, View};
+use crate::type_config::{NodeId, TypeConfig};
+
+/// The Raft log, vote and committed log id of one group.
+///
+/// Guarantees: an appended entry is readable as soon as `append` returns and
+/// durable (fsynced) before its `LogFlushed` callback is called, with one
+/// fsync shared by all appends waiting at that moment, across all groups; a
+/// saved vote is durable when `save_vote` returns; truncation is durable when
+/// `truncate` returns; purging may become durable later (it is idempotent).
+/// Cheap to clone; clones see the same log.
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    store: Store,
+    group: GroupId,
+}
+
+fn log_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
+    e.into_storage_error(ErrorSubject::Logs, verb)
+}
+
+fn vote_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
+    e.into_storage_error(ErrorSubject::Vote, verb)
+}
+
+impl LogStore {
+    pub(crate) fn new(store: Store, group: GroupId) -> LogStore {
+        LogStore { store, group }
+    }
+
+    /// The group this log belongs to.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    fn get_value<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, Error> {
+        match self.store.db().get_cf(self.store.cf(CF_LOG), key)? {
+            Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, Error> {
+        let g = self.group;
+        let end_key = match end {
+            Some(end) => keys::log_entry(g, end),
+            None => keys::log_entries_end(g),
+        };
+        let mut out = Vec::new();
+        if end.is_some_and(|end| end <= start) {
+            return Ok(out);
+        }
+        View::new(&self.store).scan(CF_LOG, &keys::log_entry(g, start), &end_key, |_, v| {
+            out.push(decode::<Entry<TypeConfig>>("log entry", v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn log_state(&self) -> Result<LogState<TypeConfig>, Error> {
+        let g = self.group;
+        let last_purged: Option<LogId<NodeId>> =
+            self.get_value("last purged log id", &keys::last_purged(g))?;
+        let last = View::new(&self.store).last_in(
+            CF_LOG,
+            &keys::log_entry(g, 0),
+            &keys::log_entries_end(g),
+        )?;
+        let last_log_id = match last {
+            Some((_, v)) => Some(decode::<Entry<TypeConfig>>("log entry", &v)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e.checked_add(1),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        let this = self.clone();
+        blocking(move || this.read_entries(start, end))
+            .await
+            .map_err(|e| log_err(e, ErrorVerb::Read))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || this.log_state())
+            .await
+            .map_err(|e| log_err(e, ErrorVerb::Read))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let this = self.clone();
+        let vote = *vote;
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                this.store.cf(CF_LOG),
+                keys::vote(this.group),
+                encode("vote", &vote)?,
+            );
+            this.store.write(batch, true)
+        })
+        .await
+        .map_err(|e| vote_err(e, ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || this.get_value("vote", &keys::vote(this.group)))
+            .await
+            .map_err(|e| vote_err(e, ErrorVerb::Read))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                this.store.cf(CF_LOG),
+                keys::committed(this.group),
+                encode("committed log id", &committed)?,
+            );
+            this.store.write(batch, false)
+        })
+        .await
+        .map_err(|e| log_err(e, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || {
+            Ok(this
+                .get_value::<Option<LogId<NodeId>>>(
+                    "committed log id",
+                    &keys::committed(this.group),
+                )?
+                .flatten())
+        })
+        .await
+        .map_err(|e| log_err(e, ErrorVerb::Read))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let this = self.clone();
+        blocking(move || this.append_then(entries, Box::new(move |r| callback.log_io_completed(r))))
+            .await
+            .map_err(|e| log_err(e, ErrorVerb::Write))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || {
+            let g = this.group;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(
+                this.store.cf(CF_LOG),
+                keys::log_entry(g, log_id.index),
+                keys::log_entries_end(g),
+            );
+            this.store.write(batch, true)
+        })
+        .await
+        .map_err(|e| log_err(e, ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let this = self.clone();
+        blocking(move || {
+            let g = this.group;
+            let cf = this.store.cf(CF_LOG);
+            let end = match log_id.index.checked_add(1) {
+                Some(next) => keys::log_entry(g, next),
+                None => keys::log_entries_end(g),
+            };
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                cf,
+                keys::last_purged(g),
+                encode("last purged log id", &log_id)?,
+            );
+            batch.delete_range_cf(cf, keys::log_entry(g, 0), end);
+            this.store.write(batch, false)
+        })
+        .await
+        .map_err(|e| log_err(e, ErrorVerb::Delete))
+    }
+}
+
+impl LogStore {
+    /// Writes `entries` (readable at once, not yet durable) and queues
+    /// `on_durable` for the syncer thread, which calls it after the fsync
+    /// that covers them.
+    pub(crate) fn append_then(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+        on_durable: crate::syncer::FlushCallback,
+    ) -> Result<(), Error> {
+        self.store.check_running()?;
+        if !entries.is_empty() {
+            let cf = self.store.cf(CF_LOG);
+            let mut batch = WriteBatch::default();
+            for entry in &entries {
+                batch.put_cf(
+                    cf,
+                    keys::log_entry(self.group, entry.log_id.index),
+                    encode("log entry", entry)?,
+                );
+            }
+            self.store.write(batch, false)?;
+        }
+        self.store.submit_flush(on_durable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Many concurrent appends from several groups all complete, are
+    /// readable, and share fsyncs: fewer fsyncs than appends.
+    #[test]
+    fn group_commit_shares_fsyncs_across_groups() -> anyhow::Result<()> {
+        const GROUPS: u32 = 8;
+        const APPENDS: u64 = 200;
+
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let before = store.sync_count();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+
+        std::thread::scope(|s| {
+            for g in 0..GROUPS {
+                let log = store.log_store(g);
+                let tx = tx.clone();
+                let done = Arc::clone(&done);
+                s.spawn(move || {
+                    for i in 1..=APPENDS {
+                        let tx = tx.clone();
+                        let done = Arc::clone(&done);
+                        log.append_then(
+                            vec![blank(i)],
+                            Box::new(move |r| {
+                                done.fetch_add(1, Ordering::SeqCst);
+                                let _ = tx.send(r);
+                            }),
+                        )
+                        .expect("append");
+                    }
+                });
+            }
+        });
+        drop(tx);
+        let results: Vec<_> = rx.iter().collect();
+        let total = (GROUPS as usize) * (APPENDS as usize);
+        assert_eq!(results.len(), total, "every callback is called once");
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(done.load(Ordering::SeqCst), total);
+
+        let syncs = store.sync_count() - before;
+        assert!(syncs >= 1);
+        assert!(
+            syncs < total as u64,
+            "{syncs} fsyncs for {total} appends: no group commit"
+        );
+
+        for g in 0..GROUPS {
+            let entries = store.log_store(g).read_entries(0, None)?;
+            assert_eq!(entries.len() as u64, APPENDS);
+            assert_eq!(entries.last().map(|e| e.log_id.index), Some(APPENDS));
+        }
+        Ok(())
+    }
+
+    /// Shutting down completes every queued callback, then refuses appends.
+    #[test]
+    fn shutdown_flushes_pending_then_refuses() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let log = store.log_store(3);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 1..=50 {
+            let tx = tx.clone();
+            log.append_then(vec![blank(i)], Box::new(move |r| drop(tx.send(r))))?;
+        }
+        drop(tx);
+        store.shutdown();
+        let results: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            results.len(),
+            50,
+            "all pending callbacks completed before shutdown returned"
+        );
+        assert!(matches!(
+            log.append_then(vec![blank(51)], Box::new(|_| ())),
+            Err(Error::ShutDown)
+        ));
+        Ok(())
+    }
+}

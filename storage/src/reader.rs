@@ -1,0 +1,181 @@
+//! [`Reader`]: reads of the applied state of any group.
+
+use bytes::Bytes;
+use openraft::LogId;
+
+use crate::apply::{PartitionCounters, read_applied};
+use crate::command::GroupId;
+use crate::error::{Error, decode, decode_u64};
+use crate::event::{ActorSnapshot, RecordedEvent, StreamInfo};
+use crate::keys::{self, StreamTooLong};
+use crate::store::{CF_SM, Store, View};
+use crate::type_config::NodeId;
+
+/// Reads a group's *applied* state straight from RocksDB.
+///
+/// Every call sees one consistent point in time (a RocksDB snapshot): never
+/// half of an applied entry. Calls block on disk I/O; async callers should use
+/// `spawn_blocking`. Reads on a follower may lag the leader. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    store: Store,
+}
+
+fn too_long(stream: &str) -> impl Fn(StreamTooLong) -> Error + '_ {
+    move |_| Error::StreamIdTooLong { len: stream.len() }
+}
+
+impl Reader {
+    pub(crate) fn new(store: Store) -> Reader {
+        Reader { store }
+    }
+
+    /// The stream's info, or `None` if it was never written nor deleted.
+    /// Deleted streams are reported, with their `deleted`/`tombstoned` flags.
+    pub fn stream_info(&self, group: GroupId, stream: &str) -> Result<Option<StreamInfo>, Error> {
+        let key = keys::stream_info(group, stream).map_err(too_long(stream))?;
+        View::new(&self.store)
+            .get(CF_SM, &key)?
+            .map(|b| decode("stream info", &b))
+            .transpose()
+    }
+
+    /// Events of `stream` with version `>= from_version` (0 is treated as 1),
+    /// at most `limit` of them, in version order. Events from before a soft
+    /// delete are never returned.
+    ///
+    /// A stream that never existed reads as empty; a soft-deleted or
+    /// tombstoned one fails with [`Error::StreamDeleted`].
+    pub fn read_stream(
+        &self,
+        group: GroupId,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let info_key = keys::stream_info(group, stream).map_err(too_long(stream))?;
+        let view = View::new(&self.store);
+        let Some(info) = view.get(CF_SM, &info_key)? else {
+            return Ok(Vec::new());
+        };
+        let info: StreamInfo = decode("stream info", &info)?;
+        if info.deleted || info.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+                tombstoned: info.tombstoned,
+            });
+        }
+        let from = from_version.max(info.first_readable_version).max(1);
+        if limit == 0 || from > info.version {
+            return Ok(Vec::new());
+        }
+        let start = keys::stream_version(group, stream, from).map_err(too_long(stream))?;
+        let end = keys::stream_versions_end(group, stream).map_err(too_long(stream))?;
+        let mut positions = Vec::new();
+        view.scan(CF_SM, &start, &end, |_, v| {
+            positions.push(keys::event(group, decode_u64("version index", v)?));
+            Ok(positions.len() < limit)
+        })?;
+        let bodies = view.multi_get(CF_SM, &positions)?;
+        bodies
+            .into_iter()
+            .zip(&positions)
+            .map(|(body, key)| {
+                let body = body.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "`{stream}`: version index points to missing event {key:?}"
+                    ))
+                })?;
+                decode("event", &body)
+            })
+            .collect()
+    }
+
+    /// The newest actor snapshot of `stream` with version `<= max_version`
+    /// (`u64::MAX` = the newest). Every saved snapshot is kept.
+    pub fn actor_snapshot(
+        &self,
+        group: GroupId,
+        stream: &str,
+        max_version: u64,
+    ) -> Result<Option<ActorSnapshot>, Error> {
+        let prefix = keys::actor_snapshots_prefix(group, stream).map_err(too_long(stream))?;
+        let mut end = keys::actor_snapshot(group, stream, max_version).map_err(too_long(stream))?;
+        end.push(0); // make the bound inclusive of `max_version`
+        let Some((k, v)) = View::new(&self.store).last_in(CF_SM, &prefix, &end)? else {
+            return Ok(None);
+        };
+        if k.len() != prefix.len() + 8 {
+            return Err(Error::Corrupt(format!(
+                "actor snapshot key of `{stream}` has a bad length"
+            )));
+        }
+        let version =
+            keys::trailing_u64(&k).ok_or_else(|| Error::Corrupt("actor snapshot key".into()))?;
+        Ok(Some(ActorSnapshot {
+            version,
+            state: Bytes::from(v),
+        }))
+    }
+
+    /// The partition log in position order from `from_position` (1-based; 0 is
+    /// treated as 1), at most `limit` events. Positions are gapless. Events of
+    /// deleted streams are included (they are hidden only from stream reads).
+    pub fn read_partition_log(
+        &self,
+        group: GroupId,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = keys::event(group, from_position.max(1));
+        View::new(&self.store).scan(CF_SM, &start, &keys::events_end(group), |_, v| {
+            out.push(decode("event", v)?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// The last position written in the partition's log (0 = none).
+    pub fn last_position(&self, group: GroupId) -> Result<u64, Error> {
+        match View::new(&self.store).get(CF_SM, &keys::counters(group))? {
+            Some(b) => Ok(decode::<PartitionCounters>("partition counters", &b)?.last_position),
+            None => Ok(0),
+        }
+    }
+
+    /// The last log id the group's state machine applied (`None` = nothing yet).
+    /// Everything up to it is visible to this reader.
+    pub fn applied_log_id(&self, group: GroupId) -> Result<Option<LogId<NodeId>>, Error> {
+        Ok(read_applied(&self.store, group)?.last_applied)
+    }
+
+    /// The value of `key` in the group's key-value map (written by
+    /// [`Command::MetaPut`](crate::Command::MetaPut)).
+    pub fn meta_get(&self, group: GroupId, key: &str) -> Result<Option<Bytes>, Error> {
+        Ok(View::new(&self.store)
+            .get(CF_SM, &keys::meta(group, key))?
+            .map(Bytes::from))
+    }
+
+    /// Every entry of the group's key-value map whose key starts with
+    /// `prefix`, in key (bytewise) order.
+    pub fn meta_scan(&self, group: GroupId, prefix: &str) -> Result<Vec<(String, Bytes)>, Error> {
+        let start = keys::meta(group, prefix);
+        let end = keys::prefix_end(&start).unwrap_or_else(|| keys::meta_end(group));
+        let mut out = Vec::new();
+        View::new(&self.store).scan(CF_SM, &start, &end, |k, v| {
+            let key = k
+                .get(keys::META_KEY_OFFSET..)
+                .ok_or_else(|| Error::Corrupt("metadata key too short".into()))?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|e| Error::Corrupt(format!("metadata key: {e}")))?;
+            out.push((key, Bytes::copy_from_slice(v)));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,268 @@
+//! [`Store`]: the node's one RocksDB, shared by every Raft group on the node.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions,
+};
+
+use crate::command::GroupId;
+use crate::error::Error;
+use crate::log_store::LogStore;
+use crate::reader::Reader;
+use crate::state_machine::StateMachine;
+use crate::syncer::{FlushCallback, Syncer};
+
+/// Column family of the Raft logs, votes and committed ids.
+pub(crate) const CF_LOG: &str = "log";
+/// Column family of the groups' state machines (the event store).
+pub(crate) const CF_SM: &str = "sm";
+/// Column family of the latest Raft snapshot of each group.
+pub(crate) const CF_SNAP: &str = "snap";
+/// Column family of node-local identity records.
+pub(crate) const CF_NODE: &str = "node";
+
+/// The node's one RocksDB, holding the Raft log and the state machine of every
+/// group on the node (see [`keys`](crate::keys) for the layout).
+///
+/// Cheap to clone: clones share the database and one syncer thread, which
+/// group-commits log fsyncs across all groups. The database closes, after a
+/// final WAL fsync, when the last clone (including those inside
+/// [`LogStore`], [`StateMachine`] and [`Reader`]) is dropped.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    // Declared before `db`: dropping it joins the syncer thread, which must
+    // finish before the database closes.
+    syncer: Syncer,
+    pub(crate) db: Arc<DB>,
+    /// Serializes replacing a group's stored Raft snapshot.
+    pub(crate) snapshot_lock: Mutex<()>,
+    path: PathBuf,
+}
+
+fn cf_options(cache: &Cache, write_buffer: usize, bloom: bool) -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(write_buffer);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    let mut t = BlockBasedOptions::default();
+    t.set_block_cache(cache);
+    if bloom {
+        t.set_bloom_filter(10.0, false);
+    }
+    o.set_block_based_table_factory(&t);
+    o
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and any missing column
+    /// family) if needed, and starts the log syncer thread.
+    ///
+    /// Fails with [`Error::Rocks`] if the directory cannot be used, e.g. when
+    /// another process holds it open.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+
+        let cache = Cache::new_lru_cache(64 << 20);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_LOG, cf_options(&cache, 32 << 20, false)),
+            ColumnFamilyDescriptor::new(CF_SM, cf_options(&cache, 64 << 20, true)),
+            ColumnFamilyDescriptor::new(CF_SNAP, cf_options(&cache, 8 << 20, false)),
+            ColumnFamilyDescriptor::new(CF_NODE, cf_options(&cache, 1 << 20, false)),
+        ];
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
+        let syncer = Syncer::start(Arc::clone(&db))
+            .map_err(|e| Error::Task(format!("starting the log syncer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                syncer,
+                db,
+                snapshot_lock: Mutex::new(()),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The Raft log storage of `group` (created empty on first use).
+    pub fn log_store(&self, group: GroupId) -> LogStore {
+        LogStore::new(self.clone(), group)
+    }
+
+    /// The state machine of `group` (empty on first use). Use one at a time
+    /// per group: it is the only writer of the group's applied state.
+    ///
+    /// Fails if the group's applied state on disk cannot be read.
+    pub fn state_machine(&self, group: GroupId) -> Result<StateMachine, Error> {
+        StateMachine::open(self.clone(), group)
+    }
+
+    /// A reader of the applied state of every group.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.clone())
+    }
+
+    /// Reads a node-local identity record (node id, cluster id, ...).
+    pub fn node_meta(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.db.get_cf(self.cf(CF_NODE), key.as_bytes())?)
+    }
+
+    /// Writes a node-local identity record; it is durable (fsynced) when this returns.
+    pub fn put_node_meta(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_NODE), key.as_bytes(), value);
+        self.write(batch, true)
+    }
+
+    /// Diagnostic: how many WAL fsyncs the syncer thread has done. With group
+    /// commit this grows more slowly than the number of log appends.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.syncer.sync_count()
+    }
+
+    /// Stops the syncer thread after it has made every queued log append
+    /// durable and completed its callback. Later log appends fail with
+    /// [`Error::ShutDown`]; reads keep working until the last clone is dropped.
+    /// Dropping the last clone does the same implicitly.
+    pub fn shutdown(&self) {
+        self.inner.syncer.shutdown();
+    }
+
+    /// The directory the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    // ---- crate-internal helpers ----
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.inner
+            .db
+            .cf_handle(name)
+            .expect("every column family is created when the store is opened")
+    }
+
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        Ok(self.inner.db.write_opt(batch, &opts)?)
+    }
+
+    /// Fails with [`Error::ShutDown`] once [`Store::shutdown`] was called.
+    pub(crate) fn check_running(&self) -> Result<(), Error> {
+        if self.inner.syncer.is_running() {
+            Ok(())
+        } else {
+            Err(Error::ShutDown)
+        }
+    }
+
+    pub(crate) fn submit_flush(&self, cb: FlushCallback) -> Result<(), Error> {
+        self.inner.syncer.submit(cb).map_err(|_| Error::ShutDown)
+    }
+}
+
+/// An owned key and value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A consistent point-in-time view of the database (a RocksDB snapshot).
+pub(crate) struct View<'a> {
+    store: &'a Store,
+    snap: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn new(store: &'a Store) -> View<'a> {
+        View {
+            store,
+            snap: store.db().snapshot(),
+        }
+    }
+
+    fn read_opts(&self) -> ReadOptions {
+        let mut o = ReadOptions::default();
+        o.set_snapshot(&self.snap);
+        o
+    }
+
+    pub(crate) fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.snap.get_cf(self.store.cf(cf), key)?)
+    }
+
+    pub(crate) fn multi_get(
+        &self,
+        cf: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let cf = self.store.cf(cf);
+        self.store
+            .db()
+            .multi_get_cf_opt(keys.iter().map(|k| (cf, k)), &self.read_opts())
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect()
+    }
+
+    /// Visits keys in `[start, end)` in order until `visit` returns `false`.
+    pub(crate) fn scan(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut opts = self.read_opts();
+        opts.set_iterate_upper_bound(end);
+        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf), opts);
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !visit(k, v)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        Ok(it.status()?)
+    }
+
+    /// The last key/value in `[start, end)`, if any.
+    pub(crate) fn last_in(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<KeyValue>, Error> {
+        let mut opts = self.read_opts();
+        opts.set_iterate_lower_bound(start);
+        opts.set_iterate_upper_bound(end);
+        let mut it = self.store.db().raw_iterator_cf_opt(self.store.cf(cf), opts);
+        it.seek_to_last();
+        match (it.key(), it.value()) {
+            (Some(k), Some(v)) => Ok(Some((k.to_vec(), v.to_vec()))),
+            _ => {
+                it.status()?;
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The syncer thread: group commit of Raft log writes.
+//!
+//! Log appends are written to RocksDB without fsync and then queue a callback
+//! here. One thread per [`Store`](crate::Store) takes every callback queued so
+//! far (from every group), fsyncs the WAL once, and completes them all: many
+//! appends, one fsync. Because a node's groups share one RocksDB and so one
+//! WAL, that fsync also makes durable every earlier state-machine write.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use rocksdb::DB;
+
+/// Called once the write it stands for is durable (or failed to become so).
+pub(crate) type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// Handle on the syncer thread. Dropping it stops the thread after it has
+/// synced and completed everything already queued.
+pub(crate) struct Syncer {
+    tx: Mutex<Option<Sender<FlushCallback>>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+    syncs: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Syncer {
+    /// Starts the thread.
+    pub(crate) fn start(db: Arc<DB>) -> io::Result<Syncer> {
+        let (tx, rx) = mpsc::channel();
+        let syncs = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&syncs);
+        let handle = std::thread::Builder::new()
+            .name("cairn-log-sync".into())
+            .spawn(move || run(&db, &rx, &counter))?;
+        Ok(Syncer {
+            tx: Mutex::new(Some(tx)),
+            handle: Mutex::new(Some(handle)),
+            syncs,
+        })
+    }
+
+    /// Queues `cb` to run after the next WAL fsync. Gives it back if the
+    /// syncer is shut down.
+    pub(crate) fn submit(&self, cb: FlushCallback) -> Result<(), FlushCallback> {
+        match lock(&self.tx).as_ref() {
+            Some(tx) => tx.send(cb).map_err(|e| e.0),
+            None => Err(cb),
+        }
+    }
+
+    /// Whether callbacks are still accepted.
+    pub(crate) fn is_running(&self) -> bool {
+        lock(&self.tx).is_some()
+    }
+
+    /// Number of WAL fsyncs done so far.
+    pub(crate) fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting callbacks, and waits until the thread has synced and
+    /// completed every queued one. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        drop(lock(&self.tx).take());
+        let handle = lock(&self.handle).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("log syncer thread panicked");
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(db: &DB, rx: &Receiver<FlushCallback>, syncs: &AtomicU64) {
+    // `recv` fails only once every sender is gone and the queue is empty.
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        pending.extend(rx.try_iter());
+        let result = db.flush_wal(true);
+        syncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, waiting = pending.len(), "fsync of the Raft log failed");
+        }
+        for cb in pending {
+            cb(result.clone().map_err(|e| io::Error::other(e.to_string())));
+        }
+    }
+    // Make whatever state-machine writes followed the last log append durable
+    // too before the database closes.
+    if let Err(e) = db.flush_wal(true) {
+        tracing::error!(error = %e, "final WAL fsync failed");
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of cairn-storage, in one test binary:
+//! - `openraft_suite`: openraft's storage conformance suite.
+//! - `event_store`: our event-store conformance suite, driving
+//!   `StateMachine::apply` with real Raft entries and checking through `Reader`.
+
+#[path = "storage/event_store.rs"]
+mod event_store;
+#[path = "storage/openraft_suite.rs"]
+mod openraft_suite;

@@ -1,0 +1,818 @@
+//! Event-store conformance: commands go through `StateMachine::apply` as real
+//! Raft entries; what a user would observe is checked through `Reader`.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use cairn_storage::{
+    AppendOutcome, Command, CommandResult, Error, ExpectedVersion, GroupId, META_GROUP, NewEvent,
+    Reader, RecordedEvent, Rejection, StateMachine, Store, StreamAppend, TypeConfig,
+};
+use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
+use tempfile::TempDir;
+
+use ExpectedVersion::{Any, Exact, NoStream};
+
+const G: GroupId = 3;
+const TS: i64 = 1_000;
+
+/// One node's storage for group `G`, fed with entries at increasing indexes.
+struct Node {
+    store: Store,
+    sm: StateMachine,
+    reader: Reader,
+    next_index: u64,
+    // Last, so the database closes before the directory is removed.
+    dir: TempDir,
+}
+
+fn ev(id: &str) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        event_type: "Happened".to_owned(),
+        data: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+        metadata: Bytes::from_static(br#"{"schema_version":1}"#),
+        correlation_id: format!("corr-{id}"),
+        causation_id: String::new(),
+    }
+}
+
+fn append_cmd(ts: i64, stream: &str, expected: ExpectedVersion, ids: &[&str]) -> Command {
+    Command::Append {
+        timestamp_ms: ts,
+        appends: vec![StreamAppend {
+            stream: stream.to_owned(),
+            expected,
+            events: ids.iter().map(|id| ev(id)).collect(),
+        }],
+    }
+}
+
+fn single_append(result: CommandResult) -> Result<Result<AppendOutcome, Rejection>> {
+    match result {
+        CommandResult::Appended(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        other => bail!("expected one append result, got {other:?}"),
+    }
+}
+
+impl Node {
+    fn new() -> Result<Node> {
+        Node::open(tempfile::tempdir()?, 1)
+    }
+
+    fn open(dir: TempDir, next_index: u64) -> Result<Node> {
+        let store = Store::open(dir.path())?;
+        let sm = store.state_machine(G)?;
+        let reader = store.reader();
+        Ok(Node {
+            store,
+            sm,
+            reader,
+            next_index,
+            dir,
+        })
+    }
+
+    /// Drops every handle (closing RocksDB) and opens the directory again.
+    fn restart(self) -> Result<Node> {
+        let Node {
+            store,
+            sm,
+            reader,
+            next_index,
+            dir,
+        } = self;
+        drop((sm, reader, store));
+        Node::open(dir, next_index)
+    }
+
+    fn entry(&mut self, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), self.next_index);
+        self.next_index += 1;
+        Entry { log_id, payload }
+    }
+
+    async fn apply_all(&mut self, cmds: Vec<Command>) -> Result<Vec<CommandResult>> {
+        let entries: Vec<_> = cmds
+            .into_iter()
+            .map(|c| self.entry(EntryPayload::Normal(c)))
+            .collect();
+        Ok(self.sm.apply(entries).await?)
+    }
+
+    async fn apply(&mut self, cmd: Command) -> Result<CommandResult> {
+        let mut r = self.apply_all(vec![cmd]).await?;
+        r.pop().context("one result per entry")
+    }
+
+    async fn append_at(
+        &mut self,
+        ts: i64,
+        stream: &str,
+        expected: ExpectedVersion,
+        ids: &[&str],
+    ) -> Result<Result<AppendOutcome, Rejection>> {
+        single_append(self.apply(append_cmd(ts, stream, expected, ids)).await?)
+    }
+
+    async fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        ids: &[&str],
+    ) -> Result<Result<AppendOutcome, Rejection>> {
+        self.append_at(TS, stream, expected, ids).await
+    }
+
+    async fn delete(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        hard: bool,
+    ) -> Result<Result<u64, Rejection>> {
+        match self
+            .apply(Command::Delete {
+                stream: stream.to_owned(),
+                expected,
+                hard,
+            })
+            .await?
+        {
+            CommandResult::Deleted(r) => Ok(r),
+            other => bail!("expected a delete result, got {other:?}"),
+        }
+    }
+
+    fn versions(&self, stream: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .reader
+            .read_stream(G, stream, 0, usize::MAX)?
+            .iter()
+            .map(|e| e.version)
+            .collect())
+    }
+
+    fn ids(&self, stream: &str) -> Result<Vec<String>> {
+        Ok(self
+            .reader
+            .read_stream(G, stream, 0, usize::MAX)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Everything a reader can see of group `G` (for before/after comparisons).
+    fn observable(&self, streams: &[&str]) -> Result<String> {
+        let mut out = String::new();
+        for s in streams {
+            out += &format!("{s}: info={:?}\n", self.reader.stream_info(G, s)?);
+            out += &format!(
+                "{s}: read={:?}\n",
+                self.reader
+                    .read_stream(G, s, 0, usize::MAX)
+                    .map_err(|e| e.to_string())
+            );
+            out += &format!(
+                "{s}: snap={:?}\n",
+                self.reader.actor_snapshot(G, s, u64::MAX)?
+            );
+        }
+        out += &format!(
+            "log={:?}\n",
+            self.reader.read_partition_log(G, 0, usize::MAX)?
+        );
+        out += &format!("last_position={}\n", self.reader.last_position(G)?);
+        out += &format!("meta={:?}\n", self.reader.meta_scan(G, "")?);
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn expected_version_checks_and_mismatch_writes_nothing() -> Result<()> {
+    let mut n = Node::new()?;
+
+    let first = n.append("order-1", NoStream, &["a", "b"]).await??;
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    assert_eq!((first.first_position, first.last_position), (1, 2));
+    assert!(!first.duplicate);
+
+    let before = n.observable(&["order-1"])?;
+    for (expected, actual) in [(NoStream, 2), (Exact(1), 2), (Exact(3), 2), (Exact(0), 2)] {
+        let r = n.append("order-1", expected, &["x"]).await?;
+        let Err(rej) = r else {
+            bail!("{expected:?} must be refused at version 2")
+        };
+        assert_eq!(
+            rej,
+            Rejection::WrongExpectedVersion {
+                stream: "order-1".into(),
+                expected,
+                actual
+            }
+        );
+        let msg = rej.to_string();
+        assert!(
+            msg.contains(&format!("expected {expected}")) && msg.contains("version 2"),
+            "{msg}"
+        );
+    }
+    assert_eq!(
+        n.observable(&["order-1"])?,
+        before,
+        "refused appends wrote nothing"
+    );
+
+    let exact = n.append("order-1", Exact(2), &["c"]).await??;
+    assert_eq!(
+        (
+            exact.first_version,
+            exact.last_version,
+            exact.first_position
+        ),
+        (3, 3, 3)
+    );
+    let any = n.append("order-1", Any, &["d", "e"]).await??;
+    assert_eq!((any.first_version, any.last_version), (4, 5));
+    assert_eq!(n.ids("order-1")?, ["a", "b", "c", "d", "e"]);
+
+    // Exact(0) and Any both work on a new stream.
+    assert_eq!(
+        n.append("order-2", Exact(0), &["f"]).await??.first_version,
+        1
+    );
+    assert_eq!(n.append("order-3", Any, &["g"]).await??.first_version, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotent_reappend_returns_the_first_result_and_writes_nothing() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("other", Any, &["z"]).await??;
+    let first = n
+        .append_at(5_000, "s", NoStream, &["a", "b", "c"])
+        .await??;
+    let before = n.observable(&["s", "other"])?;
+
+    // The same append retried, with its original expected version and a later clock.
+    let again = n
+        .append_at(9_000, "s", NoStream, &["a", "b", "c"])
+        .await??;
+    assert!(again.duplicate);
+    assert_eq!(
+        AppendOutcome {
+            duplicate: false,
+            ..again.clone()
+        },
+        first
+    );
+    assert_eq!(
+        again.timestamp_ms, 5_000,
+        "the timestamp as originally written"
+    );
+
+    // A retry of part of it, even with a now-wrong expected version.
+    let tail = n.append("s", Exact(0), &["b", "c"]).await??;
+    assert!(tail.duplicate);
+    assert_eq!((tail.first_version, tail.last_version), (2, 3));
+    assert_eq!((tail.first_position, tail.last_position), (3, 4));
+
+    assert_eq!(
+        n.observable(&["s", "other"])?,
+        before,
+        "duplicates wrote nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotency_conflict_is_refused() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("s", NoStream, &["a", "b"]).await??;
+    let before = n.observable(&["s"])?;
+
+    for ids in [&["a", "x"][..], &["a", "b", "c"][..], &["b", "a"][..]] {
+        let r = n.append("s", Any, ids).await?;
+        let Err(Rejection::IdempotencyConflict {
+            stream,
+            event_id,
+            version,
+        }) = r
+        else {
+            bail!("{ids:?} must conflict, got {r:?}");
+        };
+        assert_eq!((stream.as_str(), event_id.as_str()), ("s", ids[0]));
+        assert_eq!(version, if ids[0] == "a" { 1 } else { 2 });
+    }
+    assert_eq!(n.observable(&["s"])?, before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_from_version_with_limit() -> Result<()> {
+    let mut n = Node::new()?;
+    let ids: Vec<String> = (1..=10).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    n.append("s", NoStream, &refs).await??;
+
+    let read = |from, limit| -> Result<Vec<u64>> {
+        Ok(n.reader
+            .read_stream(G, "s", from, limit)?
+            .iter()
+            .map(|e| e.version)
+            .collect())
+    };
+    assert_eq!(read(4, 3)?, [4, 5, 6]);
+    assert_eq!(read(0, 2)?, [1, 2], "from 0 means from 1");
+    assert_eq!(read(9, 100)?, [9, 10]);
+    assert!(read(11, 5)?.is_empty());
+    assert!(read(1, 0)?.is_empty());
+    assert!(
+        n.reader.read_stream(G, "nope", 0, 10)?.is_empty(),
+        "a missing stream reads as empty"
+    );
+    assert!(
+        n.reader.read_stream(G + 1, "s", 0, 10)?.is_empty(),
+        "groups are separate"
+    );
+
+    let e = &n.reader.read_stream(G, "s", 2, 1)?[0];
+    assert_eq!(
+        e,
+        &RecordedEvent {
+            id: "e2".into(),
+            stream: "s".into(),
+            event_type: "Happened".into(),
+            data: Bytes::from(r#"{"id":"e2"}"#),
+            metadata: Bytes::from_static(br#"{"schema_version":1}"#),
+            correlation_id: "corr-e2".into(),
+            causation_id: String::new(),
+            timestamp_ms: TS,
+            version: 2,
+            position: 2,
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn soft_delete_hides_old_events_and_a_new_append_continues() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("s", NoStream, &["a", "b", "c"]).await??;
+
+    let r = n.delete("s", Exact(2), false).await?;
+    assert!(
+        matches!(r, Err(Rejection::WrongExpectedVersion { actual: 3, .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        n.versions("s")?,
+        [1, 2, 3],
+        "a refused delete deletes nothing"
+    );
+
+    assert_eq!(n.delete("s", Exact(3), false).await?, Ok(3));
+    let err = n.reader.read_stream(G, "s", 0, 10).unwrap_err();
+    assert!(
+        matches!(&err, Error::StreamDeleted { stream, tombstoned: false } if stream == "s"),
+        "{err}"
+    );
+    let info = n.reader.stream_info(G, "s")?.context("info kept")?;
+    assert!(info.deleted && !info.tombstoned);
+    assert_eq!((info.version, info.first_readable_version), (3, 4));
+
+    // Append with no-stream re-creates it at the next version; old events stay hidden.
+    let r = n.append("s", NoStream, &["d"]).await??;
+    assert_eq!((r.first_version, r.last_version), (4, 4));
+    assert_eq!(n.ids("s")?, ["d"]);
+    assert_eq!(n.reader.read_stream(G, "s", 1, 10)?.len(), 1);
+    let info = n.reader.stream_info(G, "s")?.context("info")?;
+    assert!(!info.deleted);
+    assert_eq!(
+        (
+            info.version,
+            info.first_readable_version,
+            info.last_event_id.as_str()
+        ),
+        (4, 4, "d")
+    );
+    // The partition log still holds every event.
+    assert_eq!(n.reader.read_partition_log(G, 1, 100)?.len(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn hard_delete_refuses_writes_forever() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("s", NoStream, &["a"]).await??;
+    assert_eq!(n.delete("s", Any, true).await?, Ok(1));
+    let mut n = n.restart()?;
+
+    let tomb = Rejection::StreamTombstoned { stream: "s".into() };
+    for expected in [Any, NoStream, Exact(1), Exact(0)] {
+        assert_eq!(n.append("s", expected, &["b"]).await?, Err(tomb.clone()));
+    }
+    assert_eq!(
+        n.append("s", Any, &["a"]).await?,
+        Err(tomb.clone()),
+        "even a retry"
+    );
+    assert_eq!(n.delete("s", Any, false).await?, Err(tomb.clone()));
+    assert_eq!(n.delete("s", Any, true).await?, Err(tomb));
+    let err = n.reader.read_stream(G, "s", 0, 10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StreamDeleted {
+                tombstoned: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let info = n.reader.stream_info(G, "s")?.context("info")?;
+    assert!(info.deleted && info.tombstoned);
+    assert_eq!(n.reader.last_position(G)?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stream_info_tracks_the_last_event() -> Result<()> {
+    let mut n = Node::new()?;
+    assert_eq!(n.reader.stream_info(G, "s")?, None);
+    n.append_at(1_234, "s", Any, &["a", "b"]).await??;
+    let info = n.reader.stream_info(G, "s")?.context("info")?;
+    assert_eq!(info.version, 2);
+    assert_eq!(info.last_event_id, "b");
+    assert_eq!(info.last_event_timestamp_ms, 1_234);
+    assert!(!info.deleted && !info.tombstoned);
+    assert!(info.first_readable_version <= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn positions_are_gapless_and_timestamps_never_go_back() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append_at(1_000, "a", Any, &["1", "2"]).await??;
+    let back = n.append_at(500, "b", Any, &["3"]).await??;
+    assert_eq!(
+        back.timestamp_ms, 1_000,
+        "the clock went back; the partition did not"
+    );
+    n.append_at(400, "a", Any, &["4"]).await??;
+    n.append("c", NoStream, &["x"]).await??;
+    assert!(
+        n.append("c", NoStream, &["y"]).await?.is_err(),
+        "refused: takes no position"
+    );
+    n.append_at(2_000, "c", Any, &["5", "6"]).await??;
+
+    let log = n.reader.read_partition_log(G, 0, 100)?;
+    let positions: Vec<u64> = log.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=7).collect::<Vec<_>>());
+    let ts: Vec<i64> = log.iter().map(|e| e.timestamp_ms).collect();
+    assert_eq!(ts, [1_000, 1_000, 1_000, 1_000, 1_000, 2_000, 2_000]);
+    assert_eq!(n.reader.last_position(G)?, 7);
+
+    let page: Vec<u64> = n
+        .reader
+        .read_partition_log(G, 3, 2)?
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(page, [3, 4]);
+    assert!(n.reader.read_partition_log(G, 8, 10)?.is_empty());
+    assert_eq!(n.reader.last_position(G + 1)?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_stream_appends_in_one_entry_see_each_other() -> Result<()> {
+    let mut n = Node::new()?;
+    let sa = |stream: &str, expected, ids: &[&str]| StreamAppend {
+        stream: stream.into(),
+        expected,
+        events: ids.iter().map(|i| ev(i)).collect(),
+    };
+    let r = n
+        .apply(Command::Append {
+            timestamp_ms: TS,
+            appends: vec![
+                sa("s1", NoStream, &["a", "b"]),
+                sa("s2", Any, &["c"]),
+                sa("s1", Exact(2), &["d"]),
+                sa("s3", Exact(5), &["e"]),
+                sa("s1", NoStream, &["f"]),
+                sa("s1", Any, &["a", "b"]),
+                sa("s2", Any, &[]),
+            ],
+        })
+        .await?;
+    let CommandResult::Appended(r) = r else {
+        bail!("{r:?}")
+    };
+    let ok = |i: usize| {
+        r[i].clone().map(|o| {
+            (
+                o.first_version,
+                o.last_version,
+                o.first_position,
+                o.last_position,
+            )
+        })
+    };
+    assert_eq!(ok(0), Ok((1, 2, 1, 2)));
+    assert_eq!(ok(1), Ok((1, 1, 3, 3)));
+    assert_eq!(ok(2), Ok((3, 3, 4, 4)), "sees the first append to s1");
+    assert!(matches!(
+        r[3],
+        Err(Rejection::WrongExpectedVersion { actual: 0, .. })
+    ));
+    assert!(matches!(
+        r[4],
+        Err(Rejection::WrongExpectedVersion { actual: 3, .. })
+    ));
+    assert!(
+        matches!(&r[5], Ok(o) if o.duplicate && o.first_version == 1),
+        "{:?}",
+        r[5]
+    );
+    assert_eq!(ok(6), Ok((1, 1, 4, 4)), "an empty append writes nothing");
+
+    assert_eq!(n.ids("s1")?, ["a", "b", "d"]);
+    assert_eq!(n.ids("s2")?, ["c"]);
+    assert_eq!(n.reader.stream_info(G, "s3")?, None);
+    assert_eq!(n.reader.last_position(G)?, 4);
+
+    // Entries of one apply() call see the ones before them too.
+    let r = n
+        .apply_all(vec![
+            append_cmd(TS, "s4", NoStream, &["g"]),
+            append_cmd(TS, "s4", Exact(1), &["h"]),
+            append_cmd(TS, "s4", NoStream, &["g"]),
+            append_cmd(TS, "s4", NoStream, &["i"]),
+        ])
+        .await?;
+    let r: Vec<_> = r.into_iter().map(single_append).collect::<Result<_>>()?;
+    assert_eq!(r[0].as_ref().map(|o| o.last_position), Ok(5));
+    assert_eq!(
+        r[1].as_ref().map(|o| (o.first_version, o.last_position)),
+        Ok((2, 6))
+    );
+    assert!(matches!(&r[2], Ok(o) if o.duplicate && o.first_position == 5));
+    assert!(matches!(
+        r[3],
+        Err(Rejection::WrongExpectedVersion { actual: 2, .. })
+    ));
+    assert_eq!(n.ids("s4")?, ["g", "h"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn empty_append_checks_the_expected_version_and_writes_nothing() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("s", Any, &["a"]).await??;
+    let before = n.observable(&["s"])?;
+    let r = n.append("s", Exact(1), &[]).await??;
+    assert_eq!(
+        (r.first_version, r.last_version, r.duplicate),
+        (1, 1, false)
+    );
+    assert!(n.append("s", Exact(7), &[]).await?.is_err());
+    assert_eq!(n.observable(&["s"])?, before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn actor_snapshots_newest_at_or_below_a_version() -> Result<()> {
+    let mut n = Node::new()?;
+    for (stream, v) in [
+        ("actor-1", 5),
+        ("actor-1", 20),
+        ("actor-1", 10),
+        ("actor-10", 7),
+    ] {
+        let r = n
+            .apply(Command::SaveActorSnapshot {
+                stream: stream.into(),
+                version: v,
+                state: Bytes::from(format!("{stream}@{v}")),
+            })
+            .await?;
+        assert_eq!(r, CommandResult::SnapshotSaved);
+    }
+    let at = |s: &str, max| -> Result<Option<(u64, Bytes)>> {
+        Ok(n.reader
+            .actor_snapshot(G, s, max)?
+            .map(|a| (a.version, a.state)))
+    };
+    assert_eq!(
+        at("actor-1", u64::MAX)?,
+        Some((20, Bytes::from("actor-1@20")))
+    );
+    assert_eq!(at("actor-1", 19)?.map(|a| a.0), Some(10));
+    assert_eq!(at("actor-1", 10)?.map(|a| a.0), Some(10));
+    assert_eq!(at("actor-1", 5)?.map(|a| a.0), Some(5));
+    assert_eq!(at("actor-1", 4)?, None);
+    assert_eq!(
+        at("actor-10", u64::MAX)?,
+        Some((7, Bytes::from("actor-10@7")))
+    );
+    assert_eq!(
+        at("actor-", u64::MAX)?,
+        None,
+        "stream ids never collide by prefix"
+    );
+    assert_eq!(at("actor-100", u64::MAX)?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn metadata_map_put_get_scan() -> Result<()> {
+    let mut n = Node::new()?;
+    for (k, v) in [
+        ("node/1", "a"),
+        ("node/2", "b"),
+        ("nodes", "c"),
+        ("partition/0", "d"),
+        ("node/1", "A"),
+    ] {
+        let r = n
+            .apply(Command::MetaPut {
+                key: k.into(),
+                value: Bytes::from(v),
+            })
+            .await?;
+        assert_eq!(r, CommandResult::MetaPut);
+    }
+    assert_eq!(n.reader.meta_get(G, "node/1")?, Some(Bytes::from("A")));
+    assert_eq!(n.reader.meta_get(G, "node/3")?, None);
+    assert_eq!(
+        n.reader.meta_get(META_GROUP, "node/1")?,
+        None,
+        "another group's map"
+    );
+    let scan = n.reader.meta_scan(G, "node/")?;
+    assert_eq!(
+        scan,
+        [
+            ("node/1".to_string(), Bytes::from("A")),
+            ("node/2".to_string(), Bytes::from("b"))
+        ]
+    );
+    assert_eq!(n.reader.meta_scan(G, "")?.len(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn over_long_stream_ids_are_refused() -> Result<()> {
+    let mut n = Node::new()?;
+    let long = "x".repeat(cairn_storage::MAX_STREAM_ID_LEN + 1);
+    assert!(matches!(
+        n.append(&long, Any, &["a"]).await?,
+        Err(Rejection::StreamTombstoned { .. })
+    ));
+    assert!(matches!(
+        n.reader.read_stream(G, &long, 0, 1),
+        Err(Error::StreamIdTooLong { .. })
+    ));
+    let max = "y".repeat(cairn_storage::MAX_STREAM_ID_LEN);
+    n.append(&max, Any, &["a"]).await??;
+    assert_eq!(n.versions(&max)?, [1]);
+    assert_eq!(n.reader.last_position(G)?, 1);
+    Ok(())
+}
+
+/// Populates a node with a bit of everything.
+async fn populate(n: &mut Node) -> Result<()> {
+    n.append("a", NoStream, &["1", "2", "3"]).await??;
+    n.append("b", NoStream, &["4"]).await??;
+    n.delete("b", Any, false).await??;
+    n.append("c", NoStream, &["5"]).await??;
+    n.delete("c", Any, true).await??;
+    n.apply(Command::SaveActorSnapshot {
+        stream: "a".into(),
+        version: 2,
+        state: Bytes::from("state@2"),
+    })
+    .await?;
+    n.apply(Command::MetaPut {
+        key: "k".into(),
+        value: Bytes::from("v"),
+    })
+    .await?;
+    let m = n.entry(EntryPayload::Membership(Membership::new(
+        vec![BTreeSet::from([1, 2, 3])],
+        None,
+    )));
+    n.sm.apply(vec![m]).await?;
+    n.append_at(3_000, "a", Exact(3), &["6"]).await??;
+    Ok(())
+}
+
+const STREAMS: &[&str] = &["a", "b", "c", "d"];
+
+#[tokio::test]
+async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
+    let mut leader = Node::new()?;
+    populate(&mut leader).await?;
+    let snap = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+    assert_eq!(snap.meta.last_log_id, leader.sm.applied_state().await?.0);
+
+    // A follower with state of its own in the same group, and in another group.
+    let mut follower = Node::new()?;
+    follower.append("d", NoStream, &["stale"]).await??;
+    let mut other = follower.store.state_machine(G + 1)?;
+    let e = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+        payload: EntryPayload::Normal(append_cmd(TS, "elsewhere", Any, &["z"])),
+    };
+    other.apply(vec![e]).await?;
+
+    let mut data = follower.sm.begin_receiving_snapshot().await?;
+    assert!(data.get_ref().is_empty());
+    data.get_mut().extend_from_slice(snap.snapshot.get_ref());
+    follower.sm.install_snapshot(&snap.meta, data).await?;
+
+    assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
+    assert_eq!(
+        follower.sm.applied_state().await?,
+        leader.sm.applied_state().await?
+    );
+    assert_eq!(
+        follower
+            .reader
+            .read_stream(G + 1, "elsewhere", 0, 10)?
+            .len(),
+        1,
+        "other groups untouched"
+    );
+    let current = follower
+        .sm
+        .get_current_snapshot()
+        .await?
+        .context("current snapshot")?;
+    assert_eq!(current.meta, snap.meta);
+
+    // The follower carries on where the leader was.
+    follower.next_index = leader.next_index;
+    let r = follower.append("a", Exact(4), &["7"]).await??;
+    assert_eq!((r.first_version, r.first_position), (5, 7));
+    assert_eq!(r.timestamp_ms, 3_000);
+
+    // A damaged snapshot is refused and changes nothing.
+    let before = follower.observable(STREAMS)?;
+    let mut bad = follower.sm.begin_receiving_snapshot().await?;
+    bad.get_mut()
+        .extend_from_slice(&snap.snapshot.get_ref()[..snap.snapshot.get_ref().len() - 3]);
+    assert!(follower.sm.install_snapshot(&snap.meta, bad).await.is_err());
+    assert_eq!(follower.observable(STREAMS)?, before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() -> Result<()> {
+    let mut n = Node::new()?;
+    populate(&mut n).await?;
+    let snap = n.sm.get_snapshot_builder().await.build_snapshot().await?;
+    let mut log = n.store.log_store(G);
+    log.save_vote(&Vote::new(4, 2)).await?;
+    n.store.put_node_meta("node_id", b"2")?;
+
+    let before = n.observable(STREAMS)?;
+    let applied = n.sm.applied_state().await?;
+    assert!(applied.0.is_some());
+    assert_eq!(
+        applied.1.membership(),
+        &Membership::new(vec![BTreeSet::from([1, 2, 3])], None)
+    );
+    drop(log);
+
+    let mut n = n.restart()?;
+    assert_eq!(n.observable(STREAMS)?, before);
+    assert_eq!(n.sm.applied_state().await?, applied);
+    assert_eq!(n.reader.applied_log_id(G)?, applied.0);
+    let current =
+        n.sm.get_current_snapshot()
+            .await?
+            .context("snapshot survives restart")?;
+    assert_eq!(current.meta, snap.meta);
+    assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
+    assert_eq!(
+        n.store.log_store(G).read_vote().await?,
+        Some(Vote::new(4, 2))
+    );
+    assert_eq!(n.store.node_meta("node_id")?, Some(b"2".to_vec()));
+    assert_eq!(n.store.node_meta("cluster_id")?, None);
+
+    // And it keeps going from where it was.
+    let r = n.append("a", Exact(4), &["7"]).await??;
+    assert_eq!(r.first_position, 7);
+    Ok(())
+}

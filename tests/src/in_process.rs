@@ -1,0 +1,164 @@
+//! A cluster of nodes inside the test process. Client calls go over real
+//! gRPC on ephemeral loopback ports; Raft traffic goes over a
+//! [`LocalNetwork`], so tests can cut links.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_client::Client;
+use cairn_cluster::{LocalNetwork, RaftDispatcher, RaftTuning};
+use cairn_node::{NodeBuilder, RunningNode, ServeConfig};
+use cairn_storage::{GroupId, NodeId};
+use tempfile::TempDir;
+
+use crate::wait::eventually;
+
+/// N in-process nodes with their data directories.
+pub struct TestCluster {
+    network: LocalNetwork,
+    nodes: BTreeMap<NodeId, RunningNode>,
+    dirs: BTreeMap<NodeId, TempDir>,
+    peers: BTreeMap<NodeId, String>,
+    partitions: u32,
+    tuning: RaftTuning,
+}
+
+/// Raft timing for tests: quick elections, and compaction after `snapshot_after` entries.
+pub fn test_tuning(snapshot_after: u64) -> RaftTuning {
+    RaftTuning {
+        heartbeat: Duration::from_millis(100),
+        election_timeout_min: Duration::from_millis(400),
+        election_timeout_max: Duration::from_millis(800),
+        snapshot_after_entries: snapshot_after,
+        keep_entries_after_snapshot: 0,
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `partitions` partitions and waits until every
+    /// group has a leader.
+    pub async fn start(n: u64, partitions: u32, tuning: RaftTuning) -> TestCluster {
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+            listeners.insert(id, listener);
+        }
+        let peers: BTreeMap<_, _> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("bound").to_string()))
+            .collect();
+        let mut cluster = TestCluster {
+            network: LocalNetwork::new(),
+            nodes: BTreeMap::new(),
+            dirs: (1..=n).map(|id| (id, TempDir::new().expect("temp dir"))).collect(),
+            peers,
+            partitions,
+            tuning,
+        };
+        let starts: Vec<_> = listeners
+            .into_iter()
+            .map(|(id, listener)| cluster.builder(id).listener(listener).start())
+            .collect();
+        for (id, node) in (1..=n).zip(futures::future::join_all(starts).await) {
+            cluster.nodes.insert(id, node.expect("node starts"));
+        }
+        cluster.wait_for_leaders().await;
+        cluster
+    }
+
+    fn builder(&self, id: NodeId) -> NodeBuilder {
+        let mut config = ServeConfig::single(&self.peers[&id], self.dirs[&id].path());
+        config.node_id = id;
+        config.peers = self.peers.clone();
+        config.partitions = self.partitions;
+        config.snapshot_every = 10;
+        let dispatcher = RaftDispatcher::default();
+        self.network.attach(id, dispatcher.clone());
+        NodeBuilder::new(config)
+            .raft_tuning(self.tuning.clone())
+            .raft_transport(self.network.transport(id), dispatcher)
+    }
+
+    /// The in-process network, to cut and heal links.
+    pub fn network(&self) -> &LocalNetwork {
+        &self.network
+    }
+
+    /// Node ids currently running.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// A running node.
+    pub fn node(&self, id: NodeId) -> &RunningNode {
+        &self.nodes[&id]
+    }
+
+    /// A client that talks to node `id` only.
+    pub async fn client(&self, id: NodeId) -> Client {
+        Client::connect(&self.peers[&id]).await.expect("client connects").with_timeout(Duration::from_secs(15))
+    }
+
+    /// A client that may use every node.
+    pub async fn client_any(&self) -> Client {
+        let all: Vec<_> = self.peers.values().cloned().collect();
+        Client::connect(&all.join(",")).await.expect("client connects").with_timeout(Duration::from_secs(15))
+    }
+
+    /// Stops node `id` (its data directory stays) and cuts it off the network.
+    pub async fn stop(&mut self, id: NodeId) {
+        self.network.detach(id);
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Restarts node `id` on its old address with its old data.
+    pub async fn restart(&mut self, id: NodeId) {
+        let node = self.builder(id).start().await.expect("node restarts");
+        self.nodes.insert(id, node);
+    }
+
+    /// The partition an actor's stream lives in.
+    pub fn partition_of_actor(&self, actor_type: &str, id: &str) -> GroupId {
+        cairn_cluster::partition_of(&format!("{actor_type}-{id}"), self.partitions)
+    }
+
+    /// The leader of `group` once every running replica agrees on one.
+    pub async fn leader_of(&self, group: GroupId) -> NodeId {
+        eventually(&format!("a leader of partition {group}"), Duration::from_secs(20), || async {
+            let mut leaders = self
+                .nodes
+                .values()
+                .filter_map(|n| n.cluster().partition(group))
+                .map(|p| p.leader());
+            let first = leaders.next().flatten().ok_or("no leader known")?;
+            if !self.nodes.contains_key(&first) {
+                return Err(format!("leader {first} is not running"));
+            }
+            if leaders.all(|l| l == Some(first)) { Ok(first) } else { Err("replicas disagree".into()) }
+        })
+        .await
+    }
+
+    /// Waits until every partition has a leader all running replicas agree on.
+    pub async fn wait_for_leaders(&self) {
+        for group in 0..self.partitions {
+            self.leader_of(group).await;
+        }
+    }
+
+    /// Applied index of `group` on node `id`.
+    pub fn applied(&self, id: NodeId, group: GroupId) -> u64 {
+        let metrics = self.nodes[&id].cluster().partition(group).expect("replica").metrics();
+        let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        applied
+    }
+
+    /// Shuts every node down.
+    pub async fn shutdown(mut self) {
+        for id in self.running() {
+            self.stop(id).await;
+        }
+    }
+}
