@@ -44,6 +44,7 @@ pub(crate) fn read_applied(store: &Store, group: GroupId) -> Result<AppliedState
 
 /// Applies `entries` in order and writes all their effects, plus the new
 /// applied state, in one unsynced `WriteBatch`: either all of it lands or none.
+#[tracing::instrument(level = "debug", skip_all, fields(partition = group, entries = entries.len()))]
 pub(crate) fn apply_entries(
     store: &Store,
     group: GroupId,

@@ -41,7 +41,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `group ++ 0x01` | postcard `SnapshotMeta` of the current snapshot |
-//! | `group ++ 0x02` | its data, raw bytes (format in [`snapshot`](crate::snapshot)) |
+//! | `group ++ 0x02` | its data, raw bytes (format in the `snapshot` module) |
 //!
 //! # Column family `node` (node-local identity)
 //! | key | value |

@@ -8,13 +8,13 @@
 //! - [`command`]: [`Command`], the payload of a Raft entry, and [`CommandResult`].
 //! - [`event`]: what readers get back: [`RecordedEvent`], [`StreamInfo`], [`ActorSnapshot`].
 //! - [`type_config`]: the openraft [`TypeConfig`] shared by every group.
-//! - [`keys`]: the byte layout and ordering of every key.
+//! - `keys`: the byte layout and ordering of every key.
 //! - `store`: [`Store`], the node's RocksDB.
 //! - `syncer`: the thread that group-commits log fsyncs for a [`Store`].
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
 //! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
 //! - `apply`: the event store's write rules, applied to committed entries.
-//! - [`snapshot`]: [`SnapshotBuilder`] and the Raft snapshot format.
+//! - `snapshot`: [`SnapshotBuilder`] and the Raft snapshot format.
 //! - `reader`: [`Reader`], reads of the applied state.
 //! - `error`: [`Error`].
 
@@ -24,10 +24,10 @@ mod apply;
 pub mod command;
 mod error;
 pub mod event;
-pub mod keys;
+mod keys;
 mod log_store;
 mod reader;
-pub mod snapshot;
+mod snapshot;
 mod state_machine;
 mod store;
 mod syncer;

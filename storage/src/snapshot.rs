@@ -8,7 +8,7 @@
 //! end    0xFFFF_FFFF, pair count: u64 BE
 //! ```
 //! Keys are stored without their group prefix, so a snapshot holds exactly one
-//! group's state-machine range (see [`keys`](crate::keys)) and nothing else.
+//! group's state-machine range (see the `keys` module) and nothing else.
 
 use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -69,6 +69,7 @@ fn put_u32(out: &mut Vec<u8>, n: usize) -> Result<(), Error> {
 }
 
 /// Serializes the group's state-machine range as of one consistent view.
+#[tracing::instrument(level = "debug", skip_all, fields(partition = group))]
 fn build(store: &Store, group: GroupId) -> Result<Snapshot<TypeConfig>, Error> {
     let view = View::new(store);
     let applied: AppliedState = match view.get(CF_SM, &keys::applied(group))? {
@@ -223,6 +224,7 @@ fn parse(data: &[u8]) -> Result<Vec<Pair<'_>>, Error> {
 /// Replaces the group's whole state-machine state with the snapshot's, and
 /// makes it the current snapshot, in one synced write. A malformed snapshot
 /// changes nothing.
+#[tracing::instrument(level = "debug", skip_all, fields(partition = group, snapshot = %meta.snapshot_id))]
 pub(crate) fn install(
     store: &Store,
     group: GroupId,

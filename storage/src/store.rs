@@ -25,7 +25,7 @@ pub(crate) const CF_SNAP: &str = "snap";
 pub(crate) const CF_NODE: &str = "node";
 
 /// The node's one RocksDB, holding the Raft log and the state machine of every
-/// group on the node (see [`keys`](crate::keys) for the layout).
+/// group on the node (the `keys` module documents the layout).
 ///
 /// Cheap to clone: clones share the database and one syncer thread, which
 /// group-commits log fsyncs across all groups. The database closes, after a

@@ -2,8 +2,11 @@
 //! - `openraft_suite`: openraft's storage conformance suite.
 //! - `event_store`: our event-store conformance suite, driving
 //!   `StateMachine::apply` with real Raft entries and checking through `Reader`.
+//! - `raft_node`: real single-node openraft groups on one `Store`, through a restart.
 
 #[path = "storage/event_store.rs"]
 mod event_store;
 #[path = "storage/openraft_suite.rs"]
 mod openraft_suite;
+#[path = "storage/raft_node.rs"]
+mod raft_node;

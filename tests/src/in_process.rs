@@ -21,6 +21,7 @@ pub struct TestCluster {
     peers: BTreeMap<NodeId, String>,
     partitions: u32,
     tuning: RaftTuning,
+    configure: fn(&mut ServeConfig),
 }
 
 /// Raft timing for tests: quick elections, and compaction after `snapshot_after` entries.
@@ -38,6 +39,16 @@ impl TestCluster {
     /// Starts `n` nodes with `partitions` partitions and waits until every
     /// group has a leader.
     pub async fn start(n: u64, partitions: u32, tuning: RaftTuning) -> TestCluster {
+        TestCluster::start_with(n, partitions, tuning, |_| {}).await
+    }
+
+    /// Like [`TestCluster::start`], with `configure` applied to every node's configuration.
+    pub async fn start_with(
+        n: u64,
+        partitions: u32,
+        tuning: RaftTuning,
+        configure: fn(&mut ServeConfig),
+    ) -> TestCluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -54,6 +65,7 @@ impl TestCluster {
             peers,
             partitions,
             tuning,
+            configure,
         };
         let starts: Vec<_> = listeners
             .into_iter()
@@ -72,6 +84,7 @@ impl TestCluster {
         config.peers = self.peers.clone();
         config.partitions = self.partitions;
         config.snapshot_every = 10;
+        (self.configure)(&mut config);
         let dispatcher = RaftDispatcher::default();
         self.network.attach(id, dispatcher.clone());
         NodeBuilder::new(config)

@@ -218,3 +218,39 @@ async fn a_stale_leaders_activation_cannot_write() {
     assert_eq!(reply["balance"], 13.0);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_actors_are_passivated_and_activations_are_bounded() {
+    let cluster = TestCluster::start_with(1, 2, test_tuning(10_000), |config| {
+        config.passivate_after = Duration::from_millis(300);
+        config.max_activations = 3;
+    })
+    .await;
+    let client = cluster.client(1).await;
+    for i in 0..8 {
+        ask(&client, "account", &format!("a{i}"), json!({"type":"OPEN"})).await;
+        let active = cluster.node(1).runtime().active();
+        assert!(active <= 3, "{active} activations held, the bound is 3");
+    }
+    eventually("idle activations to be passivated", Duration::from_secs(10), || async {
+        match cluster.node(1).runtime().active() {
+            0 => Ok(()),
+            n => Err(format!("{n} still active")),
+        }
+    })
+    .await;
+    // A passivated actor comes back with its state (12 events: snapshot at 10 + tail).
+    for _ in 0..11 {
+        ask(&client, "account", "a0", json!({"type":"DEPOSIT","amount":1})).await;
+    }
+    eventually("passivation", Duration::from_secs(10), || async {
+        match cluster.node(1).runtime().active() {
+            0 => Ok(()),
+            n => Err(format!("{n} still active")),
+        }
+    })
+    .await;
+    let reply = ask(&client, "account", "a0", json!({"type":"DEPOSIT","amount":1})).await;
+    assert_eq!(reply["balance"], 12.0);
+    cluster.shutdown().await;
+}
