@@ -1,4 +1,6 @@
 //! Cairn's integration tests, in one test binary (see `cairn_tests` for the
 //! harnesses).
 
+mod bad_input;
 mod in_process;
+mod process_cluster;
