@@ -118,6 +118,7 @@ fn last_number_after(message: &str, marker: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tonic::metadata::MetadataValue;

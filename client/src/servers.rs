@@ -53,6 +53,7 @@ fn parse_server(entry: &str) -> Result<String, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -178,6 +178,7 @@ impl From<pb::GroupStatus> for GroupStatus {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

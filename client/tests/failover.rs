@@ -1,6 +1,8 @@
 //! The client against fake servers: failover between servers, retries of
 //! `Unavailable`, and errors mapped from what the server sent.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

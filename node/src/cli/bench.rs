@@ -287,7 +287,7 @@ impl Bench {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     if counters.first_error.set(e.to_string()).is_ok() {
                         tracing::warn!(
-                            "a {} failed: {e} (later failures are only counted)",
+                            "bench {} failed: {e} (later failures are only counted)",
                             self.workload.name()
                         );
                     }
@@ -335,6 +335,7 @@ impl Rng {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

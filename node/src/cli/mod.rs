@@ -48,11 +48,12 @@ pub enum Command {
 }
 
 impl Command {
-    /// The log level when `RUST_LOG` is not set: a server logs what it does,
-    /// a client command only what went wrong.
-    pub fn default_log_level(&self) -> &'static str {
+    /// The log filter when `RUST_LOG` is not set: a server logs what it does
+    /// (openraft's own chatter only when it matters), a client command only
+    /// what went wrong.
+    pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Serve(_) => "info",
+            Command::Serve(_) => "info,openraft=warn",
             _ => "warn",
         }
     }
@@ -98,6 +99,7 @@ impl ServerArgs {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -40,12 +40,10 @@ pub fn event(text: &str, number: usize) -> Result<EventData, UsageError> {
         &what,
         r#"'{"type":"ITEM_ADDED","data":{"sku":"a1"}}'"#,
     )?;
-    if let Some(metadata) = value.get("metadata") {
-        if !metadata.is_object() {
-            return Err(UsageError(format!(
-                "{what}: \"metadata\" must be a JSON object, e.g. {{\"schema_version\":1}}"
-            )));
-        }
+    if value.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(UsageError(format!(
+            "{what}: \"metadata\" must be a JSON object, e.g. {{\"schema_version\":1}}"
+        )));
     }
     serde_json::from_value(value).map_err(|e| UsageError(format!("{what}: {e}")))
 }
@@ -129,6 +127,7 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

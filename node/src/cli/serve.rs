@@ -139,7 +139,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
         tracing::info!("received {name}, shutting down (send it again to exit at once)");
         let _ = first.send(());
         let name = signals.next().await;
-        tracing::warn!("received {name} again, exiting at once");
+        tracing::warn!("received {name} while shutting down, exiting at once");
         std::process::exit(EXIT_ON_SECOND_SIGNAL);
     });
     Ok(async move {
@@ -188,6 +188,7 @@ impl Signals {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::Parser;

@@ -134,6 +134,7 @@ async fn read(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
