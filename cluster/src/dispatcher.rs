@@ -21,17 +21,27 @@ pub struct RaftDispatcher {
 impl RaftDispatcher {
     /// Make `raft` reachable for messages tagged `group`.
     pub fn register(&self, group: GroupId, raft: Raft<TypeConfig>) {
-        self.groups.write().expect("dispatcher lock poisoned").insert(group, raft);
+        self.groups
+            .write()
+            .expect("dispatcher lock poisoned")
+            .insert(group, raft);
     }
 
     /// Stop routing messages to `group`.
     pub fn unregister(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
-        self.groups.write().expect("dispatcher lock poisoned").remove(&group)
+        self.groups
+            .write()
+            .expect("dispatcher lock poisoned")
+            .remove(&group)
     }
 
     /// The local Raft of `group`, if this node runs one.
     pub fn raft(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
-        self.groups.read().expect("dispatcher lock poisoned").get(&group).cloned()
+        self.groups
+            .read()
+            .expect("dispatcher lock poisoned")
+            .get(&group)
+            .cloned()
     }
 
     /// Every group this node runs.
@@ -80,7 +90,10 @@ impl RaftGrpcService {
     ) -> Result<Response<RaftMessage>, Status> {
         let RaftMessage { group, payload } = request.into_inner();
         match self.dispatcher.handle(group, kind, &payload).await {
-            Ok(reply) => Ok(Response::new(RaftMessage { group, payload: reply.into() })),
+            Ok(reply) => Ok(Response::new(RaftMessage {
+                group,
+                payload: reply.into(),
+            })),
             Err(e) if e.unreachable => Err(Status::unavailable(e.message)),
             Err(e) => Err(Status::invalid_argument(e.message)),
         }

@@ -9,7 +9,10 @@ use cairn_storage::{GroupId, NodeId, Rejection};
 pub enum ClusterError {
     /// This node does not lead the group; `leader` is the one it knows of, if any.
     #[error("node is not the leader of group {group}{}", leader_hint(.leader))]
-    NotLeader { group: GroupId, leader: Option<(NodeId, String)> },
+    NotLeader {
+        group: GroupId,
+        leader: Option<(NodeId, String)>,
+    },
     /// No leader is known for the group right now (election in progress or no quorum).
     #[error("no leader for group {group} right now; retry shortly")]
     NoLeader { group: GroupId },

@@ -32,17 +32,28 @@ impl LocalNetwork {
 
     /// Attach (or re-attach after a restart) node `id`.
     pub fn attach(&self, id: NodeId, dispatcher: RaftDispatcher) {
-        self.inner.write().expect("links poisoned").nodes.insert(id, dispatcher);
+        self.inner
+            .write()
+            .expect("links poisoned")
+            .nodes
+            .insert(id, dispatcher);
     }
 
     /// Detach node `id`: messages to it fail as unreachable.
     pub fn detach(&self, id: NodeId) {
-        self.inner.write().expect("links poisoned").nodes.remove(&id);
+        self.inner
+            .write()
+            .expect("links poisoned")
+            .nodes
+            .remove(&id);
     }
 
     /// The transport node `from` sends with.
     pub fn transport(&self, from: NodeId) -> Arc<dyn RaftTransport> {
-        Arc::new(LocalTransport { from, network: self.clone() })
+        Arc::new(LocalTransport {
+            from,
+            network: self.clone(),
+        })
     }
 
     /// Split the nodes into sides; messages between different sides are

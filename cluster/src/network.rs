@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use cairn_storage::{GroupId, NodeId, TypeConfig};
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -12,7 +13,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::transport::{RaftTransport, RpcKind, TransportError, decode, encode};

@@ -83,14 +83,21 @@ impl ClusterNode {
     ) -> Result<ClusterNode, ClusterError> {
         let me = config.node_id;
         check_identity(&store, &config)?;
-        let topology = Arc::new(Topology::new(1, config.peers.clone(), config.partitions, config.replication));
+        let topology = Arc::new(Topology::new(
+            1,
+            config.peers.clone(),
+            config.partitions,
+            config.replication,
+        ));
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: "cairn".to_string(),
                 heartbeat_interval: config.tuning.heartbeat.as_millis() as u64,
                 election_timeout_min: config.tuning.election_timeout_min.as_millis() as u64,
                 election_timeout_max: config.tuning.election_timeout_max.as_millis() as u64,
-                snapshot_policy: SnapshotPolicy::LogsSinceLast(config.tuning.snapshot_after_entries),
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(
+                    config.tuning.snapshot_after_entries,
+                ),
                 max_in_snapshot_log_to_keep: config.tuning.keep_entries_after_snapshot,
                 max_payload_entries: 256,
                 ..Default::default()
@@ -116,7 +123,11 @@ impl ClusterNode {
                 partitions.insert(group, Partition::new(group, raft, store.reader()));
             }
         }
-        info!(node_id = me, groups = partitions.len(), "raft groups started");
+        info!(
+            node_id = me,
+            groups = partitions.len(),
+            "raft groups started"
+        );
         let node = ClusterNode {
             node_id: me,
             topology,
@@ -186,7 +197,9 @@ impl ClusterNode {
     /// Whenever this node leads the metadata group, make sure the group records
     /// the current topology (membership and partition table).
     fn spawn_topology_recorder(&self) {
-        let Some(meta) = self.dispatcher.raft(META_GROUP) else { return };
+        let Some(meta) = self.dispatcher.raft(META_GROUP) else {
+            return;
+        };
         let topology = self.topology.clone();
         let reader = self.store.reader();
         let stop = self.stop.clone();
@@ -197,9 +210,15 @@ impl ClusterNode {
             loop {
                 let leading = metrics.borrow().current_leader == Some(me);
                 if leading {
-                    let recorded = reader.meta_get(META_GROUP, META_TOPOLOGY_KEY).ok().flatten();
+                    let recorded = reader
+                        .meta_get(META_GROUP, META_TOPOLOGY_KEY)
+                        .ok()
+                        .flatten();
                     if recorded.as_ref() != Some(&encoded) {
-                        let put = Command::MetaPut { key: META_TOPOLOGY_KEY.into(), value: encoded.clone() };
+                        let put = Command::MetaPut {
+                            key: META_TOPOLOGY_KEY.into(),
+                            value: encoded.clone(),
+                        };
                         if let Err(e) = meta.client_write(put).await {
                             warn!("recording topology in the metadata group: {e}");
                         }
@@ -224,7 +243,11 @@ async fn bootstrap(
     me: NodeId,
     raft: &Raft<TypeConfig>,
 ) -> Result<(), ClusterError> {
-    if raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?
+    {
         return Ok(());
     }
     let members: BTreeMap<NodeId, BasicNode> = topology
@@ -251,7 +274,12 @@ fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterEr
     let cluster = format!(
         "partitions={};members={}",
         config.partitions,
-        config.peers.keys().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+        config
+            .peers
+            .keys()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let node_id = config.node_id.to_string();
     match store.node_meta(NODE_ID_KEY)? {

@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_storage::{
-    AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, NodeId, Reader,
-    StreamAppend, TypeConfig,
+    AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, NodeId, Reader, StreamAppend,
+    TypeConfig,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics};
@@ -42,9 +42,15 @@ impl Partition {
     pub fn new(group: GroupId, raft: Raft<TypeConfig>, reader: Reader) -> Partition {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(
-            propose_appends(group, raft.clone(), rx).instrument(tracing::info_span!("proposer", partition = group)),
+            propose_appends(group, raft.clone(), rx)
+                .instrument(tracing::info_span!("proposer", partition = group)),
         );
-        Partition { group, raft, reader, appends: tx }
+        Partition {
+            group,
+            raft,
+            reader,
+            appends: tx,
+        }
     }
 
     /// The partition's id.
@@ -72,7 +78,10 @@ impl Partition {
     /// the partition share Raft entries and fsyncs.
     pub async fn append(&self, append: StreamAppend) -> Result<AppendOutcome, ClusterError> {
         let (tx, rx) = oneshot::channel();
-        self.appends.send((append, tx)).await.map_err(|_| ClusterError::ShuttingDown)?;
+        self.appends
+            .send((append, tx))
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
         rx.await.map_err(|_| ClusterError::ShuttingDown)?
     }
 
@@ -83,7 +92,14 @@ impl Partition {
         expected: ExpectedVersion,
         hard: bool,
     ) -> Result<u64, ClusterError> {
-        match self.write(Command::Delete { stream, expected, hard }).await? {
+        match self
+            .write(Command::Delete {
+                stream,
+                expected,
+                hard,
+            })
+            .await?
+        {
             CommandResult::Deleted(result) => Ok(result?),
             other => Err(unexpected(other)),
         }
@@ -96,7 +112,13 @@ impl Partition {
         version: u64,
         state: Bytes,
     ) -> Result<(), ClusterError> {
-        self.write(Command::SaveActorSnapshot { stream, version, state }).await.map(|_| ())
+        self.write(Command::SaveActorSnapshot {
+            stream,
+            version,
+            state,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Proposes one command and waits for its result.
@@ -126,13 +148,17 @@ impl Partition {
     /// catch up with the commit point (openraft's linearizable read).
     pub async fn ensure_leader(&self) -> Result<(), ClusterError> {
         let group = self.group;
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| match e {
-            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(group, f),
-            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
-                ClusterError::NoLeader { group }
-            }
-            RaftError::Fatal(_) => ClusterError::ShuttingDown,
-        })
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(group, f),
+                RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                    ClusterError::NoLeader { group }
+                }
+                RaftError::Fatal(_) => ClusterError::ShuttingDown,
+            })
     }
 
     /// Runs `read` against this replica's applied state without confirming
@@ -161,7 +187,9 @@ async fn propose_appends(
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut bytes = append_size(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
@@ -174,7 +202,10 @@ async fn propose_appends(
             }
         }
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let command = Command::Append { timestamp_ms: now_ms(), appends };
+        let command = Command::Append {
+            timestamp_ms: now_ms(),
+            appends,
+        };
         let group_result = raft.client_write_ff(command).await;
         tokio::spawn(async move {
             let _permit = permit;
@@ -205,18 +236,28 @@ async fn propose_appends(
 }
 
 fn append_size(append: &StreamAppend) -> usize {
-    append.events.iter().map(|e| e.data.len() + e.metadata.len() + 64).sum::<usize>()
+    append
+        .events
+        .iter()
+        .map(|e| e.data.len() + e.metadata.len() + 64)
+        .sum::<usize>()
         + append.stream.len()
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn not_leader(group: GroupId, f: ForwardToLeader<NodeId, BasicNode>) -> ClusterError {
     match (f.leader_id, f.leader_node) {
-        (Some(id), Some(node)) => ClusterError::NotLeader { group, leader: Some((id, node.addr)) },
+        (Some(id), Some(node)) => ClusterError::NotLeader {
+            group,
+            leader: Some((id, node.addr)),
+        },
         _ => ClusterError::NoLeader { group },
     }
 }
@@ -228,7 +269,10 @@ fn client_write_error(group: GroupId, e: ClientWriteError<NodeId, BasicNode>) ->
     }
 }
 
-fn write_error(group: GroupId, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ClusterError {
+fn write_error(
+    group: GroupId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ClusterError {
     match e {
         RaftError::APIError(e) => client_write_error(group, e),
         RaftError::Fatal(_) => ClusterError::ShuttingDown,

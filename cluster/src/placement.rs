@@ -28,7 +28,9 @@ pub struct HashRingPlacement {
 impl HashRingPlacement {
     /// A ring over `nodes`.
     pub fn new(nodes: impl IntoIterator<Item = NodeId>) -> HashRingPlacement {
-        HashRingPlacement { nodes: nodes.into_iter().collect() }
+        HashRingPlacement {
+            nodes: nodes.into_iter().collect(),
+        }
     }
 }
 
@@ -36,7 +38,9 @@ impl Placement for HashRingPlacement {
     fn replicas(&self, partition: u32, replicas: usize) -> Vec<NodeId> {
         let ring = StaticHashRing::new(
             DefaultHash,
-            self.nodes.iter().map(|id| Node::new(*id).quantity(VNODES_PER_NODE)),
+            self.nodes
+                .iter()
+                .map(|id| Node::new(*id).quantity(VNODES_PER_NODE)),
         );
         ring.calc_candidates(&partition)
             .map(|node| node.key)
@@ -74,7 +78,10 @@ mod tests {
         }
         // Ideal is 3/5 of the new node's share: 1/5 of all replicas. Allow slack.
         let fraction = moved as f64 / total as f64;
-        assert!(fraction > 0.05 && fraction < 0.40, "moved fraction {fraction}");
+        assert!(
+            fraction > 0.05 && fraction < 0.40,
+            "moved fraction {fraction}"
+        );
     }
 
     #[test]
@@ -84,6 +91,9 @@ mod tests {
         for partition in 0..48 {
             leaders_first[p.replicas(partition, 3)[0] as usize] += 1;
         }
-        assert!(leaders_first[1..].iter().all(|n| *n >= 6), "{leaders_first:?}");
+        assert!(
+            leaders_first[1..].iter().all(|n| *n >= 6),
+            "{leaders_first:?}"
+        );
     }
 }

@@ -39,9 +39,18 @@ impl Topology {
         replication: usize,
     ) -> Topology {
         let placement = HashRingPlacement::new(nodes.keys().copied());
-        let table = (0..partitions).map(|p| placement.replicas(p, replication)).collect();
+        let table = (0..partitions)
+            .map(|p| placement.replicas(p, replication))
+            .collect();
         let meta_replicas = placement.replicas(META_GROUP, META_REPLICAS);
-        Topology { epoch, nodes, partitions, replication, table, meta_replicas }
+        Topology {
+            epoch,
+            nodes,
+            partitions,
+            replication,
+            table,
+            meta_replicas,
+        }
     }
 
     /// The partition a stream belongs to: `xxh3(stream) mod P`. Stable
@@ -55,7 +64,10 @@ impl Topology {
         if group == META_GROUP {
             &self.meta_replicas
         } else {
-            self.table.get(group as usize).map(Vec::as_slice).unwrap_or(&[])
+            self.table
+                .get(group as usize)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
         }
     }
 
@@ -85,7 +97,9 @@ mod tests {
     use super::*;
 
     fn three() -> BTreeMap<NodeId, String> {
-        (1..=3).map(|i| (i, format!("127.0.0.1:{}", 7400 + i))).collect()
+        (1..=3)
+            .map(|i| (i, format!("127.0.0.1:{}", 7400 + i)))
+            .collect()
     }
 
     #[test]
@@ -100,9 +114,13 @@ mod tests {
     #[test]
     fn partition_of_is_stable() {
         // Pinned: changing the hash would move every stream of an existing cluster.
-        assert_eq!(partition_of("user-alice", 16), partition_of("user-alice", 16));
-        let spread: std::collections::BTreeSet<_> =
-            (0..200).map(|i| partition_of(&format!("s-{i}"), 16)).collect();
+        assert_eq!(
+            partition_of("user-alice", 16),
+            partition_of("user-alice", 16)
+        );
+        let spread: std::collections::BTreeSet<_> = (0..200)
+            .map(|i| partition_of(&format!("s-{i}"), 16))
+            .collect();
         assert_eq!(spread.len(), 16);
     }
 }

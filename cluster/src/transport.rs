@@ -105,7 +105,10 @@ impl RaftTransport for GrpcTransport {
             let mut client = RaftServiceClient::new(channel?)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX);
-            let mut request = tonic::Request::new(RaftMessage { group, payload: payload.into() });
+            let mut request = tonic::Request::new(RaftMessage {
+                group,
+                payload: payload.into(),
+            });
             request.set_timeout(timeout);
             let reply = match kind {
                 RpcKind::AppendEntries => client.append_entries(request).await,

@@ -45,13 +45,25 @@ impl EventSourced for Counter {
         "counter"
     }
 
-    fn handle(&self, _id: &str, state: &CounterState, command: CounterCommand) -> Result<Decision<CounterEvent>, Rejected> {
+    fn handle(
+        &self,
+        _id: &str,
+        state: &CounterState,
+        command: CounterCommand,
+    ) -> Result<Decision<CounterEvent>, Rejected> {
         match command {
-            CounterCommand::Add { by } if state.value + by > self.limit => {
-                Err(Rejected(format!("adding {by} would pass the limit {}", self.limit)))
-            }
-            CounterCommand::Add { by } => Ok(Decision::emit(vec![CounterEvent::Added { by }], json!({ "value": state.value + by }))),
-            CounterCommand::Reset => Ok(Decision::emit(vec![CounterEvent::WasReset {}], json!({ "value": 0 }))),
+            CounterCommand::Add { by } if state.value + by > self.limit => Err(Rejected(format!(
+                "adding {by} would pass the limit {}",
+                self.limit
+            ))),
+            CounterCommand::Add { by } => Ok(Decision::emit(
+                vec![CounterEvent::Added { by }],
+                json!({ "value": state.value + by }),
+            )),
+            CounterCommand::Reset => Ok(Decision::emit(
+                vec![CounterEvent::WasReset {}],
+                json!({ "value": 0 }),
+            )),
         }
     }
 
@@ -65,7 +77,9 @@ impl EventSourced for Counter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:7400".into());
     let data_dir = args.next().unwrap_or_else(|| "./counter-data".into());
@@ -74,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
         .register(Counter { limit: 1_000 })
         .start()
         .await?;
-    println!("serving on {} with actor types {:?}", node.addr(), node.runtime().registry().names());
+    println!(
+        "serving on {} with actor types {:?}",
+        node.addr(),
+        node.runtime().registry().names()
+    );
     tokio::signal::ctrl_c().await?;
     node.shutdown().await;
     Ok(())

@@ -71,7 +71,11 @@ pub enum ActorError {
     Rejected(#[from] Rejected),
     /// A stored event or snapshot does not decode into this type.
     #[error("cannot fold {what} into actor type `{actor_type}`: {message}")]
-    Corrupt { actor_type: String, what: String, message: String },
+    Corrupt {
+        actor_type: String,
+        what: String,
+        message: String,
+    },
 }
 
 /// A recorded event split the way the store keeps it.
@@ -104,11 +108,16 @@ pub struct Erased<A>(pub A);
 
 impl<A: EventSourced> Erased<A> {
     fn state<'s>(&self, state: &'s AnyState) -> &'s A::State {
-        state.downcast_ref().expect("the runtime only passes this actor's own state")
+        state
+            .downcast_ref()
+            .expect("the runtime only passes this actor's own state")
     }
 
     fn invalid(&self, message: impl ToString) -> ActorError {
-        ActorError::InvalidCommand { actor_type: self.0.name().into(), message: message.to_string() }
+        ActorError::InvalidCommand {
+            actor_type: self.0.name().into(),
+            message: message.to_string(),
+        }
     }
 
     fn corrupt(&self, what: &str, message: impl ToString) -> ActorError {
@@ -145,8 +154,7 @@ impl<A: EventSourced> DynActor for Erased<A> {
         state: &AnyState,
         command: &[u8],
     ) -> Result<(Vec<EncodedEvent>, Value), ActorError> {
-        let command: A::Command =
-            serde_json::from_slice(command).map_err(|e| self.invalid(e))?;
+        let command: A::Command = serde_json::from_slice(command).map_err(|e| self.invalid(e))?;
         let decision = self.0.handle(id, self.state(state), command)?;
         let events = decision
             .events
@@ -158,9 +166,12 @@ impl<A: EventSourced> DynActor for Erased<A> {
 
     fn apply(&self, state: &mut AnyState, event_type: &str, data: &[u8]) -> Result<(), ActorError> {
         let data: Value = serde_json::from_slice(data).map_err(|e| self.corrupt(event_type, e))?;
-        let event: A::Event = serde_json::from_value(serde_json::json!({"type": event_type, "data": data}))
-            .map_err(|e| self.corrupt(event_type, e))?;
-        let state = state.downcast_mut().expect("the runtime only passes this actor's own state");
+        let event: A::Event =
+            serde_json::from_value(serde_json::json!({"type": event_type, "data": data}))
+                .map_err(|e| self.corrupt(event_type, e))?;
+        let state = state
+            .downcast_mut()
+            .expect("the runtime only passes this actor's own state");
         self.0.apply(state, event);
         Ok(())
     }
@@ -174,8 +185,13 @@ fn split_event<E: Serialize>(event: &E) -> Result<EncodedEvent, String> {
                 Some(Value::String(t)) => t,
                 _ => return Err("events must serialize as {\"type\":..., \"data\":...}".into()),
             };
-            let data = fields.remove("data").unwrap_or(Value::Object(Default::default()));
-            Ok(EncodedEvent { event_type, data: serde_json::to_vec(&data).map_err(|e| e.to_string())? })
+            let data = fields
+                .remove("data")
+                .unwrap_or(Value::Object(Default::default()));
+            Ok(EncodedEvent {
+                event_type,
+                data: serde_json::to_vec(&data).map_err(|e| e.to_string())?,
+            })
         }
         _ => Err("events must serialize as {\"type\":..., \"data\":...}".into()),
     }

@@ -19,7 +19,9 @@ pub enum NodeError {
     Actor(#[from] ActorError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("actor `{actor}` changed underneath its activation ({reason}); it was reloaded, retry the command")]
+    #[error(
+        "actor `{actor}` changed underneath its activation ({reason}); it was reloaded, retry the command"
+    )]
     Conflict { actor: String, reason: String },
     #[error("stream `{stream}` did not exist at {at}")]
     DidNotExist { stream: String, at: String },
@@ -35,9 +37,15 @@ impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
         let message = e.to_string();
         let (code, kind) = match &e {
-            NodeError::Invalid(_) | NodeError::UnknownActorType { .. } => (Code::InvalidArgument, "invalid-argument"),
-            NodeError::Actor(ActorError::InvalidCommand { .. }) => (Code::InvalidArgument, "invalid-argument"),
-            NodeError::Actor(ActorError::Rejected(_)) => (Code::FailedPrecondition, "command-rejected"),
+            NodeError::Invalid(_) | NodeError::UnknownActorType { .. } => {
+                (Code::InvalidArgument, "invalid-argument")
+            }
+            NodeError::Actor(ActorError::InvalidCommand { .. }) => {
+                (Code::InvalidArgument, "invalid-argument")
+            }
+            NodeError::Actor(ActorError::Rejected(_)) => {
+                (Code::FailedPrecondition, "command-rejected")
+            }
             NodeError::Actor(ActorError::Corrupt { .. }) => (Code::Internal, "internal"),
             NodeError::Conflict { .. } => (Code::Aborted, "conflict"),
             NodeError::DidNotExist { .. } => (Code::NotFound, "not-found"),
@@ -49,8 +57,13 @@ impl From<NodeError> for Status {
 
 fn cluster_status(e: &ClusterError, message: String) -> Status {
     match e {
-        ClusterError::Rejected(Rejection::WrongExpectedVersion { expected, actual, .. }) => {
-            let mut status = with_kind(Status::failed_precondition(message), "wrong-expected-version");
+        ClusterError::Rejected(Rejection::WrongExpectedVersion {
+            expected, actual, ..
+        }) => {
+            let mut status = with_kind(
+                Status::failed_precondition(message),
+                "wrong-expected-version",
+            );
             let md = status.metadata_mut();
             if let Ok(v) = expected.to_string().parse() {
                 md.insert("cairn-expected", v);
@@ -60,9 +73,9 @@ fn cluster_status(e: &ClusterError, message: String) -> Status {
             }
             status
         }
-        ClusterError::Rejected(Rejection::StreamDeleted { .. } | Rejection::StreamTombstoned { .. }) => {
-            with_kind(Status::failed_precondition(message), "stream-deleted")
-        }
+        ClusterError::Rejected(
+            Rejection::StreamDeleted { .. } | Rejection::StreamTombstoned { .. },
+        ) => with_kind(Status::failed_precondition(message), "stream-deleted"),
         ClusterError::Rejected(Rejection::IdempotencyConflict { .. }) => {
             with_kind(Status::failed_precondition(message), "idempotency-conflict")
         }
@@ -78,15 +91,21 @@ fn cluster_status(e: &ClusterError, message: String) -> Status {
             }
             status
         }
-        ClusterError::NoLeader { .. } | ClusterError::NotReplica { .. } | ClusterError::ShuttingDown | ClusterError::Transport { .. } => {
-            with_kind(Status::unavailable(message), "no-leader")
-        }
+        ClusterError::NoLeader { .. }
+        | ClusterError::NotReplica { .. }
+        | ClusterError::ShuttingDown
+        | ClusterError::Transport { .. } => with_kind(Status::unavailable(message), "no-leader"),
         ClusterError::Identity(_) => with_kind(Status::failed_precondition(message), "identity"),
-        ClusterError::Storage(_) | ClusterError::Raft(_) => with_kind(Status::internal(message), "internal"),
+        ClusterError::Storage(_) | ClusterError::Raft(_) => {
+            with_kind(Status::internal(message), "internal")
+        }
     }
 }
 
 fn with_kind(mut status: Status, kind: &'static str) -> Status {
-    status.metadata_mut().insert("cairn-error", tonic::metadata::MetadataValue::from_static(kind));
+    status.metadata_mut().insert(
+        "cairn-error",
+        tonic::metadata::MetadataValue::from_static(kind),
+    );
     status
 }

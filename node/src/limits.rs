@@ -19,7 +19,9 @@ pub struct InvalidInput(pub String);
 /// A stream id is 1..=256 bytes of UTF-8 without control characters.
 pub fn check_stream_id(stream: &str) -> Result<(), InvalidInput> {
     if stream.is_empty() {
-        return Err(InvalidInput("stream id is empty; give a stream name such as `orders-42`".into()));
+        return Err(InvalidInput(
+            "stream id is empty; give a stream name such as `orders-42`".into(),
+        ));
     }
     if stream.len() > MAX_STREAM_ID_BYTES {
         return Err(InvalidInput(format!(
@@ -39,7 +41,10 @@ pub fn check_actor_id(id: &str) -> Result<(), InvalidInput> {
         return Err(InvalidInput("actor id is empty".into()));
     }
     if id.len() > MAX_ACTOR_ID_BYTES {
-        return Err(InvalidInput(format!("actor id is {} bytes; the limit is {MAX_ACTOR_ID_BYTES}", id.len())));
+        return Err(InvalidInput(format!(
+            "actor id is {} bytes; the limit is {MAX_ACTOR_ID_BYTES}",
+            id.len()
+        )));
     }
     if id.chars().any(char::is_control) {
         return Err(InvalidInput("actor id contains control characters".into()));
@@ -55,7 +60,8 @@ pub fn check_json(what: &str, bytes: &[u8]) -> Result<serde_json::Value, Invalid
             bytes.len()
         )));
     }
-    serde_json::from_slice(bytes).map_err(|e| InvalidInput(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| InvalidInput(format!("{what} is not valid JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -66,9 +72,24 @@ mod tests {
     fn limits_are_enforced_with_reasons() {
         assert!(check_stream_id("a").is_ok());
         assert!(check_stream_id("").unwrap_err().0.contains("empty"));
-        assert!(check_stream_id(&"x".repeat(257)).unwrap_err().0.contains("limit is 256"));
-        assert!(check_json("command", b"{").unwrap_err().0.contains("not valid JSON"));
+        assert!(
+            check_stream_id(&"x".repeat(257))
+                .unwrap_err()
+                .0
+                .contains("limit is 256")
+        );
+        assert!(
+            check_json("command", b"{")
+                .unwrap_err()
+                .0
+                .contains("not valid JSON")
+        );
         let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
-        assert!(check_json("event data", big.as_bytes()).unwrap_err().0.contains("1 MiB"));
+        assert!(
+            check_json("event data", big.as_bytes())
+                .unwrap_err()
+                .0
+                .contains("1 MiB")
+        );
     }
 }

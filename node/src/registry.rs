@@ -25,7 +25,10 @@ impl Registry {
     /// The built-in types (`user`, `account`), snapshotting every
     /// `snapshot_every` events unless a type says otherwise.
     pub fn with_builtins(snapshot_every: u64) -> Registry {
-        let mut registry = Registry { types: HashMap::new(), default_snapshot_every: snapshot_every };
+        let mut registry = Registry {
+            types: HashMap::new(),
+            default_snapshot_every: snapshot_every,
+        };
         registry.register(UserActor);
         registry.register(AccountActor);
         registry
@@ -40,7 +43,10 @@ impl Registry {
     /// Adds (or replaces) an actor type that snapshots every `snapshot_every` events.
     pub fn register_with_snapshots<A: EventSourced>(&mut self, actor: A, snapshot_every: u64) {
         let name = actor.name();
-        let registered = RegisteredType { actor: Arc::new(Erased(actor)), snapshot_every: snapshot_every.max(1) };
+        let registered = RegisteredType {
+            actor: Arc::new(Erased(actor)),
+            snapshot_every: snapshot_every.max(1),
+        };
         self.types.insert(name, registered);
     }
 

@@ -43,12 +43,21 @@ pub async fn load(
                     None => return Ok(Err(NotThen)),
                 },
             };
-            Ok(Ok(fold(reader, group, actor.as_ref(), &stream, max_version)?))
+            Ok(Ok(fold(
+                reader,
+                group,
+                actor.as_ref(),
+                &stream,
+                max_version,
+            )?))
         })
         .await?;
     match folded {
         Ok(result) => Ok(result?),
-        Err(NotThen) => Err(NodeError::DidNotExist { stream: name, at: describe(at) }),
+        Err(NotThen) => Err(NodeError::DidNotExist {
+            stream: name,
+            at: describe(at),
+        }),
     }
 }
 
@@ -94,12 +103,19 @@ fn fold(
 
 /// The last version of `stream` written at or before `at_ms`, or `None` if
 /// the stream had no event then.
-fn version_at(reader: &Reader, group: GroupId, stream: &str, at_ms: i64) -> Result<Option<u64>, cairn_storage::Error> {
+fn version_at(
+    reader: &Reader,
+    group: GroupId,
+    stream: &str,
+    at_ms: i64,
+) -> Result<Option<u64>, cairn_storage::Error> {
     let mut found = None;
     let mut from = 1;
     loop {
         let events = reader.read_stream(group, stream, from, PAGE)?;
-        let Some(last) = events.last() else { return Ok(found) };
+        let Some(last) = events.last() else {
+            return Ok(found);
+        };
         from = last.version + 1;
         for event in &events {
             if event.timestamp_ms > at_ms {

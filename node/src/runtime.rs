@@ -109,21 +109,41 @@ impl ActorRuntime {
     }
 
     /// Resolves an actor type and id to its key and type, or a clear error.
-    pub fn resolve(&self, actor_type: &str, id: &str) -> Result<(ActorKey, RegisteredType), NodeError> {
-        let registered = self.registry.get(actor_type).cloned().ok_or_else(|| NodeError::UnknownActorType {
-            name: actor_type.to_string(),
-            known: self.registry.names().join(", "),
-        })?;
+    pub fn resolve(
+        &self,
+        actor_type: &str,
+        id: &str,
+    ) -> Result<(ActorKey, RegisteredType), NodeError> {
+        let registered =
+            self.registry
+                .get(actor_type)
+                .cloned()
+                .ok_or_else(|| NodeError::UnknownActorType {
+                    name: actor_type.to_string(),
+                    known: self.registry.names().join(", "),
+                })?;
         check_actor_id(id)?;
-        Ok((ActorKey { actor_type: actor_type.to_string(), id: id.to_string() }, registered))
+        Ok((
+            ActorKey {
+                actor_type: actor_type.to_string(),
+                id: id.to_string(),
+            },
+            registered,
+        ))
     }
 
     /// The local replica of the actor's partition, if this node leads it.
     pub fn leading_partition(&self, key: &ActorKey) -> Result<Partition, ClusterError> {
         let group = self.node.topology().partition_of(&key.stream());
-        let partition = self.node.partition(group).ok_or(ClusterError::NotReplica { group })?;
+        let partition = self
+            .node
+            .partition(group)
+            .ok_or(ClusterError::NotReplica { group })?;
         if partition.leader() != Some(self.node.node_id()) {
-            return Err(ClusterError::NotLeader { group, leader: self.node.leader_of(group) });
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: self.node.leader_of(group),
+            });
         }
         Ok(partition.clone())
     }
@@ -143,7 +163,11 @@ impl ActorRuntime {
             let partition = self.leading_partition(&key)?;
             let turns = self.activation(&key, &registered, partition);
             let (reply, rx) = oneshot::channel();
-            let turn = Turn { command: command.clone(), correlation_id: correlation_id.clone(), reply };
+            let turn = Turn {
+                command: command.clone(),
+                correlation_id: correlation_id.clone(),
+                reply,
+            };
             if turns.send(turn).await.is_err() {
                 continue; // passivated or dropped meanwhile: activate anew
             }
@@ -151,20 +175,30 @@ impl ActorRuntime {
                 return result;
             }
         }
-        Err(ClusterError::NoLeader { group: self.node.topology().partition_of(&key.stream()) }.into())
+        Err(ClusterError::NoLeader {
+            group: self.node.topology().partition_of(&key.stream()),
+        }
+        .into())
     }
 
     /// The actor's state: the latest (linearizable), or as of a version or time.
-    pub async fn state(&self, actor_type: &str, id: &str, at: StateAt) -> Result<(Value, u64), NodeError> {
+    pub async fn state(
+        &self,
+        actor_type: &str,
+        id: &str,
+        at: StateAt,
+    ) -> Result<(Value, u64), NodeError> {
         let (key, registered) = self.resolve(actor_type, id)?;
         let partition = self.leading_partition(&key)?;
         partition.ensure_leader().await?;
         let actor = registered.actor.clone();
         let (state, version) = replay::load(&partition, actor.clone(), key.stream(), at).await?;
-        let json = serde_json::from_slice(&actor.encode_state(&state)).map_err(|e| ActorError::Corrupt {
-            actor_type: key.actor_type.clone(),
-            what: "state".into(),
-            message: e.to_string(),
+        let json = serde_json::from_slice(&actor.encode_state(&state)).map_err(|e| {
+            ActorError::Corrupt {
+                actor_type: key.actor_type.clone(),
+                what: "state".into(),
+                message: e.to_string(),
+            }
         })?;
         Ok((json, version))
     }
@@ -172,11 +206,19 @@ impl ActorRuntime {
     /// Stops every activation.
     pub fn shutdown(&self) {
         self.stop.cancel();
-        self.activations.lock().expect("activations poisoned").clear();
+        self.activations
+            .lock()
+            .expect("activations poisoned")
+            .clear();
     }
 
     /// The activation's turn queue, spawning it if there is none.
-    fn activation(&self, key: &ActorKey, registered: &RegisteredType, partition: Partition) -> mpsc::Sender<Turn> {
+    fn activation(
+        &self,
+        key: &ActorKey,
+        registered: &RegisteredType,
+        partition: Partition,
+    ) -> mpsc::Sender<Turn> {
         let mut activations = self.activations.lock().expect("activations poisoned");
         if let Some(existing) = activations.get_mut(key) {
             if !existing.turns.is_closed() {
@@ -188,10 +230,17 @@ impl ActorRuntime {
             evict_least_recently_used(&mut activations);
         }
         let (tx, rx) = mpsc::channel(TURN_QUEUE);
-        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         activations.insert(
             key.clone(),
-            Activation { turns: tx.clone(), partition: partition.group(), generation, last_used: Instant::now() },
+            Activation {
+                turns: tx.clone(),
+                partition: partition.group(),
+                generation,
+                last_used: Instant::now(),
+            },
         );
         let run = ActivationTask {
             key: key.clone(),
@@ -212,7 +261,9 @@ impl ActorRuntime {
     fn watch_leadership(&self) {
         let me = self.node.node_id();
         for group in 0..self.node.topology().partitions {
-            let Some(partition) = self.node.partition(group) else { continue };
+            let Some(partition) = self.node.partition(group) else {
+                continue;
+            };
             let mut metrics = partition.metrics();
             let activations = self.activations.clone();
             let stop = self.stop.clone();
@@ -223,7 +274,11 @@ impl ActorRuntime {
                         let before = map.len();
                         map.retain(|_, a| a.partition != group);
                         if map.len() != before {
-                            debug!(partition = group, dropped = before - map.len(), "leadership lost: activations dropped");
+                            debug!(
+                                partition = group,
+                                dropped = before - map.len(),
+                                "leadership lost: activations dropped"
+                            );
                         }
                     }
                     tokio::select! {
@@ -237,7 +292,11 @@ impl ActorRuntime {
 }
 
 fn evict_least_recently_used(activations: &mut HashMap<ActorKey, Activation>) {
-    if let Some(oldest) = activations.iter().min_by_key(|(_, a)| a.last_used).map(|(k, _)| k.clone()) {
+    if let Some(oldest) = activations
+        .iter()
+        .min_by_key(|(_, a)| a.last_used)
+        .map(|(k, _)| k.clone())
+    {
         activations.remove(&oldest);
     }
 }
@@ -258,7 +317,15 @@ impl ActivationTask {
     async fn run(self, mut turns: mpsc::Receiver<Turn>) {
         let stream = self.key.stream();
         let loaded = match self.partition.ensure_leader().await {
-            Ok(()) => replay::load(&self.partition, self.actor.clone(), stream.clone(), StateAt::Latest).await,
+            Ok(()) => {
+                replay::load(
+                    &self.partition,
+                    self.actor.clone(),
+                    stream.clone(),
+                    StateAt::Latest,
+                )
+                .await
+            }
             Err(e) => Err(e.into()),
         };
         match loaded {
@@ -285,7 +352,10 @@ impl ActivationTask {
             }
         }
         let mut map = self.activations.lock().expect("activations poisoned");
-        if map.get(&self.key).is_some_and(|a| a.generation == self.generation) {
+        if map
+            .get(&self.key)
+            .is_some_and(|a| a.generation == self.generation)
+        {
             map.remove(&self.key);
         }
     }
@@ -304,11 +374,20 @@ impl ActivationTask {
             Err(e) => return (Err(e.into()), true),
         };
         if events.is_empty() {
-            return (Ok(AskOutcome { reply, version: *version }), true);
+            return (
+                Ok(AskOutcome {
+                    reply,
+                    version: *version,
+                }),
+                true,
+            );
         }
         let command_id = uuid::Uuid::now_v7().to_string();
-        let correlation_id =
-            if turn.correlation_id.is_empty() { command_id.clone() } else { turn.correlation_id.clone() };
+        let correlation_id = if turn.correlation_id.is_empty() {
+            command_id.clone()
+        } else {
+            turn.correlation_id.clone()
+        };
         let append = StreamAppend {
             stream: stream.to_string(),
             expected: ExpectedVersion::Exact(*version),
@@ -336,11 +415,23 @@ impl ActivationTask {
                 if before / self.snapshot_every != *version / self.snapshot_every {
                     self.snapshot(stream, state, *version);
                 }
-                (Ok(AskOutcome { reply, version: *version }), true)
+                (
+                    Ok(AskOutcome {
+                        reply,
+                        version: *version,
+                    }),
+                    true,
+                )
             }
             Err(ClusterError::Rejected(r @ Rejection::WrongExpectedVersion { .. })) => {
                 let actor = format!("{}/{}", self.key.actor_type, self.key.id);
-                (Err(NodeError::Conflict { actor, reason: r.to_string() }), false)
+                (
+                    Err(NodeError::Conflict {
+                        actor,
+                        reason: r.to_string(),
+                    }),
+                    false,
+                )
             }
             Err(e) => (Err(e.into()), false),
         }

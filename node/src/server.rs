@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cairn_cluster::{
-    ClusterConfig, ClusterNode, GrpcTransport, PeerChannels, RaftDispatcher, RaftGrpcService, RaftTransport,
-    RaftTuning,
+    ClusterConfig, ClusterNode, GrpcTransport, PeerChannels, RaftDispatcher, RaftGrpcService,
+    RaftTransport, RaftTuning,
 };
 use cairn_proto::v1::actor_service_server::ActorServiceServer;
 use cairn_proto::v1::admin_service_server::AdminServiceServer;
@@ -45,7 +45,13 @@ impl NodeBuilder {
     /// A node with the built-in actor types.
     pub fn new(config: ServeConfig) -> NodeBuilder {
         let registry = Registry::with_builtins(config.snapshot_every);
-        NodeBuilder { config, registry, transport: None, tuning: RaftTuning::default(), listener: None }
+        NodeBuilder {
+            config,
+            registry,
+            transport: None,
+            tuning: RaftTuning::default(),
+            listener: None,
+        }
     }
 
     /// Adds a user-defined actor type.
@@ -62,7 +68,11 @@ impl NodeBuilder {
 
     /// Carries Raft traffic over `transport` instead of gRPC; `dispatcher`
     /// receives this node's incoming messages (see `cairn_cluster::LocalNetwork`).
-    pub fn raft_transport(mut self, transport: Arc<dyn RaftTransport>, dispatcher: RaftDispatcher) -> NodeBuilder {
+    pub fn raft_transport(
+        mut self,
+        transport: Arc<dyn RaftTransport>,
+        dispatcher: RaftDispatcher,
+    ) -> NodeBuilder {
         self.transport = Some((transport, dispatcher));
         self
     }
@@ -77,7 +87,13 @@ impl NodeBuilder {
     /// Opens the store, starts the Raft groups and serves gRPC on the
     /// configured address. Returns once the node accepts calls.
     pub async fn start(self) -> anyhow::Result<RunningNode> {
-        let NodeBuilder { config, registry, transport, tuning, listener } = self;
+        let NodeBuilder {
+            config,
+            registry,
+            transport,
+            tuning,
+            listener,
+        } = self;
         check_config(&config)?;
         let listener = match listener {
             Some(listener) => {
@@ -89,14 +105,16 @@ impl NodeBuilder {
                 .with_context(|| format!("cannot listen on {}", config.listen))?,
         };
         let local_addr = listener.local_addr()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         let store = Store::open(&config.data_dir)
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
         let channels = PeerChannels::default();
         let (transport, dispatcher) = transport.unwrap_or_else(|| {
-            let grpc: Arc<dyn RaftTransport> = Arc::new(GrpcTransport::new(channels.clone(), RAFT_RPC_TIMEOUT));
+            let grpc: Arc<dyn RaftTransport> =
+                Arc::new(GrpcTransport::new(channels.clone(), RAFT_RPC_TIMEOUT));
             (grpc, RaftDispatcher::default())
         });
         let cluster_config = ClusterConfig {
@@ -109,14 +127,23 @@ impl NodeBuilder {
         // Peers' Raft RPCs wait in the listen backlog until the server runs;
         // openraft retries what times out.
         let node = Arc::new(
-            ClusterNode::start(cluster_config, store, transport, channels, dispatcher.clone())
-                .await
-                .context("cannot start the node's Raft groups")?,
+            ClusterNode::start(
+                cluster_config,
+                store,
+                transport,
+                channels,
+                dispatcher.clone(),
+            )
+            .await
+            .context("cannot start the node's Raft groups")?,
         );
         let runtime = ActorRuntime::new(
             node.clone(),
             registry,
-            RuntimeConfig { passivate_after: config.passivate_after, max_activations: config.max_activations },
+            RuntimeConfig {
+                passivate_after: config.passivate_after,
+                max_activations: config.max_activations,
+            },
         );
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -137,12 +164,21 @@ impl NodeBuilder {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServiceServer::new(AdminGrpcService::new(node.clone())))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         let server = tokio::spawn(server);
         info!(node_id = config.node_id, addr = %local_addr, "serving");
-        Ok(RunningNode { addr: local_addr, node, runtime, stop: Some(stop_tx), server: Some(server) })
+        Ok(RunningNode {
+            addr: local_addr,
+            node,
+            runtime,
+            stop: Some(stop_tx),
+            server: Some(server),
+        })
     }
 }
 
@@ -199,7 +235,10 @@ impl RunningNode {
 }
 
 /// Start the node described by `config` and serve until `shutdown` resolves.
-pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let node = NodeBuilder::new(config).start().await?;
     shutdown.await;
     node.shutdown().await;

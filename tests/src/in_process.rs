@@ -51,7 +51,8 @@ impl TestCluster {
     ) -> TestCluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
             listeners.insert(id, listener);
         }
         let peers: BTreeMap<_, _> = listeners
@@ -61,7 +62,9 @@ impl TestCluster {
         let mut cluster = TestCluster {
             network: LocalNetwork::new(),
             nodes: BTreeMap::new(),
-            dirs: (1..=n).map(|id| (id, TempDir::new().expect("temp dir"))).collect(),
+            dirs: (1..=n)
+                .map(|id| (id, TempDir::new().expect("temp dir")))
+                .collect(),
             peers,
             partitions,
             tuning,
@@ -109,13 +112,19 @@ impl TestCluster {
 
     /// A client that talks to node `id` only.
     pub async fn client(&self, id: NodeId) -> Client {
-        Client::connect(&self.peers[&id]).await.expect("client connects").with_timeout(Duration::from_secs(15))
+        Client::connect(&self.peers[&id])
+            .await
+            .expect("client connects")
+            .with_timeout(Duration::from_secs(15))
     }
 
     /// A client that may use every node.
     pub async fn client_any(&self) -> Client {
         let all: Vec<_> = self.peers.values().cloned().collect();
-        Client::connect(&all.join(",")).await.expect("client connects").with_timeout(Duration::from_secs(15))
+        Client::connect(&all.join(","))
+            .await
+            .expect("client connects")
+            .with_timeout(Duration::from_secs(15))
     }
 
     /// Stops node `id` (its data directory stays) and cuts it off the network.
@@ -139,18 +148,26 @@ impl TestCluster {
 
     /// The leader of `group` once every running replica agrees on one.
     pub async fn leader_of(&self, group: GroupId) -> NodeId {
-        eventually(&format!("a leader of partition {group}"), Duration::from_secs(20), || async {
-            let mut leaders = self
-                .nodes
-                .values()
-                .filter_map(|n| n.cluster().partition(group))
-                .map(|p| p.leader());
-            let first = leaders.next().flatten().ok_or("no leader known")?;
-            if !self.nodes.contains_key(&first) {
-                return Err(format!("leader {first} is not running"));
-            }
-            if leaders.all(|l| l == Some(first)) { Ok(first) } else { Err("replicas disagree".into()) }
-        })
+        eventually(
+            &format!("a leader of partition {group}"),
+            Duration::from_secs(20),
+            || async {
+                let mut leaders = self
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.cluster().partition(group))
+                    .map(|p| p.leader());
+                let first = leaders.next().flatten().ok_or("no leader known")?;
+                if !self.nodes.contains_key(&first) {
+                    return Err(format!("leader {first} is not running"));
+                }
+                if leaders.all(|l| l == Some(first)) {
+                    Ok(first)
+                } else {
+                    Err("replicas disagree".into())
+                }
+            },
+        )
         .await
     }
 
@@ -163,7 +180,11 @@ impl TestCluster {
 
     /// Applied index of `group` on node `id`.
     pub fn applied(&self, id: NodeId, group: GroupId) -> u64 {
-        let metrics = self.nodes[&id].cluster().partition(group).expect("replica").metrics();
+        let metrics = self.nodes[&id]
+            .cluster()
+            .partition(group)
+            .expect("replica")
+            .metrics();
         let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
         applied
     }

@@ -22,9 +22,16 @@ pub struct ProcessCluster {
 pub fn cairn_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/it-<hash> -> target/<profile>/cairn
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("cairn");
-    assert!(bin.exists(), "{} is missing: build the workspace (cargo build --workspace) first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) first",
+        bin.display()
+    );
     bin
 }
 
@@ -33,14 +40,20 @@ fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
         .collect();
-    listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 impl ProcessCluster {
     /// Starts `n` nodes and waits until every partition has a leader.
     pub async fn start(n: u64) -> ProcessCluster {
         let ports = free_ports(n as usize);
-        let peers = (1..=n).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
+        let peers = (1..=n)
+            .zip(ports)
+            .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
+            .collect();
         let mut cluster = ProcessCluster {
             root: TempDir::new().expect("temp dir"),
             peers,
@@ -65,14 +78,25 @@ impl ProcessCluster {
 
     /// `--peers` as every node is started with.
     pub fn peers_flag(&self) -> String {
-        self.peers.iter().map(|(id, addr)| format!("{id}={addr}")).collect::<Vec<_>>().join(",")
+        self.peers
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Starts (or restarts) node `id` with its address and data directory.
     pub fn spawn(&mut self, id: u64) {
-        let log = std::fs::File::create(self.root.path().join(format!("node-{id}.log"))).expect("log file");
+        let log = std::fs::File::create(self.root.path().join(format!("node-{id}.log")))
+            .expect("log file");
         let child = Command::new(cairn_binary())
-            .args(["serve", "--id", &id.to_string(), "--listen", &self.peers[&id]])
+            .args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &self.peers[&id],
+            ])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--peers", &self.peers_flag()])
@@ -117,16 +141,22 @@ impl ProcessCluster {
     /// partition and the metadata group.
     pub async fn wait_ready(&self) {
         for id in self.children.keys() {
-            eventually(&format!("node {id} to see a leader for every group"), Duration::from_secs(60), || async {
-                let status = self.status(*id)?;
-                let partitions = status["partitions"].as_array().ok_or("no partitions")?;
-                let leaderless = partitions.iter().filter(|p| p["leader"].is_null()).count();
-                if leaderless == 0 && !status["metadata"]["leader"].is_null() {
-                    Ok(())
-                } else {
-                    Err(format!("{leaderless} partitions without a leader: {status}"))
-                }
-            })
+            eventually(
+                &format!("node {id} to see a leader for every group"),
+                Duration::from_secs(60),
+                || async {
+                    let status = self.status(*id)?;
+                    let partitions = status["partitions"].as_array().ok_or("no partitions")?;
+                    let leaderless = partitions.iter().filter(|p| p["leader"].is_null()).count();
+                    if leaderless == 0 && !status["metadata"]["leader"].is_null() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{leaderless} partitions without a leader: {status}"
+                        ))
+                    }
+                },
+            )
             .await;
         }
     }
@@ -159,6 +189,10 @@ pub fn json(output: &Output) -> Result<Value, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }

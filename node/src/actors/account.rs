@@ -40,12 +40,25 @@ impl EventSourced for AccountActor {
         "account"
     }
 
-    fn handle(&self, id: &str, state: &AccountState, command: AccountCommand) -> Result<Decision<AccountEvent>, Rejected> {
+    fn handle(
+        &self,
+        id: &str,
+        state: &AccountState,
+        command: AccountCommand,
+    ) -> Result<Decision<AccountEvent>, Rejected> {
         let event = match command {
-            AccountCommand::Open if state.open => return Err(Rejected(format!("account `{id}` is already open"))),
+            AccountCommand::Open if state.open => {
+                return Err(Rejected(format!("account `{id}` is already open")));
+            }
             AccountCommand::Open => AccountEvent::AccountOpened {},
-            _ if !state.open => return Err(Rejected(format!("account `{id}` is not open; send OPEN first"))),
-            AccountCommand::Deposit { amount } => AccountEvent::MoneyDeposited { amount: positive(amount)? },
+            _ if !state.open => {
+                return Err(Rejected(format!(
+                    "account `{id}` is not open; send OPEN first"
+                )));
+            }
+            AccountCommand::Deposit { amount } => AccountEvent::MoneyDeposited {
+                amount: positive(amount)?,
+            },
             AccountCommand::Withdraw { amount } => {
                 let amount = positive(amount)?;
                 if amount > state.balance {
@@ -59,7 +72,10 @@ impl EventSourced for AccountActor {
         };
         let mut next = state.clone();
         self.apply(&mut next, event.clone());
-        Ok(Decision::emit(vec![event], json!({ "balance": next.balance, "open": next.open })))
+        Ok(Decision::emit(
+            vec![event],
+            json!({ "balance": next.balance, "open": next.open }),
+        ))
     }
 
     fn apply(&self, state: &mut AccountState, event: AccountEvent) {
@@ -75,7 +91,9 @@ fn positive(amount: f64) -> Result<f64, Rejected> {
     if amount.is_finite() && amount > 0.0 {
         Ok(amount)
     } else {
-        Err(Rejected(format!("amount must be a positive number, got {amount}")))
+        Err(Rejected(format!(
+            "amount must be a positive number, got {amount}"
+        )))
     }
 }
 
@@ -87,13 +105,24 @@ mod tests {
     fn withdrawing_more_than_the_balance_is_refused() {
         let a = AccountActor;
         let mut s = AccountState::default();
-        for c in [AccountCommand::Open, AccountCommand::Deposit { amount: 10.0 }] {
+        for c in [
+            AccountCommand::Open,
+            AccountCommand::Deposit { amount: 10.0 },
+        ] {
             for e in a.handle("x", &s, c).unwrap().events {
                 a.apply(&mut s, e);
             }
         }
-        let err = a.handle("x", &s, AccountCommand::Withdraw { amount: 11.0 }).err().unwrap();
+        let err = a
+            .handle("x", &s, AccountCommand::Withdraw { amount: 11.0 })
+            .err()
+            .unwrap();
         assert!(err.0.contains("insufficient funds"), "{err}");
-        assert_eq!(a.handle("x", &s, AccountCommand::Withdraw { amount: 10.0 }).unwrap().reply["balance"], 0.0);
+        assert_eq!(
+            a.handle("x", &s, AccountCommand::Withdraw { amount: 10.0 })
+                .unwrap()
+                .reply["balance"],
+            0.0
+        );
     }
 }

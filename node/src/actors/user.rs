@@ -25,10 +25,18 @@ pub struct UserState {
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum UserCommand {
     #[serde(rename_all = "camelCase")]
-    CreateUser { user_id: String, name: String, email: String },
-    UpdateUser { changes: UserChanges },
+    CreateUser {
+        user_id: String,
+        name: String,
+        email: String,
+    },
+    UpdateUser {
+        changes: UserChanges,
+    },
     DeleteUser,
-    Login { credentials: Credentials },
+    Login {
+        credentials: Credentials,
+    },
 }
 
 /// Fields `UPDATE_USER` may change.
@@ -53,10 +61,19 @@ pub struct Credentials {
 #[serde(tag = "type", content = "data", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserEvent {
     #[serde(rename_all = "camelCase")]
-    UserCreated { user_id: String, name: String, email: String },
-    UserUpdated { changes: UserChanges },
+    UserCreated {
+        user_id: String,
+        name: String,
+        email: String,
+    },
+    UserUpdated {
+        changes: UserChanges,
+    },
     UserDeleted {},
-    LoginAttempted { success: bool, timestamp: i64 },
+    LoginAttempted {
+        success: bool,
+        timestamp: i64,
+    },
 }
 
 impl EventSourced for UserActor {
@@ -68,18 +85,33 @@ impl EventSourced for UserActor {
         "user"
     }
 
-    fn handle(&self, id: &str, state: &UserState, command: UserCommand) -> Result<Decision<UserEvent>, Rejected> {
+    fn handle(
+        &self,
+        id: &str,
+        state: &UserState,
+        command: UserCommand,
+    ) -> Result<Decision<UserEvent>, Rejected> {
         let exists = state.user_id.is_some();
         match command {
-            UserCommand::CreateUser { user_id, name, email } => {
+            UserCommand::CreateUser {
+                user_id,
+                name,
+                email,
+            } => {
                 if exists {
                     return Err(Rejected(format!("user `{id}` already exists")));
                 }
                 if user_id != id {
-                    return Err(Rejected(format!("userId `{user_id}` does not match the actor id `{id}`")));
+                    return Err(Rejected(format!(
+                        "userId `{user_id}` does not match the actor id `{id}`"
+                    )));
                 }
                 require_email(&email)?;
-                let event = UserEvent::UserCreated { user_id, name, email };
+                let event = UserEvent::UserCreated {
+                    user_id,
+                    name,
+                    email,
+                };
                 Ok(after(state, vec![event], self))
             }
             UserCommand::UpdateUser { changes } => {
@@ -88,7 +120,9 @@ impl EventSourced for UserActor {
                     require_email(email)?;
                 }
                 if changes.name.is_none() && changes.email.is_none() {
-                    return Err(Rejected("UPDATE_USER needs at least one of `changes.name`, `changes.email`".into()));
+                    return Err(Rejected(
+                        "UPDATE_USER needs at least one of `changes.name`, `changes.email`".into(),
+                    ));
                 }
                 Ok(after(state, vec![UserEvent::UserUpdated { changes }], self))
             }
@@ -100,7 +134,8 @@ impl EventSourced for UserActor {
                 if !exists {
                     return Err(Rejected(format!("user `{id}` does not exist")));
                 }
-                let success = state.is_active && state.email.as_deref() == Some(credentials.email.as_str());
+                let success =
+                    state.is_active && state.email.as_deref() == Some(credentials.email.as_str());
                 let timestamp = cairn_cluster::now_ms();
                 let event = UserEvent::LoginAttempted { success, timestamp };
                 Ok(Decision::emit(vec![event], json!({ "success": success })))
@@ -110,7 +145,11 @@ impl EventSourced for UserActor {
 
     fn apply(&self, state: &mut UserState, event: UserEvent) {
         match event {
-            UserEvent::UserCreated { user_id, name, email } => {
+            UserEvent::UserCreated {
+                user_id,
+                name,
+                email,
+            } => {
                 state.user_id = Some(user_id);
                 state.name = Some(name);
                 state.email = Some(email);
@@ -166,7 +205,11 @@ mod tests {
     use super::*;
     use crate::actor::{DynActor, Erased};
 
-    fn run(actor: &Erased<UserActor>, state: &mut crate::actor::AnyState, command: Value) -> Result<Value, String> {
+    fn run(
+        actor: &Erased<UserActor>,
+        state: &mut crate::actor::AnyState,
+        command: Value,
+    ) -> Result<Value, String> {
         let (events, reply) = actor
             .handle("alice", state, &serde_json::to_vec(&command).unwrap())
             .map_err(|e| e.to_string())?;
@@ -181,9 +224,30 @@ mod tests {
         let actor = Erased(UserActor);
         let mut state = actor.initial_state();
         run(&actor, &mut state, json!({"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"})).unwrap();
-        run(&actor, &mut state, json!({"type":"UPDATE_USER","changes":{"name":"Alice B"}})).unwrap();
-        assert_eq!(run(&actor, &mut state, json!({"type":"LOGIN","credentials":{"email":"alice@example.com","password":"x"}})).unwrap(), json!({"success": true}));
-        assert_eq!(run(&actor, &mut state, json!({"type":"LOGIN","credentials":{"email":"bob@example.com","password":"x"}})).unwrap(), json!({"success": false}));
+        run(
+            &actor,
+            &mut state,
+            json!({"type":"UPDATE_USER","changes":{"name":"Alice B"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            run(
+                &actor,
+                &mut state,
+                json!({"type":"LOGIN","credentials":{"email":"alice@example.com","password":"x"}})
+            )
+            .unwrap(),
+            json!({"success": true})
+        );
+        assert_eq!(
+            run(
+                &actor,
+                &mut state,
+                json!({"type":"LOGIN","credentials":{"email":"bob@example.com","password":"x"}})
+            )
+            .unwrap(),
+            json!({"success": false})
+        );
         let reply = run(&actor, &mut state, json!({"type":"DELETE_USER"})).unwrap();
         assert_eq!(reply["name"], "Alice B");
         assert_eq!(reply["isActive"], false);
@@ -195,11 +259,21 @@ mod tests {
     fn bad_commands_are_refused_with_a_reason() {
         let actor = Erased(UserActor);
         let mut state = actor.initial_state();
-        let err = run(&actor, &mut state, json!({"type":"CREATE_USER","userId":"alice","name":"A"})).unwrap_err();
+        let err = run(
+            &actor,
+            &mut state,
+            json!({"type":"CREATE_USER","userId":"alice","name":"A"}),
+        )
+        .unwrap_err();
         assert!(err.contains("missing field `email`"), "{err}");
         let err = run(&actor, &mut state, json!({"type":"FLY"})).unwrap_err();
         assert!(err.contains("unknown variant `FLY`"), "{err}");
-        let err = run(&actor, &mut state, json!({"type":"UPDATE_USER","changes":{"name":"B"}})).unwrap_err();
+        let err = run(
+            &actor,
+            &mut state,
+            json!({"type":"UPDATE_USER","changes":{"name":"B"}}),
+        )
+        .unwrap_err();
         assert!(err.contains("does not exist"), "{err}");
     }
 }

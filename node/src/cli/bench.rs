@@ -14,6 +14,9 @@ use cairn_client::{Client, Error, EventData, ExpectedVersion};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use rand::distr::Alphanumeric;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -256,11 +259,11 @@ impl Bench {
     /// One worker: operations back to back until `end`; returns their latencies.
     async fn work(&self, worker: usize, end: Instant, counters: &Counters) -> Histogram<u64> {
         let client = self.client(worker);
-        let mut rng = Rng::seeded();
+        let mut rng = new_rng();
         let event = EventData {
             id: None,
             event_type: "BenchEvent".into(),
-            data: json!({"payload": rng.text(self.event_size)}),
+            data: json!({"payload": random_text(&mut rng, self.event_size)}),
             metadata: None,
             correlation_id: None,
             causation_id: None,
@@ -268,7 +271,7 @@ impl Bench {
         let deposit = json!({"type": "DEPOSIT", "amount": 1});
         let mut histogram = new_histogram();
         while Instant::now() < end {
-            let key = format!("bench-{}", rng.below(self.keys));
+            let key = format!("bench-{}", rng.random_range(0..self.keys.max(1)));
             let started = Instant::now();
             let outcome = match self.workload {
                 Workload::Append => client
@@ -302,36 +305,18 @@ impl Bench {
     }
 }
 
-/// A small, fast pseudo-random generator (SplitMix64) for picking keys; one
-/// per worker, so workers never contend on it.
-struct Rng(u64);
+/// A fast per-worker random generator (workers never contend on it).
+fn new_rng() -> SmallRng {
+    SmallRng::from_os_rng()
+}
 
-impl Rng {
-    fn seeded() -> Rng {
-        Rng(uuid::Uuid::new_v4().as_u64_pair().0)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// `len` random alphanumeric characters (so the payload does not compress away).
-    fn text(&mut self, len: usize) -> Value {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let text: String = (0..len)
-            .map(|_| char::from(ALPHABET[self.below(ALPHABET.len() as u64) as usize]))
-            .collect();
-        Value::String(text)
-    }
+/// `len` random alphanumeric characters (so the payload does not compress away).
+fn random_text(rng: &mut SmallRng, len: usize) -> Value {
+    Value::String(
+        (0..len)
+            .map(|_| char::from(rng.sample(Alphanumeric)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -368,9 +353,8 @@ mod tests {
 
     #[test]
     fn keys_and_payloads() {
-        let mut rng = Rng::seeded();
-        assert!((0..1000).all(|_| rng.below(7) < 7));
-        let Value::String(text) = rng.text(200) else {
+        let mut rng = new_rng();
+        let Value::String(text) = random_text(&mut rng, 200) else {
             panic!("payload is a string");
         };
         assert_eq!(text.len(), 200);

@@ -28,7 +28,11 @@ impl ActorGrpcService {
 
     fn route_actor(&self, actor_type: &str, id: &str, forwarded: bool) -> Result<Route, Status> {
         let (key, _) = self.runtime.resolve(actor_type, id)?;
-        route(&self.node, self.node.topology().partition_of(&key.stream()), forwarded)
+        route(
+            &self.node,
+            self.node.topology().partition_of(&key.stream()),
+            forwarded,
+        )
     }
 }
 
@@ -40,10 +44,18 @@ impl ActorService for ActorGrpcService {
             Route::Local(_) => {
                 let outcome = self
                     .runtime
-                    .ask(&request.actor_type, &request.actor_id, request.command, request.correlation_id)
+                    .ask(
+                        &request.actor_type,
+                        &request.actor_id,
+                        request.command,
+                        request.correlation_id,
+                    )
                     .await?;
                 let reply = serde_json::to_vec(&outcome.reply).expect("JSON values serialize");
-                Ok(Response::new(AskReply { reply: reply.into(), version: outcome.version }))
+                Ok(Response::new(AskReply {
+                    reply: reply.into(),
+                    version: outcome.version,
+                }))
             }
             Route::Forward(channel) => {
                 request.forwarded = true;
@@ -52,11 +64,17 @@ impl ActorService for ActorGrpcService {
         }
     }
 
-    async fn get_state(&self, request: Request<GetStateRequest>) -> Result<Response<GetStateReply>, Status> {
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<GetStateReply>, Status> {
         let mut request = request.into_inner();
         let at = match (request.at_version, request.at_timestamp_ms) {
             (Some(_), Some(_)) => {
-                return Err(NodeError::from(InvalidInput("give at most one of at_version, at_timestamp_ms".into())).into());
+                return Err(NodeError::from(InvalidInput(
+                    "give at most one of at_version, at_timestamp_ms".into(),
+                ))
+                .into());
             }
             (Some(v), None) => StateAt::Version(v),
             (None, Some(t)) => StateAt::Timestamp(t),
@@ -64,9 +82,15 @@ impl ActorService for ActorGrpcService {
         };
         match self.route_actor(&request.actor_type, &request.actor_id, request.forwarded)? {
             Route::Local(_) => {
-                let (state, version) = self.runtime.state(&request.actor_type, &request.actor_id, at).await?;
+                let (state, version) = self
+                    .runtime
+                    .state(&request.actor_type, &request.actor_id, at)
+                    .await?;
                 let state = serde_json::to_vec(&state).expect("JSON values serialize");
-                Ok(Response::new(GetStateReply { state: state.into(), version }))
+                Ok(Response::new(GetStateReply {
+                    state: state.into(),
+                    version,
+                }))
             }
             Route::Forward(channel) => {
                 request.forwarded = true;

@@ -26,15 +26,25 @@ impl AdminGrpcService {
 
 #[tonic::async_trait]
 impl AdminService for AdminGrpcService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
         let topology = self.node.topology().clone();
         let me = self.node.node_id();
         let probes = topology.nodes.iter().map(|(id, addr)| async move {
             let reachable = *id == me
-                || tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr.as_str()))
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-            NodeStatus { id: *id, address: addr.clone(), reachable }
+                || tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    tokio::net::TcpStream::connect(addr.as_str()),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+            NodeStatus {
+                id: *id,
+                address: addr.clone(),
+                reachable,
+            }
         });
         let nodes = futures::future::join_all(probes).await;
         let metrics: std::collections::HashMap<_, _> = self.node.metrics().into_iter().collect();
@@ -50,8 +60,16 @@ impl AdminService for AdminGrpcService {
 }
 
 /// A group's status from this node's replica, if it has one.
-fn group_status(id: GroupId, replicas: &[NodeId], metrics: Option<&RaftMetrics<NodeId, BasicNode>>) -> GroupStatus {
-    let mut status = GroupStatus { id, replicas: replicas.to_vec(), ..Default::default() };
+fn group_status(
+    id: GroupId,
+    replicas: &[NodeId],
+    metrics: Option<&RaftMetrics<NodeId, BasicNode>>,
+) -> GroupStatus {
+    let mut status = GroupStatus {
+        id,
+        replicas: replicas.to_vec(),
+        ..Default::default()
+    };
     let Some(m) = metrics else { return status };
     status.leader = m.current_leader;
     status.term = m.current_term;
@@ -73,7 +91,10 @@ fn group_status(id: GroupId, replicas: &[NodeId], metrics: Option<&RaftMetrics<N
         status.lag = replicas
             .iter()
             .zip(&matched)
-            .map(|(r, idx)| ReplicaLag { node_id: *r, entries_behind: status.last_log_index.saturating_sub(*idx) })
+            .map(|(r, idx)| ReplicaLag {
+                node_id: *r,
+                entries_behind: status.last_log_index.saturating_sub(*idx),
+            })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         if let Some(majority) = matched.get(replicas.len() / 2) {

@@ -32,7 +32,9 @@ pub fn new_events(events: Vec<pb::NewEvent>) -> Result<Vec<NewEvent>, InvalidInp
         .map(|(i, e)| {
             let n = i + 1;
             if e.r#type.trim().is_empty() {
-                return Err(InvalidInput(format!("event {n} has no type; give it a \"type\"")));
+                return Err(InvalidInput(format!(
+                    "event {n} has no type; give it a \"type\""
+                )));
             }
             if e.data.len() + e.metadata.len() > MAX_PAYLOAD_BYTES {
                 return Err(InvalidInput(format!(
@@ -46,11 +48,19 @@ pub fn new_events(events: Vec<pb::NewEvent>) -> Result<Vec<NewEvent>, InvalidInp
             } else if check_json(&format!("event {n} metadata"), &e.metadata)?.is_object() {
                 e.metadata
             } else {
-                return Err(InvalidInput(format!("event {n} metadata must be a JSON object")));
+                return Err(InvalidInput(format!(
+                    "event {n} metadata must be a JSON object"
+                )));
             };
-            let id = if e.id.is_empty() { uuid::Uuid::now_v7().to_string() } else { e.id };
+            let id = if e.id.is_empty() {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                e.id
+            };
             if id.len() > 128 {
-                return Err(InvalidInput(format!("event {n} id is longer than 128 bytes")));
+                return Err(InvalidInput(format!(
+                    "event {n} id is longer than 128 bytes"
+                )));
             }
             Ok(NewEvent {
                 id,

@@ -7,7 +7,8 @@ use cairn_cluster::ClusterNode;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
 use cairn_proto::v1::{
-    AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadReply, ReadRequest, StreamInfo,
+    AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadReply, ReadRequest,
+    StreamInfo,
 };
 use cairn_storage::{GroupId, StreamAppend};
 use tonic::transport::Channel;
@@ -49,7 +50,10 @@ fn client(channel: Channel) -> EventStoreServiceClient<Channel> {
 
 #[tonic::async_trait]
 impl EventStoreService for EventStoreGrpcService {
-    async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendReply>, Status> {
         let mut request = request.into_inner();
         let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
         match route {
@@ -90,7 +94,10 @@ impl EventStoreService for EventStoreGrpcService {
                     .await
                     .map_err(NodeError::from)?;
                 Ok(Response::new(ReadReply {
-                    events: events.into_iter().map(|e| convert::recorded_event(e, group)).collect(),
+                    events: events
+                        .into_iter()
+                        .map(|e| convert::recorded_event(e, group))
+                        .collect(),
                     stream_version: info.map(|i| i.version).unwrap_or(0),
                 }))
             }
@@ -111,7 +118,11 @@ impl EventStoreService for EventStoreGrpcService {
                     .read(move |reader, group| reader.stream_info(group, &stream))
                     .await
                     .map_err(NodeError::from)?;
-                Ok(Response::new(convert::stream_info(request.stream, info, group)))
+                Ok(Response::new(convert::stream_info(
+                    request.stream,
+                    info,
+                    group,
+                )))
             }
             Route::Forward(channel) => {
                 request.forwarded = true;
@@ -120,14 +131,19 @@ impl EventStoreService for EventStoreGrpcService {
         }
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteReply>, Status> {
         let mut request = request.into_inner();
         let (_, route) = self.route_stream(&request.stream, request.forwarded)?;
         match route {
             Route::Local(partition) => {
                 let expected = convert::expected_version(request.expected);
-                let version =
-                    partition.delete(request.stream, expected, request.hard).await.map_err(NodeError::from)?;
+                let version = partition
+                    .delete(request.stream, expected, request.hard)
+                    .await
+                    .map_err(NodeError::from)?;
                 Ok(Response::new(DeleteReply { version }))
             }
             Route::Forward(channel) => {

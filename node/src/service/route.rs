@@ -42,9 +42,8 @@ pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Rout
             .to_string(),
         _ => return Err(NodeError::from(ClusterError::NoLeader { group }).into()),
     };
-    let channel = node
-        .channels()
-        .get(&target)
-        .map_err(|e| Status::unavailable(format!("leader of partition {group} at {target}: {e}")))?;
+    let channel = node.channels().get(&target).map_err(|e| {
+        Status::unavailable(format!("leader of partition {group} at {target}: {e}"))
+    })?;
     Ok(Route::Forward(channel))
 }

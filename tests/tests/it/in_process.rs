@@ -9,20 +9,49 @@ use cairn_tests::{TestCluster, eventually};
 use serde_json::{Value, json};
 
 async fn ask(client: &cairn_client::Client, actor: &str, id: &str, command: Value) -> Value {
-    client.ask(actor, id, &command).await.unwrap_or_else(|e| panic!("{actor}/{id} {command}: {e}")).reply
+    client
+        .ask(actor, id, &command)
+        .await
+        .unwrap_or_else(|e| panic!("{actor}/{id} {command}: {e}"))
+        .reply
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn actors_answer_from_every_node_and_bad_commands_write_nothing() {
     let cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
-    let (c1, c2, c3) = (cluster.client(1).await, cluster.client(2).await, cluster.client(3).await);
+    let (c1, c2, c3) = (
+        cluster.client(1).await,
+        cluster.client(2).await,
+        cluster.client(3).await,
+    );
 
-    ask(&c1, "user", "alice", json!({"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"})).await;
-    ask(&c2, "user", "alice", json!({"type":"UPDATE_USER","changes":{"name":"Alice Liddell"}})).await;
-    let login = ask(&c3, "user", "alice", json!({"type":"LOGIN","credentials":{"email":"alice@example.com","password":"pw"}})).await;
+    ask(
+        &c1,
+        "user",
+        "alice",
+        json!({"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"}),
+    )
+    .await;
+    ask(
+        &c2,
+        "user",
+        "alice",
+        json!({"type":"UPDATE_USER","changes":{"name":"Alice Liddell"}}),
+    )
+    .await;
+    let login = ask(
+        &c3,
+        "user",
+        "alice",
+        json!({"type":"LOGIN","credentials":{"email":"alice@example.com","password":"pw"}}),
+    )
+    .await;
     assert_eq!(login, json!({"success": true}));
     for client in [&c1, &c2, &c3] {
-        let state = client.state("user", "alice", StateAt::Latest).await.expect("state");
+        let state = client
+            .state("user", "alice", StateAt::Latest)
+            .await
+            .expect("state");
         assert_eq!(state.version, 3);
         assert_eq!(state.state["name"], "Alice Liddell");
         assert_eq!(state.state["loginAttempts"], 1);
@@ -30,16 +59,53 @@ async fn actors_answer_from_every_node_and_bad_commands_write_nothing() {
     }
 
     ask(&c1, "account", "bob", json!({"type":"OPEN"})).await;
-    ask(&c2, "account", "bob", json!({"type":"DEPOSIT","amount":100})).await;
-    let refused = c3.ask("account", "bob", &json!({"type":"WITHDRAW","amount":150})).await.unwrap_err();
-    assert!(matches!(&refused, Error::Rejected(m) if m.contains("insufficient funds")), "{refused:?}");
-    let unknown = c1.ask("account", "bob", &json!({"type":"STEAL"})).await.unwrap_err();
-    assert!(matches!(&unknown, Error::InvalidArgument(m) if m.contains("unknown variant `STEAL`")), "{unknown:?}");
-    let no_type = c1.ask("robot", "r2", &json!({"type":"BEEP"})).await.unwrap_err();
-    assert!(matches!(&no_type, Error::InvalidArgument(m) if m.contains("unknown actor type `robot`")), "{no_type:?}");
-    let state = c2.state("account", "bob", StateAt::Latest).await.expect("state");
-    assert_eq!((state.state["balance"].as_f64(), state.version), (Some(100.0), 2));
-    assert_eq!(c3.read("account-bob", 1, 0).await.expect("read").events.len(), 2);
+    ask(
+        &c2,
+        "account",
+        "bob",
+        json!({"type":"DEPOSIT","amount":100}),
+    )
+    .await;
+    let refused = c3
+        .ask("account", "bob", &json!({"type":"WITHDRAW","amount":150}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Rejected(m) if m.contains("insufficient funds")),
+        "{refused:?}"
+    );
+    let unknown = c1
+        .ask("account", "bob", &json!({"type":"STEAL"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, Error::InvalidArgument(m) if m.contains("unknown variant `STEAL`")),
+        "{unknown:?}"
+    );
+    let no_type = c1
+        .ask("robot", "r2", &json!({"type":"BEEP"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&no_type, Error::InvalidArgument(m) if m.contains("unknown actor type `robot`")),
+        "{no_type:?}"
+    );
+    let state = c2
+        .state("account", "bob", StateAt::Latest)
+        .await
+        .expect("state");
+    assert_eq!(
+        (state.state["balance"].as_f64(), state.version),
+        (Some(100.0), 2)
+    );
+    assert_eq!(
+        c3.read("account-bob", 1, 0)
+            .await
+            .expect("read")
+            .events
+            .len(),
+        2
+    );
 
     cluster.shutdown().await;
 }
@@ -49,29 +115,63 @@ async fn streams_check_expected_versions_and_are_idempotent() {
     let cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
     let client = cluster.client_any().await;
     let first = EventData::new("OrderPlaced", json!({"sku": "a"})).with_id("e-1");
-    let written = client.append("orders-1", vec![first.clone()], ExpectedVersion::NoStream).await.expect("append");
-    assert_eq!((written.first_version, written.last_version, written.duplicate), (1, 1, false));
+    let written = client
+        .append("orders-1", vec![first.clone()], ExpectedVersion::NoStream)
+        .await
+        .expect("append");
+    assert_eq!(
+        (
+            written.first_version,
+            written.last_version,
+            written.duplicate
+        ),
+        (1, 1, false)
+    );
 
-    let again = client.append("orders-1", vec![first], ExpectedVersion::NoStream).await.expect("idempotent");
+    let again = client
+        .append("orders-1", vec![first], ExpectedVersion::NoStream)
+        .await
+        .expect("idempotent");
     assert!(again.duplicate);
-    assert_eq!((again.first_version, again.first_position), (1, written.first_position));
+    assert_eq!(
+        (again.first_version, again.first_position),
+        (1, written.first_position)
+    );
 
     let wrong = client
-        .append("orders-1", vec![EventData::new("OrderPaid", json!({}))], ExpectedVersion::Exact(0))
+        .append(
+            "orders-1",
+            vec![EventData::new("OrderPaid", json!({}))],
+            ExpectedVersion::Exact(0),
+        )
         .await
         .unwrap_err();
     match &wrong {
-        Error::WrongExpectedVersion { expected, actual, message } => {
+        Error::WrongExpectedVersion {
+            expected,
+            actual,
+            message,
+        } => {
             assert_eq!((expected.as_str(), *actual), ("0", 1));
-            assert!(message.contains("expected 0") && message.contains("version 1"), "{message}");
+            assert!(
+                message.contains("expected 0") && message.contains("version 1"),
+                "{message}"
+            );
         }
         other => panic!("expected WrongExpectedVersion, got {other:?}"),
     }
     let info = client.info("orders-1").await.expect("info");
-    assert_eq!((info.version, info.last_event_id.as_deref(), info.deleted), (1, Some("e-1"), false));
+    assert_eq!(
+        (info.version, info.last_event_id.as_deref(), info.deleted),
+        (1, Some("e-1"), false)
+    );
 
     let second = client
-        .append("orders-1", vec![EventData::new("OrderPaid", json!({"amount": 3}))], ExpectedVersion::Exact(1))
+        .append(
+            "orders-1",
+            vec![EventData::new("OrderPaid", json!({"amount": 3}))],
+            ExpectedVersion::Exact(1),
+        )
         .await
         .expect("append at 1");
     assert_eq!(second.last_version, 2);
@@ -81,18 +181,48 @@ async fn streams_check_expected_versions_and_are_idempotent() {
     assert_eq!(read.events[0].event_type, "OrderPaid");
     assert_eq!(read.events[0].data, json!({"amount": 3}));
 
-    client.delete("orders-1", false, ExpectedVersion::Any).await.expect("soft delete");
-    assert!(matches!(client.read("orders-1", 1, 0).await, Err(Error::StreamDeleted(_))));
+    client
+        .delete("orders-1", false, ExpectedVersion::Any)
+        .await
+        .expect("soft delete");
+    assert!(matches!(
+        client.read("orders-1", 1, 0).await,
+        Err(Error::StreamDeleted(_))
+    ));
     let revived = client
-        .append("orders-1", vec![EventData::new("OrderPlaced", json!({}))], ExpectedVersion::NoStream)
+        .append(
+            "orders-1",
+            vec![EventData::new("OrderPlaced", json!({}))],
+            ExpectedVersion::NoStream,
+        )
         .await
         .expect("append after soft delete");
     assert_eq!(revived.first_version, 3);
-    assert_eq!(client.read("orders-1", 1, 0).await.expect("read").events.len(), 1);
+    assert_eq!(
+        client
+            .read("orders-1", 1, 0)
+            .await
+            .expect("read")
+            .events
+            .len(),
+        1
+    );
 
-    client.delete("orders-1", true, ExpectedVersion::Any).await.expect("hard delete");
-    let refused = client.append("orders-1", vec![EventData::new("X", json!({}))], ExpectedVersion::Any).await;
-    assert!(matches!(refused, Err(Error::StreamDeleted(_))), "{refused:?}");
+    client
+        .delete("orders-1", true, ExpectedVersion::Any)
+        .await
+        .expect("hard delete");
+    let refused = client
+        .append(
+            "orders-1",
+            vec![EventData::new("X", json!({}))],
+            ExpectedVersion::Any,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::StreamDeleted(_))),
+        "{refused:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -102,7 +232,13 @@ async fn losing_the_leader_keeps_every_acknowledged_event() {
     let client = cluster.client_any().await;
     ask(&client, "account", "acc", json!({"type":"OPEN"})).await;
     for _ in 0..25 {
-        ask(&client, "account", "acc", json!({"type":"DEPOSIT","amount":2})).await;
+        ask(
+            &client,
+            "account",
+            "acc",
+            json!({"type":"DEPOSIT","amount":2}),
+        )
+        .await;
     }
     let group = cluster.partition_of_actor("account", "acc");
     let leader = cluster.leader_of(group).await;
@@ -110,17 +246,37 @@ async fn losing_the_leader_keeps_every_acknowledged_event() {
 
     let survivor = *cluster.running().first().expect("two nodes left");
     let client = cluster.client(survivor).await;
-    let reply = ask(&client, "account", "acc", json!({"type":"DEPOSIT","amount":1})).await;
+    let reply = ask(
+        &client,
+        "account",
+        "acc",
+        json!({"type":"DEPOSIT","amount":1}),
+    )
+    .await;
     assert_eq!(reply["balance"], 51.0);
-    let state = client.state("account", "acc", StateAt::Latest).await.expect("state");
+    let state = client
+        .state("account", "acc", StateAt::Latest)
+        .await
+        .expect("state");
     assert_eq!(state.version, 27);
 
     cluster.restart(leader).await;
     let new_leader = cluster.leader_of(group).await;
-    eventually("the restarted node to catch up", Duration::from_secs(20), || async {
-        let (caught_up, target) = (cluster.applied(leader, group), cluster.applied(new_leader, group));
-        if caught_up >= target { Ok(()) } else { Err(format!("{caught_up} < {target}")) }
-    })
+    eventually(
+        "the restarted node to catch up",
+        Duration::from_secs(20),
+        || async {
+            let (caught_up, target) = (
+                cluster.applied(leader, group),
+                cluster.applied(new_leader, group),
+            );
+            if caught_up >= target {
+                Ok(())
+            } else {
+                Err(format!("{caught_up} < {target}"))
+            }
+        },
+    )
     .await;
     cluster.shutdown().await;
 }
@@ -130,28 +286,67 @@ async fn a_restarted_follower_catches_up_by_snapshot() {
     // Compact after 20 entries, keeping none: the follower must get a snapshot.
     let mut cluster = TestCluster::start(3, 1, test_tuning(20)).await;
     let leader = cluster.leader_of(0).await;
-    let follower = cluster.running().into_iter().find(|id| *id != leader).expect("a follower");
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
     cluster.stop(follower).await;
 
     let client = cluster.client(leader).await;
     for i in 0..120 {
         let event = EventData::new("Tick", json!({ "i": i }));
-        client.append(&format!("ticks-{}", i % 7), vec![event], ExpectedVersion::Any).await.expect("append");
+        client
+            .append(
+                &format!("ticks-{}", i % 7),
+                vec![event],
+                ExpectedVersion::Any,
+            )
+            .await
+            .expect("append");
     }
-    let leader_metrics = cluster.node(leader).cluster().partition(0).expect("replica").metrics();
-    eventually("the leader to compact its log", Duration::from_secs(20), || async {
-        let m = leader_metrics.borrow().clone();
-        if m.purged.is_some() { Ok(()) } else { Err(format!("purged {:?}", m.purged)) }
-    })
+    let leader_metrics = cluster
+        .node(leader)
+        .cluster()
+        .partition(0)
+        .expect("replica")
+        .metrics();
+    eventually(
+        "the leader to compact its log",
+        Duration::from_secs(20),
+        || async {
+            let m = leader_metrics.borrow().clone();
+            if m.purged.is_some() {
+                Ok(())
+            } else {
+                Err(format!("purged {:?}", m.purged))
+            }
+        },
+    )
     .await;
 
     cluster.restart(follower).await;
     let target = cluster.applied(leader, 0);
-    eventually("the follower to install a snapshot and catch up", Duration::from_secs(30), || async {
-        let m = cluster.node(follower).cluster().partition(0).expect("replica").metrics().borrow().clone();
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        if m.snapshot.is_some() && applied >= target { Ok(()) } else { Err(format!("{m:?}")) }
-    })
+    eventually(
+        "the follower to install a snapshot and catch up",
+        Duration::from_secs(30),
+        || async {
+            let m = cluster
+                .node(follower)
+                .cluster()
+                .partition(0)
+                .expect("replica")
+                .metrics()
+                .borrow()
+                .clone();
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            if m.snapshot.is_some() && applied >= target {
+                Ok(())
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+    )
     .await;
     let events = cluster
         .node(follower)
@@ -169,26 +364,53 @@ async fn a_restarted_follower_catches_up_by_snapshot() {
 async fn a_partitioned_minority_cannot_commit() {
     let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
     let old = cluster.leader_of(0).await;
-    let others: Vec<_> = cluster.running().into_iter().filter(|id| *id != old).collect();
+    let others: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
     cluster.network().partition(&[&[old], &others]);
 
-    let minority = cluster.client(old).await.with_timeout(Duration::from_secs(3));
+    let minority = cluster
+        .client(old)
+        .await
+        .with_timeout(Duration::from_secs(3));
     let lost = minority
-        .append("split", vec![EventData::new("Minority", json!({}))], ExpectedVersion::Any)
+        .append(
+            "split",
+            vec![EventData::new("Minority", json!({}))],
+            ExpectedVersion::Any,
+        )
         .await;
-    assert!(lost.is_err(), "a leader cut off from the majority must not acknowledge: {lost:?}");
+    assert!(
+        lost.is_err(),
+        "a leader cut off from the majority must not acknowledge: {lost:?}"
+    );
 
     let majority = cluster.client(others[0]).await;
     majority
-        .append("split", vec![EventData::new("Majority", json!({}))], ExpectedVersion::Any)
+        .append(
+            "split",
+            vec![EventData::new("Majority", json!({}))],
+            ExpectedVersion::Any,
+        )
         .await
         .expect("the majority elects a leader and commits");
 
     cluster.network().heal();
     let leader = cluster.leader_of(0).await;
-    let read = cluster.client(leader).await.read("split", 1, 0).await.expect("read");
+    let read = cluster
+        .client(leader)
+        .await
+        .read("split", 1, 0)
+        .await
+        .expect("read");
     let types: Vec<_> = read.events.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["Majority"], "nothing the minority was sent may survive");
+    assert_eq!(
+        types,
+        ["Majority"],
+        "nothing the minority was sent may survive"
+    );
     cluster.shutdown().await;
 }
 
@@ -196,25 +418,61 @@ async fn a_partitioned_minority_cannot_commit() {
 async fn a_stale_leaders_activation_cannot_write() {
     let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
     let old = cluster.leader_of(0).await;
-    let at_old = cluster.client(old).await.with_timeout(Duration::from_secs(3));
+    let at_old = cluster
+        .client(old)
+        .await
+        .with_timeout(Duration::from_secs(3));
     ask(&at_old, "account", "stale", json!({"type":"OPEN"})).await;
-    ask(&at_old, "account", "stale", json!({"type":"DEPOSIT","amount":5})).await;
+    ask(
+        &at_old,
+        "account",
+        "stale",
+        json!({"type":"DEPOSIT","amount":5}),
+    )
+    .await;
 
-    let others: Vec<_> = cluster.running().into_iter().filter(|id| *id != old).collect();
+    let others: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
     cluster.network().partition(&[&[old], &others]);
-    let refused = at_old.ask("account", "stale", &json!({"type":"DEPOSIT","amount":1})).await;
-    assert!(refused.is_err(), "the stale activation acknowledged a write: {refused:?}");
+    let refused = at_old
+        .ask("account", "stale", &json!({"type":"DEPOSIT","amount":1}))
+        .await;
+    assert!(
+        refused.is_err(),
+        "the stale activation acknowledged a write: {refused:?}"
+    );
 
     let majority = cluster.client(others[0]).await;
-    let reply = ask(&majority, "account", "stale", json!({"type":"DEPOSIT","amount":7})).await;
+    let reply = ask(
+        &majority,
+        "account",
+        "stale",
+        json!({"type":"DEPOSIT","amount":7}),
+    )
+    .await;
     assert_eq!(reply["balance"], 12.0);
 
     cluster.network().heal();
     cluster.leader_of(0).await;
     let everywhere = cluster.client(old).await;
-    let state = everywhere.state("account", "stale", StateAt::Latest).await.expect("state");
-    assert_eq!((state.state["balance"].as_f64(), state.version), (Some(12.0), 3));
-    let reply = ask(&everywhere, "account", "stale", json!({"type":"DEPOSIT","amount":1})).await;
+    let state = everywhere
+        .state("account", "stale", StateAt::Latest)
+        .await
+        .expect("state");
+    assert_eq!(
+        (state.state["balance"].as_f64(), state.version),
+        (Some(12.0), 3)
+    );
+    let reply = ask(
+        &everywhere,
+        "account",
+        "stale",
+        json!({"type":"DEPOSIT","amount":1}),
+    )
+    .await;
     assert_eq!(reply["balance"], 13.0);
     cluster.shutdown().await;
 }
@@ -232,16 +490,26 @@ async fn idle_actors_are_passivated_and_activations_are_bounded() {
         let active = cluster.node(1).runtime().active();
         assert!(active <= 3, "{active} activations held, the bound is 3");
     }
-    eventually("idle activations to be passivated", Duration::from_secs(10), || async {
-        match cluster.node(1).runtime().active() {
-            0 => Ok(()),
-            n => Err(format!("{n} still active")),
-        }
-    })
+    eventually(
+        "idle activations to be passivated",
+        Duration::from_secs(10),
+        || async {
+            match cluster.node(1).runtime().active() {
+                0 => Ok(()),
+                n => Err(format!("{n} still active")),
+            }
+        },
+    )
     .await;
     // A passivated actor comes back with its state (12 events: snapshot at 10 + tail).
     for _ in 0..11 {
-        ask(&client, "account", "a0", json!({"type":"DEPOSIT","amount":1})).await;
+        ask(
+            &client,
+            "account",
+            "a0",
+            json!({"type":"DEPOSIT","amount":1}),
+        )
+        .await;
     }
     eventually("passivation", Duration::from_secs(10), || async {
         match cluster.node(1).runtime().active() {
@@ -250,7 +518,13 @@ async fn idle_actors_are_passivated_and_activations_are_bounded() {
         }
     })
     .await;
-    let reply = ask(&client, "account", "a0", json!({"type":"DEPOSIT","amount":1})).await;
+    let reply = ask(
+        &client,
+        "account",
+        "a0",
+        json!({"type":"DEPOSIT","amount":1}),
+    )
+    .await;
     assert_eq!(reply["balance"], 12.0);
     cluster.shutdown().await;
 }

@@ -17,31 +17,72 @@ fn ok(output: std::process::Output) -> Value {
 fn leader_of(cluster: &ProcessCluster, via: u64, stream: &str) -> Result<u64, String> {
     let partition = cairn_cluster::partition_of(stream, PARTITIONS) as usize;
     let status = cluster.status(via)?;
-    status["partitions"][partition]["leader"].as_u64().ok_or_else(|| format!("no leader: {status}"))
+    status["partitions"][partition]["leader"]
+        .as_u64()
+        .ok_or_else(|| format!("no leader: {status}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_scenario_survives_kill_9_of_the_leader_and_a_restart() {
     let mut cluster = ProcessCluster::start(3).await;
 
-    let created = ok(cluster.cli_on(1, &[
-        "actor", "ask", "user", "alice",
-        r#"{"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"}"#,
-    ]));
+    let created = ok(cluster.cli_on(
+        1,
+        &[
+            "actor",
+            "ask",
+            "user",
+            "alice",
+            r#"{"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"}"#,
+        ],
+    ));
     assert_eq!(created["version"], 1, "{created}");
-    ok(cluster.cli_on(2, &["actor", "ask", "user", "alice", r#"{"type":"UPDATE_USER","changes":{"name":"Alice L."}}"#]));
-    let login = ok(cluster.cli_on(3, &[
-        "actor", "ask", "user", "alice",
-        r#"{"type":"LOGIN","credentials":{"email":"alice@example.com","password":"pw"}}"#,
-    ]));
+    ok(cluster.cli_on(
+        2,
+        &[
+            "actor",
+            "ask",
+            "user",
+            "alice",
+            r#"{"type":"UPDATE_USER","changes":{"name":"Alice L."}}"#,
+        ],
+    ));
+    let login = ok(cluster.cli_on(
+        3,
+        &[
+            "actor",
+            "ask",
+            "user",
+            "alice",
+            r#"{"type":"LOGIN","credentials":{"email":"alice@example.com","password":"pw"}}"#,
+        ],
+    ));
     assert_eq!(login["reply"]["success"], true, "{login}");
     let state = ok(cluster.cli_on(1, &["actor", "state", "user", "alice"]));
     assert_eq!(state["name"], "Alice L.", "{state}");
     assert_eq!(state["loginAttempts"], 1, "{state}");
 
     ok(cluster.cli_on(2, &["actor", "ask", "account", "acc", r#"{"type":"OPEN"}"#]));
-    ok(cluster.cli_on(3, &["actor", "ask", "account", "acc", r#"{"type":"DEPOSIT","amount":40}"#]));
-    let refused = cluster.cli_on(1, &["actor", "ask", "account", "acc", r#"{"type":"WITHDRAW","amount":100}"#]);
+    ok(cluster.cli_on(
+        3,
+        &[
+            "actor",
+            "ask",
+            "account",
+            "acc",
+            r#"{"type":"DEPOSIT","amount":40}"#,
+        ],
+    ));
+    let refused = cluster.cli_on(
+        1,
+        &[
+            "actor",
+            "ask",
+            "account",
+            "acc",
+            r#"{"type":"WITHDRAW","amount":100}"#,
+        ],
+    );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("insufficient funds"));
 
@@ -49,38 +90,64 @@ async fn the_user_scenario_survives_kill_9_of_the_leader_and_a_restart() {
     let leader = leader_of(&cluster, 1, "user-alice").expect("a leader");
     cluster.kill(leader);
     let other = (1..=3).find(|id| *id != leader).expect("a survivor");
-    let after = eventually("the actor to answer from another node", Duration::from_secs(15), || async {
-        json(&cluster.cli_on(other, &[
+    let after = eventually(
+        "the actor to answer from another node",
+        Duration::from_secs(15),
+        || async {
+            json(&cluster.cli_on(other, &[
             "actor", "ask", "user", "alice",
             r#"{"type":"LOGIN","credentials":{"email":"wrong@example.com","password":"pw"}}"#,
         ]))
-    })
+        },
+    )
     .await;
     assert_eq!(after["reply"]["success"], false);
-    assert_eq!(after["version"], 4, "every acknowledged event survived: {after}");
+    assert_eq!(
+        after["version"], 4,
+        "every acknowledged event survived: {after}"
+    );
     let state = ok(cluster.cli_on(other, &["actor", "state", "user", "alice"]));
-    assert_eq!((state["name"].as_str(), state["loginAttempts"].as_u64()), (Some("Alice L."), Some(2)));
+    assert_eq!(
+        (state["name"].as_str(), state["loginAttempts"].as_u64()),
+        (Some("Alice L."), Some(2))
+    );
     let account = ok(cluster.cli_on(other, &["actor", "state", "account", "acc"]));
     assert_eq!(account["balance"], 40.0);
 
     // Restart it with the same command: it rejoins and catches up.
     cluster.spawn(leader);
     let partition = cairn_cluster::partition_of("user-alice", PARTITIONS) as usize;
-    eventually("the restarted node to catch up", Duration::from_secs(30), || async {
-        let mine = cluster.status(leader)?;
-        let theirs = cluster.status(other)?;
-        let applied = mine["partitions"][partition]["appliedIndex"].as_u64().unwrap_or(0);
-        let target = theirs["partitions"][partition]["appliedIndex"].as_u64().unwrap_or(u64::MAX);
-        if applied >= target && target > 0 { Ok(()) } else { Err(format!("{applied} < {target}")) }
-    })
+    eventually(
+        "the restarted node to catch up",
+        Duration::from_secs(30),
+        || async {
+            let mine = cluster.status(leader)?;
+            let theirs = cluster.status(other)?;
+            let applied = mine["partitions"][partition]["appliedIndex"]
+                .as_u64()
+                .unwrap_or(0);
+            let target = theirs["partitions"][partition]["appliedIndex"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            if applied >= target && target > 0 {
+                Ok(())
+            } else {
+                Err(format!("{applied} < {target}"))
+            }
+        },
+    )
     .await;
 
     // With the restarted node holding the data, losing another node is fine too.
-    let second = (1..=3).find(|id| *id != leader && *id != other).expect("third node");
+    let second = (1..=3)
+        .find(|id| *id != leader && *id != other)
+        .expect("third node");
     cluster.kill(second);
-    let state = eventually("the actor to answer with one node down", Duration::from_secs(15), || async {
-        json(&cluster.cli_on(leader, &["actor", "state", "user", "alice"]))
-    })
+    let state = eventually(
+        "the actor to answer with one node down",
+        Duration::from_secs(15),
+        || async { json(&cluster.cli_on(leader, &["actor", "state", "user", "alice"])) },
+    )
     .await;
     assert_eq!(state["loginAttempts"], 2, "{state}");
 }
