@@ -13,10 +13,12 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::subscription::Position;
 use crate::wire::json_bytes;
 use crate::{
-    AppendResult, AskResult, Error, EventData, ExpectedVersion, ReadResult, RecordedEvent, StateAt,
-    StateResult, Status, StreamInfo, parse_servers,
+    AppendResult, AskResult, Error, EventData, EventFilter, ExpectedVersion, ReadAll,
+    ReadAllResult, ReadResult, RecordedEvent, StateAt, StateResult, Status, StreamInfo,
+    SubscribeTo, Subscription, parse_servers,
 };
 
 /// How long a call keeps retrying retryable failures before giving up, unless
@@ -218,6 +220,7 @@ impl Client {
             from_version,
             limit,
             forwarded: false,
+            wait_ms: 0,
         };
         let reply = self
             .call(|channel| {
@@ -274,6 +277,64 @@ impl Client {
         Ok(reply.version)
     }
 
+    /// A page of every stream's events in `(timestamp, partition, position)`
+    /// order, after `read.from`. Continue with the returned checkpoint until
+    /// `end` is true; a page may hold fewer than `read.limit` events without
+    /// being the end (a selective filter looks at many events per page).
+    pub async fn read_all(&self, read: &ReadAll) -> Result<ReadAllResult, Error> {
+        let request = pb::ReadAllRequest {
+            from: Some((&read.from).into()),
+            from_timestamp_ms: read.from_timestamp,
+            limit: read.limit,
+            filter: Some((&read.filter).into()),
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).read_all(request).await }
+            })
+            .await?;
+        ReadAllResult::try_from(reply)
+    }
+
+    /// Subscribes to one stream or to all of them: the events already
+    /// written that pass `filter`, then new ones as they commit, each exactly
+    /// once. Fails at once when no server takes the subscription or the
+    /// request is refused; later failures of the serving node are absorbed
+    /// by resuming on another server (see [`Subscription`]).
+    pub async fn subscribe(
+        &self,
+        to: SubscribeTo,
+        filter: EventFilter,
+    ) -> Result<Subscription, Error> {
+        let position = Position::new(to, filter);
+        let stream = self.open_subscription(&position).await?;
+        Ok(Subscription::start(self.clone(), position, stream))
+    }
+
+    /// Opens a subscription at `position` on the first server that takes it.
+    pub(crate) async fn open_subscription(
+        &self,
+        position: &Position,
+    ) -> Result<tonic::Streaming<pb::SubscribeReply>, Error> {
+        let request = position.request();
+        self.call(|channel| {
+            let request = request.clone();
+            async move { event_store(channel).subscribe(request).await }
+        })
+        .await
+    }
+
+    /// Makes the server after the preferred one the first to try next time
+    /// (the preferred one just failed mid-call).
+    pub(crate) fn prefer_next_server(&self) {
+        let n = self.inner.servers.len();
+        let current = self.inner.preferred.load(Ordering::Relaxed);
+        self.inner
+            .preferred
+            .store((current + 1) % n, Ordering::Relaxed);
+    }
+
     /// The cluster's status as the first server that answers sees it.
     pub async fn status(&self) -> Result<Status, Error> {
         let reply = self
@@ -284,7 +345,7 @@ impl Client {
 
     /// Runs `op` against the servers in turn, from the preferred one, until
     /// one answers with anything but a retryable failure or the timeout passes.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -21,6 +21,11 @@
 //! - [`servers`]: parsing a `host:port[,host:port...]` server list.
 //! - [`actor`]: the typed requests and results of actor calls.
 //! - [`stream`]: the typed requests and results of event-store calls.
+//! - [`read_all`]: reads of all streams ([`ReadAll`], [`EventFilter`], [`ReadAllResult`]).
+//! - [`checkpoint`]: [`Checkpoint`], where a read of all streams stands.
+//! - [`subscription`]: [`Subscription`], catch-up then live events, resumed
+//!   on another server when the serving one fails.
+//! - [`query`]: the query bus: [`Client::query`], projection status and reset.
 //! - [`status`]: the typed cluster status.
 //! - `wire`: conversions between these types and the `cairn-proto` messages
 //!   (the only place that knows both).
@@ -29,18 +34,26 @@
 //! the shape the `cairn` command prints, so its output parses back into them.
 
 pub mod actor;
+pub mod checkpoint;
 pub mod client;
 pub mod error;
+pub mod query;
+pub mod read_all;
 pub mod servers;
 pub mod status;
 pub mod stream;
+pub mod subscription;
 mod wire;
 
 pub use actor::{AskResult, StateAt, StateResult};
+pub use checkpoint::Checkpoint;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use error::Error;
+pub use query::ProjectionStatus;
+pub use read_all::{EventFilter, ReadAll, ReadAllResult};
 pub use servers::{DEFAULT_SERVER, parse_servers};
 pub use status::{GroupStatus, NodeStatus, ReplicaLag, Status};
 pub use stream::{
     AppendResult, DeleteResult, EventData, ExpectedVersion, ReadResult, RecordedEvent, StreamInfo,
 };
+pub use subscription::{SubscribeTo, Subscription, SubscriptionEvent};

@@ -7,8 +7,9 @@ use cairn_proto::v1 as pb;
 use serde_json::Value;
 
 use crate::{
-    AppendResult, AskResult, Error, EventData, ExpectedVersion, GroupStatus, NodeStatus,
-    RecordedEvent, ReplicaLag, StateResult, Status, StreamInfo,
+    AppendResult, AskResult, Checkpoint, Error, EventData, EventFilter, ExpectedVersion,
+    GroupStatus, NodeStatus, ReadAllResult, RecordedEvent, ReplicaLag, StateResult, Status,
+    StreamInfo,
 };
 
 /// A JSON value as the bytes sent on the wire.
@@ -92,6 +93,45 @@ impl TryFrom<pb::RecordedEvent> for RecordedEvent {
             causation_id: non_empty(e.causation_id),
             partition: e.partition,
             position: e.position,
+        })
+    }
+}
+
+impl From<&Checkpoint> for pb::Checkpoint {
+    fn from(checkpoint: &Checkpoint) -> pb::Checkpoint {
+        pb::Checkpoint {
+            positions: checkpoint.positions().to_vec(),
+        }
+    }
+}
+
+impl From<pb::Checkpoint> for Checkpoint {
+    fn from(checkpoint: pb::Checkpoint) -> Checkpoint {
+        Checkpoint::from_positions(checkpoint.positions)
+    }
+}
+
+impl From<&EventFilter> for pb::EventFilter {
+    fn from(filter: &EventFilter) -> pb::EventFilter {
+        pb::EventFilter {
+            types: filter.types.clone(),
+            stream_prefixes: filter.stream_prefixes.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::ReadAllReply> for ReadAllResult {
+    type Error = Error;
+
+    fn try_from(r: pb::ReadAllReply) -> Result<ReadAllResult, Error> {
+        Ok(ReadAllResult {
+            events: r
+                .events
+                .into_iter()
+                .map(RecordedEvent::try_from)
+                .collect::<Result<_, _>>()?,
+            checkpoint: r.checkpoint.map(Checkpoint::from).unwrap_or_default(),
+            end: r.end,
         })
     }
 }

@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 use crate::actor::ActorError;
 use crate::limits::InvalidInput;
+use crate::projection::ProjectionError;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,12 @@ pub enum NodeError {
     Conflict { actor: String, reason: String },
     #[error("stream `{stream}` did not exist at {at}")]
     DidNotExist { stream: String, at: String },
+    #[error("unknown projection `{name}`; known projections: {known}")]
+    UnknownProjection { name: String, known: String },
+    #[error("projection `{name}` on partition {partition} is still catching up; retry shortly")]
+    ProjectionBehind { name: String, partition: u32 },
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
 }
 
 impl From<Rejection> for NodeError {
@@ -49,6 +56,13 @@ impl From<NodeError> for Status {
             NodeError::Actor(ActorError::Corrupt { .. }) => (Code::Internal, "internal"),
             NodeError::Conflict { .. } => (Code::Aborted, "conflict"),
             NodeError::DidNotExist { .. } => (Code::NotFound, "not-found"),
+            NodeError::UnknownProjection { .. } => (Code::InvalidArgument, "invalid-argument"),
+            NodeError::ProjectionBehind { .. } => (Code::Unavailable, "no-leader"),
+            NodeError::Projection(ProjectionError::BadQuery(_)) => {
+                (Code::InvalidArgument, "invalid-argument")
+            }
+            NodeError::Projection(ProjectionError::NotFound(_)) => (Code::NotFound, "not-found"),
+            NodeError::Projection(ProjectionError::Storage(_)) => (Code::Internal, "internal"),
             NodeError::Cluster(c) => return cluster_status(c, message),
         };
         with_kind(Status::new(code, message), kind)

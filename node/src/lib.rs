@@ -9,6 +9,7 @@
 //! - [`runtime`]: [`ActorRuntime`], activations, turns, snapshots, passivation.
 //! - [`replay`]: rebuilding state from a snapshot plus the tail of a stream.
 //! - [`service`]: the client gRPC services and routing to partition leaders.
+//! - [`projection`]: [`projection::Projection`], read models folded from partition logs, and their runner.
 //! - [`limits`]: input limits and their checks.
 //! - [`error`]: [`NodeError`] and its mapping to gRPC statuses.
 
@@ -17,6 +18,7 @@ pub mod actors;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod projection;
 pub mod registry;
 pub mod replay;
 pub mod runtime;

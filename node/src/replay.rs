@@ -105,10 +105,20 @@ fn fold(
 /// the stream had no event then. Timestamps never decrease along a
 /// partition's log, so they never decrease along a stream either: a binary
 /// search over versions costs O(log n) point reads, however long the stream.
-fn version_at(reader: &Reader, group: GroupId, stream: &str, at_ms: i64) -> Result<Option<u64>, cairn_storage::Error> {
-    let Some(info) = reader.stream_info(group, stream)? else { return Ok(None) };
+fn version_at(
+    reader: &Reader,
+    group: GroupId,
+    stream: &str,
+    at_ms: i64,
+) -> Result<Option<u64>, cairn_storage::Error> {
+    let Some(info) = reader.stream_info(group, stream)? else {
+        return Ok(None);
+    };
     let timestamp_of = |version: u64| -> Result<Option<i64>, cairn_storage::Error> {
-        Ok(reader.read_stream(group, stream, version, 1)?.first().map(|e| e.timestamp_ms))
+        Ok(reader
+            .read_stream(group, stream, version, 1)?
+            .first()
+            .map(|e| e.timestamp_ms))
     };
     // Find the largest version in [first readable, last] with timestamp <= at_ms.
     let (mut low, mut high) = (info.first_readable_version.max(1), info.version);

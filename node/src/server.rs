@@ -14,19 +14,25 @@ use cairn_cluster::{
 use cairn_proto::v1::actor_service_server::ActorServiceServer;
 use cairn_proto::v1::admin_service_server::AdminServiceServer;
 use cairn_proto::v1::event_store_service_server::EventStoreServiceServer;
+use cairn_proto::v1::query_service_server::QueryServiceServer;
 use cairn_proto::v1::raft_service_server::RaftServiceServer;
 use cairn_storage::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::actor::EventSourced;
 use crate::config::ServeConfig;
 use crate::limits::MAX_MESSAGE_BYTES;
+use crate::projection::builtin::{UserAnalytics, UsersByEmail};
+use crate::projection::{Projection, ProjectionRunner};
 use crate::registry::Registry;
 use crate::runtime::{ActorRuntime, RuntimeConfig};
-use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService};
+use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService, QueryGrpcService};
+
+/// How long shutdown waits for the last users of the store to finish.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Deadline of one Raft RPC between nodes.
 const RAFT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +45,7 @@ pub struct NodeBuilder {
     transport: Option<(Arc<dyn RaftTransport>, RaftDispatcher)>,
     tuning: RaftTuning,
     listener: Option<std::net::TcpListener>,
+    projections: Vec<Arc<dyn Projection>>,
 }
 
 impl NodeBuilder {
@@ -51,12 +58,19 @@ impl NodeBuilder {
             transport: None,
             tuning: RaftTuning::default(),
             listener: None,
+            projections: vec![Arc::new(UserAnalytics), Arc::new(UsersByEmail)],
         }
     }
 
     /// Adds a user-defined actor type.
     pub fn register<A: EventSourced>(mut self, actor: A) -> NodeBuilder {
         self.registry.register(actor);
+        self
+    }
+
+    /// Adds a user-defined projection, queryable by its name.
+    pub fn projection<P: Projection>(mut self, projection: P) -> NodeBuilder {
+        self.projections.push(Arc::new(projection));
         self
     }
 
@@ -92,6 +106,7 @@ impl NodeBuilder {
             registry,
             transport,
             tuning,
+            projections,
             listener,
         } = self;
         check_config(&config)?;
@@ -145,6 +160,7 @@ impl NodeBuilder {
                 max_activations: config.max_activations,
             },
         );
+        let projections = ProjectionRunner::start(node.clone(), projections)?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -164,6 +180,10 @@ impl NodeBuilder {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServiceServer::new(AdminGrpcService::new(node.clone())))
+            .add_service(QueryServiceServer::new(QueryGrpcService::new(
+                node.clone(),
+                projections.clone(),
+            )))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async {
@@ -176,6 +196,7 @@ impl NodeBuilder {
             addr: local_addr,
             node,
             runtime,
+            projections,
             stop: Some(stop_tx),
             server: Some(server),
         })
@@ -199,6 +220,7 @@ pub struct RunningNode {
     addr: SocketAddr,
     node: Arc<ClusterNode>,
     runtime: ActorRuntime,
+    projections: ProjectionRunner,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -229,8 +251,17 @@ impl RunningNode {
             let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         }
         self.runtime.shutdown();
+        self.projections.shutdown();
         self.node.shutdown().await;
-        info!(node_id = self.node.node_id(), "stopped");
+        let node_id = self.node.node_id();
+        let store = self.node.store().clone();
+        drop(self);
+        // Last: close RocksDB once every task holding it is gone, so the data
+        // directory is unlocked when this returns.
+        match store.close(STORE_CLOSE_WAIT).await {
+            Ok(()) => info!(node_id, "stopped"),
+            Err(e) => warn!(node_id, "stopped, but the store is still in use: {e}"),
+        }
     }
 }
 

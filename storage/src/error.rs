@@ -44,6 +44,17 @@ pub enum Error {
     #[error("storage is shut down")]
     ShutDown,
 
+    /// [`Store::close`](crate::Store::close) gave up waiting: other clones
+    /// of the store were still alive. The database closes when the last of
+    /// them is dropped.
+    #[error("store in {} still has {handles} open handle(s)", path.display())]
+    StillOpen {
+        /// The store's directory.
+        path: std::path::PathBuf,
+        /// How many handles were still alive.
+        handles: usize,
+    },
+
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task failed: {0}")]
     Task(String),

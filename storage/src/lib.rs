@@ -16,6 +16,7 @@
 //! - `apply`: the event store's write rules, applied to committed entries.
 //! - `snapshot`: [`SnapshotBuilder`] and the Raft snapshot format.
 //! - `reader`: [`Reader`], reads of the applied state.
+//! - `projection_store`: node-local projection read models and checkpoints on [`Store`].
 //! - `error`: [`Error`].
 
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ mod error;
 pub mod event;
 mod keys;
 mod log_store;
+mod projection_store;
 mod reader;
 mod snapshot;
 mod state_machine;
@@ -41,6 +43,7 @@ pub use error::Error;
 pub use event::{ActorSnapshot, RecordedEvent, StreamInfo};
 pub use keys::MAX_STREAM_ID_LEN;
 pub use log_store::LogStore;
+pub use projection_store::ProjectionChanges;
 pub use reader::Reader;
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachine;

@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
     ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions,
 };
+use tokio::sync::watch;
 
 use crate::command::GroupId;
 use crate::error::Error;
@@ -23,6 +25,8 @@ pub(crate) const CF_SM: &str = "sm";
 pub(crate) const CF_SNAP: &str = "snap";
 /// Column family of node-local identity records.
 pub(crate) const CF_NODE: &str = "node";
+/// Column family of node-local projection read models and checkpoints.
+pub(crate) const CF_PROJ: &str = "proj";
 
 /// The node's one RocksDB, holding the Raft log and the state machine of every
 /// group on the node (the `keys` module documents the layout).
@@ -30,7 +34,17 @@ pub(crate) const CF_NODE: &str = "node";
 /// Cheap to clone: clones share the database and one syncer thread, which
 /// group-commits log fsyncs across all groups. The database closes, after a
 /// final WAL fsync, when the last clone (including those inside
-/// [`LogStore`], [`StateMachine`] and [`Reader`]) is dropped.
+/// [`LogStore`], [`StateMachine`] and [`Reader`]) is dropped; only then is
+/// the directory's RocksDB lock released.
+///
+/// # Reopening in the same process
+/// After `Raft::shutdown` returns, openraft's detached tasks (the state
+/// machine worker, a snapshot build, replication streams) and storage calls
+/// they abandoned on the blocking pool may still hold clones for a moment,
+/// so dropping your own clone does not mean the database is closed. To
+/// reopen the same directory (restarting a node in-process), shut the Raft
+/// groups down, drop your other handles, then `store.close(..).await`:
+/// when it returns `Ok` the database is closed and [`Store::open`] succeeds.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
@@ -52,6 +66,9 @@ pub(crate) struct Inner {
     /// Serializes replacing a group's stored Raft snapshot.
     pub(crate) snapshot_lock: Mutex<()>,
     path: PathBuf,
+    // Declared last, so dropped after `db` is closed: never sent on, its
+    // drop is what wakes [`Store::close`].
+    closed: watch::Sender<()>,
 }
 
 fn cf_options(cache: &Cache, write_buffer: usize, bloom: bool) -> Options {
@@ -73,7 +90,8 @@ impl Store {
     /// family) if needed, and starts the log syncer thread.
     ///
     /// Fails with [`Error::Rocks`] if the directory cannot be used, e.g. when
-    /// another process holds it open.
+    /// another process holds it open, or this process still does: a clone of
+    /// an earlier `Store` on it is still alive (see [`Store::close`]).
     pub fn open(path: &Path) -> Result<Store, Error> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -87,6 +105,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_SM, cf_options(&cache, 64 << 20, true)),
             ColumnFamilyDescriptor::new(CF_SNAP, cf_options(&cache, 8 << 20, false)),
             ColumnFamilyDescriptor::new(CF_NODE, cf_options(&cache, 1 << 20, false)),
+            ColumnFamilyDescriptor::new(CF_PROJ, cf_options(&cache, 16 << 20, true)),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
         let syncer = Syncer::start(Arc::clone(&db))
@@ -97,6 +116,7 @@ impl Store {
                 db,
                 snapshot_lock: Mutex::new(()),
                 path: path.to_path_buf(),
+                closed: watch::Sender::new(()),
             }),
         })
     }
@@ -143,6 +163,41 @@ impl Store {
     /// Dropping the last clone does the same implicitly.
     pub fn shutdown(&self) {
         self.inner.syncer.shutdown();
+    }
+
+    /// Closes the database once every clone is gone, and waits for that.
+    ///
+    /// Stops the syncer as [`Store::shutdown`] does (every acknowledged log
+    /// append is durable), drops this handle, then waits up to `wait` for
+    /// all other clones to be dropped, such as those that openraft tasks
+    /// still hold briefly after `Raft::shutdown`. When this returns `Ok`,
+    /// the database is closed and its directory unlocked: [`Store::open`]
+    /// on it succeeds. Shut the Raft groups down and drop your own
+    /// [`Reader`]s and other handles first, or this waits for them.
+    ///
+    /// Fails with [`Error::StillOpen`] if clones remain after `wait`; the
+    /// database then closes whenever the last of them is dropped.
+    pub async fn close(self, wait: Duration) -> Result<(), Error> {
+        let mut closed = self.inner.closed.subscribe();
+        let weak = Arc::downgrade(&self.inner);
+        let path = self.inner.path.clone();
+        // Joining the syncer thread (its final fsync) and, if this is the
+        // last clone, closing RocksDB, block: keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            self.shutdown();
+            drop(self);
+        })
+        .await
+        .map_err(|e| Error::Task(format!("closing the store: {e}")))?;
+        // `changed` fails once the sender, dropped last with the store's
+        // state, is gone: the database is closed by then.
+        match tokio::time::timeout(wait, closed.changed()).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::StillOpen {
+                path,
+                handles: weak.strong_count(),
+            }),
+        }
     }
 
     /// The directory the database lives in.

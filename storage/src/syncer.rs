@@ -66,12 +66,23 @@ impl Syncer {
     }
 
     /// Stops accepting callbacks, and waits until the thread has synced and
-    /// completed every queued one. Idempotent.
+    /// completed every queued one. Idempotent, and every caller waits: a
+    /// concurrent second call returns only once the thread is gone too.
     pub(crate) fn shutdown(&self) {
         drop(lock(&self.tx).take());
-        let handle = lock(&self.handle).take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
+        // Join while holding the lock, so that a concurrent caller cannot
+        // find the handle already taken and return before the thread ended.
+        let mut handle = lock(&self.handle);
+        if handle
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id())
+        {
+            // Called from a flush callback on the syncer thread itself: it
+            // cannot wait for itself; the thread ends when its queue closes.
+            return;
+        }
+        if let Some(h) = handle.take()
+            && h.join().is_err()
         {
             tracing::error!("log syncer thread panicked");
         }

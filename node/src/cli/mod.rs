@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`serve`]: `cairn serve`, flags to [`cairn_node::ServeConfig`], signals.
 //! - [`actor`]: `cairn actor ask|state`.
-//! - [`stream`]: `cairn stream append|read|info|delete`.
+//! - [`stream`]: `cairn stream append|read|info|delete|read-all|subscribe`.
+//! - [`query`]: `cairn query`, `cairn projection status|reset`.
 //! - [`admin`]: `cairn admin status`.
 //! - [`bench`]: `cairn bench append|ask`, the load generator.
 //! - [`parse`]: validating arguments (JSON commands and events, versions, addresses).
@@ -16,6 +17,7 @@ mod admin;
 mod bench;
 mod output;
 mod parse;
+mod query;
 mod serve;
 mod stream;
 
@@ -41,6 +43,10 @@ pub enum Command {
     Actor(actor::ActorArgs),
     /// Append to, read and delete event streams.
     Stream(stream::StreamArgs),
+    /// Ask a projection (read model), e.g. `cairn query user-analytics`.
+    Query(query::QueryArgs),
+    /// Projections' status, and rebuilding one from the start.
+    Projection(query::ProjectionArgs),
     /// Inspect the cluster.
     Admin(admin::AdminArgs),
     /// Generate load and report throughput and latency.
@@ -65,6 +71,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Actor(args) => actor::run(args).await,
         Command::Stream(args) => stream::run(args).await,
+        Command::Query(args) => query::run_query(args).await,
+        Command::Projection(args) => query::run_projection(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
@@ -146,6 +154,38 @@ mod tests {
     #[test]
     fn append_needs_an_event() {
         assert!(parse(&["stream", "append", "s"]).is_err());
+    }
+
+    #[test]
+    fn subscribe_takes_a_stream_or_all() {
+        assert!(parse(&["stream", "subscribe", "s"]).is_ok());
+        assert!(parse(&["stream", "subscribe", "--all", "--from", "p0:1"]).is_ok());
+        let err = parse(&["stream", "subscribe"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse(&["stream", "subscribe", "s", "--all"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["stream", "subscribe", "s", "--from-timestamp", "5"]).is_err());
+        assert!(
+            parse(&[
+                "stream",
+                "read-all",
+                "--from",
+                "p0:1",
+                "--type",
+                "A",
+                "--type",
+                "B",
+                "--prefix",
+                "user-",
+                "--limit",
+                "5",
+                "--from-timestamp",
+                "7"
+            ])
+            .is_ok()
+        );
+        let err = parse(&["stream", "read-all", "--from", "nope"]).unwrap_err();
+        assert!(err.to_string().contains("p<partition>:<position>"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_client::{EventData, ExpectedVersion};
+use cairn_client::{Checkpoint, EventData, ExpectedVersion};
 use serde_json::Value;
 
 /// A bad argument: `main` prints it and exits with status 2, as clap does.
@@ -20,6 +20,20 @@ pub fn expected_version(arg: Option<&str>) -> Result<ExpectedVersion, UsageError
             .parse()
             .map_err(|why| UsageError(format!("invalid --expected-version `{text}`: {why}"))),
     }
+}
+
+/// A read-all checkpoint as `read-all` prints it: `p0:12,p1:7,...` or `start`.
+pub fn checkpoint(text: &str) -> Result<Checkpoint, String> {
+    text.parse()
+}
+
+/// A stream version (`flag` names the argument in the error).
+pub fn version(text: &str, flag: &str) -> Result<u64, UsageError> {
+    text.trim().parse().map_err(|_| {
+        UsageError(format!(
+            "invalid {flag} `{text}`: use a stream version number >= 0"
+        ))
+    })
 }
 
 /// The command argument of `cairn actor ask`: a JSON object with a string `type`.
@@ -210,6 +224,22 @@ mod tests {
         assert!(
             err.starts_with("event argument 1: invalid type: integer `5`, expected a string"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn checkpoints_and_versions() {
+        assert_eq!(checkpoint("p0:3,p2:1").unwrap().positions(), [3, 0, 1]);
+        assert!(checkpoint("start").unwrap().is_start());
+        assert!(
+            checkpoint("p0=3")
+                .unwrap_err()
+                .contains("p<partition>:<position>")
+        );
+        assert_eq!(version("7", "--from").unwrap(), 7);
+        assert_eq!(
+            version("x", "--from").unwrap_err().to_string(),
+            "invalid --from `x`: use a stream version number >= 0"
         );
     }
 

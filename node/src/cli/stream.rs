@@ -1,7 +1,10 @@
-//! `cairn stream append|read|info|delete`.
+//! `cairn stream append|read|info|delete|read-all|subscribe`.
 
-use cairn_client::{Client, DeleteResult, ReadResult};
+use cairn_client::{
+    Checkpoint, Client, DeleteResult, EventFilter, ReadAll, ReadAllResult, ReadResult, SubscribeTo,
+};
 use clap::{Args, Subcommand};
+use tokio_stream::StreamExt;
 
 use super::{ServerArgs, output, parse};
 
@@ -54,6 +57,71 @@ pub enum StreamCommand {
         #[arg(long, value_name = "N|any|no-stream", allow_hyphen_values = true)]
         expected_version: Option<String>,
     },
+    /// Print every stream's events in (timestamp, partition, position) order,
+    /// with the checkpoint to continue from: {"events":[...],"checkpoint":"...","end":...}.
+    ReadAll {
+        /// Continue after this checkpoint, as printed by an earlier read-all
+        /// (e.g. p0:12,p1:7; `start` = the beginning).
+        #[arg(long, value_name = "CHECKPOINT", value_parser = parse::checkpoint)]
+        from: Option<Checkpoint>,
+        /// Skip events older than this time (ms since the Unix epoch).
+        #[arg(long, value_name = "MS", allow_hyphen_values = true)]
+        from_timestamp: Option<i64>,
+        /// Print at most this many events [default: 1000]; "end": true says
+        /// there were no more.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print a stream's events (or every stream's, with --all) as they are
+    /// written, one JSON object per line, after those already there; runs
+    /// until interrupted (Ctrl-C) or --count events.
+    Subscribe {
+        /// The stream id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        stream: Option<String>,
+        /// Every stream; each line then carries the checkpoint to resume from.
+        #[arg(long)]
+        all: bool,
+        /// Where to start: a stream version (default 1), or with --all a
+        /// checkpoint printed earlier (default: the beginning).
+        #[arg(long, value_name = "VERSION|CHECKPOINT")]
+        from: Option<String>,
+        /// With --all: skip events older than this time (ms since the Unix epoch).
+        #[arg(
+            long,
+            value_name = "MS",
+            conflicts_with = "stream",
+            allow_hyphen_values = true
+        )]
+        from_timestamp: Option<i64>,
+        /// Exit after printing this many events.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+/// Which events `read-all` and `subscribe` print.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// Only events of streams whose id starts with this, e.g. user- (repeat for several).
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    prefixes: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> EventFilter {
+        EventFilter {
+            types: self.types,
+            stream_prefixes: self.prefixes,
+        }
+    }
 }
 
 pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
@@ -98,7 +166,78 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
                 hard,
             })
         }
+        StreamCommand::ReadAll {
+            from,
+            from_timestamp,
+            limit,
+            filter,
+        } => {
+            let read = ReadAll {
+                from: from.unwrap_or_default(),
+                from_timestamp,
+                limit: limit.unwrap_or(DEFAULT_READ_ALL_LIMIT),
+                filter: filter.filter(),
+            };
+            let client = args.server.client().await?;
+            output::json(&read_all(&client, read).await?)
+        }
+        StreamCommand::Subscribe {
+            stream,
+            all,
+            from,
+            from_timestamp,
+            count,
+            filter,
+        } => {
+            let to = match (stream, all) {
+                (Some(stream), false) => SubscribeTo::stream(
+                    stream,
+                    parse::version(from.as_deref().unwrap_or("1"), "--from")?,
+                ),
+                _ => SubscribeTo::All {
+                    from: match from.as_deref() {
+                        Some(text) => parse::checkpoint(text)
+                            .map_err(|why| parse::UsageError(format!("invalid --from: {why}")))?,
+                        None => Checkpoint::start(),
+                    },
+                    from_timestamp,
+                },
+            };
+            let client = args.server.client().await?;
+            let mut subscription = client.subscribe(to, filter.filter()).await?;
+            let mut printed = 0;
+            while count.is_none_or(|n| printed < n) {
+                let Some(event) = subscription.next().await else {
+                    break;
+                };
+                output::json_line(&event?)?;
+                printed += 1;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Events `read-all` prints when no --limit is given.
+const DEFAULT_READ_ALL_LIMIT: u32 = 1000;
+
+/// Up to `read.limit` events of every stream after `read.from`, reading page
+/// after page (a page may come back short of the limit before the end).
+async fn read_all(client: &Client, mut read: ReadAll) -> anyhow::Result<ReadAllResult> {
+    let limit = read.limit as usize;
+    let mut result = client.read_all(&read).await?;
+    while !result.end && result.events.len() < limit {
+        read.from = result.checkpoint.clone();
+        read.limit = u32::try_from(limit - result.events.len()).unwrap_or(u32::MAX);
+        let page = client.read_all(&read).await?;
+        if page.events.is_empty() && page.checkpoint == result.checkpoint {
+            break; // no progress; print what there is
+        }
+        result.events.extend(page.events);
+        result.checkpoint = page.checkpoint;
+        result.end = page.end;
+    }
+    Ok(result)
 }
 
 /// Up to `limit` events (all when `None`) from version `from` on, reading

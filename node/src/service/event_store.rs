@@ -1,5 +1,7 @@
 //! gRPC `EventStoreService`: append, read, info and delete on raw streams,
-//! served on the leader of the stream's partition.
+//! served on the leader of the stream's partition; reads of all streams and
+//! subscriptions, gathered from every partition's leader (see
+//! [`read_all`](super::read_all), [`subscribe`](super::subscribe)).
 
 use std::sync::Arc;
 
@@ -7,22 +9,28 @@ use cairn_cluster::ClusterNode;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
 use cairn_proto::v1::{
-    AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadReply, ReadRequest,
-    StreamInfo,
+    AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadAllReply,
+    ReadAllRequest, ReadPartitionReply, ReadPartitionRequest, ReadReply, ReadRequest, StreamInfo,
+    SubscribeReply, SubscribeRequest,
 };
-use cairn_storage::{GroupId, StreamAppend};
+use cairn_storage::{GroupId, NodeId, StreamAppend};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
 use crate::limits::check_stream_id;
-use crate::service::convert;
+use crate::service::long_poll::read_waiting;
+use crate::service::partition_log::{self, wait_of};
 use crate::service::route::{Route, route};
+use crate::service::{convert, read_all, subscribe};
 
 /// Events returned by one read when the caller sets no limit.
 const DEFAULT_READ_LIMIT: usize = 1000;
 /// Most events returned by one read.
 const MAX_READ_LIMIT: usize = 10_000;
+/// How long a forwarded read may take beyond its long poll.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the event store API.
 pub struct EventStoreGrpcService {
@@ -42,7 +50,8 @@ impl EventStoreGrpcService {
     }
 }
 
-fn client(channel: Channel) -> EventStoreServiceClient<Channel> {
+/// A client for forwarding event-store calls to a peer.
+pub(crate) fn client(channel: Channel) -> EventStoreServiceClient<Channel> {
     EventStoreServiceClient::new(channel)
         .max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::limits::MAX_MESSAGE_BYTES)
@@ -76,36 +85,9 @@ impl EventStoreService for EventStoreGrpcService {
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
-        let mut request = request.into_inner();
-        let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
-        match route {
-            Route::Local(partition) => {
-                let limit = match request.limit as usize {
-                    0 => DEFAULT_READ_LIMIT,
-                    n => n.min(MAX_READ_LIMIT),
-                };
-                let stream = request.stream.clone();
-                let from = request.from_version.max(1);
-                let (events, info) = partition
-                    .read(move |reader, group| {
-                        let events = reader.read_stream(group, &stream, from, limit)?;
-                        Ok((events, reader.stream_info(group, &stream)?))
-                    })
-                    .await
-                    .map_err(NodeError::from)?;
-                Ok(Response::new(ReadReply {
-                    events: events
-                        .into_iter()
-                        .map(|e| convert::recorded_event(e, group))
-                        .collect(),
-                    stream_version: info.map(|i| i.version).unwrap_or(0),
-                }))
-            }
-            Route::Forward(channel) => {
-                request.forwarded = true;
-                client(channel).read(request).await
-            }
-        }
+        let request = request.into_inner();
+        check_stream_id(&request.stream).map_err(NodeError::from)?;
+        read_stream(&self.node, request).await.map(Response::new)
     }
 
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<StreamInfo>, Status> {
@@ -152,4 +134,88 @@ impl EventStoreService for EventStoreGrpcService {
             }
         }
     }
+
+    async fn read_all(
+        &self,
+        request: Request<ReadAllRequest>,
+    ) -> Result<Response<ReadAllReply>, Status> {
+        read_all::read_all(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn read_partition(
+        &self,
+        request: Request<ReadPartitionRequest>,
+    ) -> Result<Response<ReadPartitionReply>, Status> {
+        partition_log::read_partition(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type SubscribeStream = ReceiverStream<Result<SubscribeReply, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        subscribe::subscribe(self.node.clone(), request.into_inner()).map(Response::new)
+    }
+}
+
+/// Reads a stream on its partition's leader: here when this node leads it,
+/// otherwise forwarded once (never again when `request.forwarded`). With
+/// `wait_ms`, a read that finds nothing waits that long for events to commit.
+pub(crate) async fn read_stream(
+    node: &Arc<ClusterNode>,
+    mut request: ReadRequest,
+) -> Result<ReadReply, Status> {
+    let group = node.topology().partition_of(&request.stream);
+    match route(node, group, request.forwarded)? {
+        Route::Local(partition) => {
+            Ok(read_stream_local(&partition, node.node_id(), group, request).await?)
+        }
+        Route::Forward(channel) => {
+            request.forwarded = true;
+            let deadline = wait_of(request.wait_ms) + FORWARD_TIMEOUT;
+            match tokio::time::timeout(deadline, client(channel).read(request)).await {
+                Ok(reply) => reply.map(Response::into_inner),
+                Err(_) => Err(Status::unavailable(format!(
+                    "the leader of partition {group} did not answer within {deadline:?}"
+                ))),
+            }
+        }
+    }
+}
+
+async fn read_stream_local(
+    partition: &cairn_cluster::Partition,
+    me: NodeId,
+    group: GroupId,
+    request: ReadRequest,
+) -> Result<ReadReply, NodeError> {
+    let limit = match request.limit as usize {
+        0 => DEFAULT_READ_LIMIT,
+        n => n.min(MAX_READ_LIMIT),
+    };
+    let stream = Arc::new(request.stream);
+    let from = request.from_version.max(1);
+    let (events, info) = read_waiting(
+        partition,
+        me,
+        wait_of(request.wait_ms),
+        |(events, _): &(Vec<_>, _)| !events.is_empty(),
+        move |reader, group| {
+            let events = reader.read_stream(group, &stream, from, limit)?;
+            Ok((events, reader.stream_info(group, &stream)?))
+        },
+    )
+    .await?;
+    Ok(ReadReply {
+        events: events
+            .into_iter()
+            .map(|e| convert::recorded_event(e, group))
+            .collect(),
+        stream_version: info.map(|i| i.version).unwrap_or(0),
+    })
 }

@@ -66,6 +66,7 @@ impl RaftNetwork<TypeConfig> for Alone {
 const GROUPS: [GroupId; 3] = [0, 1, 2];
 const WRITERS: usize = 20;
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 async fn start(store: &Store, group: GroupId) -> Result<Raft<TypeConfig>> {
     let config = Config {
@@ -163,12 +164,14 @@ async fn single_node_groups_commit_apply_snapshot_and_restart() -> Result<()> {
         .context("current snapshot")?;
     assert_eq!(current.meta.last_log_id, Some(applied));
 
-    // Restart everything on the same directory.
+    // Restart everything on the same directory. Openraft's detached tasks
+    // may still hold store handles after `shutdown` returns: `close` waits
+    // until the database is really closed and its directory unlocked.
     for raft in rafts.drain(..) {
         raft.shutdown().await?;
     }
     drop(reader);
-    drop(store);
+    store.close(CLOSE_WAIT).await?;
     let store = Store::open(dir.path())?;
     for g in GROUPS {
         let raft = start(&store, g).await?;
@@ -188,5 +191,6 @@ async fn single_node_groups_commit_apply_snapshot_and_restart() -> Result<()> {
         assert_eq!(store.reader().read_stream(g, "s0", 0, 10)?.len(), 2);
         raft.shutdown().await?;
     }
+    store.close(CLOSE_WAIT).await?;
     Ok(())
 }

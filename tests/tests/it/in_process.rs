@@ -535,22 +535,51 @@ async fn temporal_state_queries_match_a_replay_from_zero() {
     let client = cluster.client_any().await;
     ask(&client, "account", "t", json!({"type":"OPEN"})).await;
     for i in 1..=25 {
-        ask(&client, "account", "t", json!({"type":"DEPOSIT","amount": i})).await;
+        ask(
+            &client,
+            "account",
+            "t",
+            json!({"type":"DEPOSIT","amount": i}),
+        )
+        .await;
     }
     // Balance after version v: deposits 1..=v-1 (version 1 is OPEN).
     let balance_at = |v: u64| (1..v).sum::<u64>() as f64;
     for v in 1..=26 {
-        let state = client.state("account", "t", StateAt::Version(v)).await.expect("state at version");
-        assert_eq!((state.version, state.state["balance"].as_f64()), (v, Some(balance_at(v))), "version {v}");
+        let state = client
+            .state("account", "t", StateAt::Version(v))
+            .await
+            .expect("state at version");
+        assert_eq!(
+            (state.version, state.state["balance"].as_f64()),
+            (v, Some(balance_at(v))),
+            "version {v}"
+        );
     }
     let events = client.read("account-t", 1, 0).await.expect("read").events;
     for event in &events {
-        let last_at_that_time = events.iter().filter(|e| e.timestamp <= event.timestamp).map(|e| e.version).max();
-        let state = client.state("account", "t", StateAt::Timestamp(event.timestamp)).await.expect("state at time");
+        let last_at_that_time = events
+            .iter()
+            .filter(|e| e.timestamp <= event.timestamp)
+            .map(|e| e.version)
+            .max();
+        let state = client
+            .state("account", "t", StateAt::Timestamp(event.timestamp))
+            .await
+            .expect("state at time");
         assert_eq!(Some(state.version), last_at_that_time);
-        assert_eq!(state.state["balance"].as_f64(), Some(balance_at(state.version)));
+        assert_eq!(
+            state.state["balance"].as_f64(),
+            Some(balance_at(state.version))
+        );
     }
-    let before = client.state("account", "t", StateAt::Timestamp(events[0].timestamp - 1)).await.unwrap_err();
-    assert!(matches!(&before, Error::NotFound(m) if m.contains("did not exist")), "{before:?}");
+    let before = client
+        .state("account", "t", StateAt::Timestamp(events[0].timestamp - 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&before, Error::NotFound(m) if m.contains("did not exist")),
+        "{before:?}"
+    );
     cluster.shutdown().await;
 }

@@ -4,3 +4,5 @@
 mod bad_input;
 mod in_process;
 mod process_cluster;
+mod projections;
+mod read_all;

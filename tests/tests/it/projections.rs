@@ -1,0 +1,130 @@
+//! Projections and the query bus on a 3-node cluster: exactly-once counts
+//! across node loss and a cluster-wide restart, keyed queries, reset.
+
+use std::time::Duration;
+
+use cairn_client::{Client, Error};
+use cairn_tests::in_process::test_tuning;
+use cairn_tests::{TestCluster, eventually};
+use serde_json::{Value, json};
+
+async fn ask(client: &Client, id: &str, command: Value) {
+    client
+        .ask("user", id, &command)
+        .await
+        .unwrap_or_else(|e| panic!("user/{id} {command}: {e}"));
+}
+
+async fn analytics(client: &Client) -> Value {
+    eventually(
+        "user-analytics to answer",
+        Duration::from_secs(20),
+        || async {
+            client
+                .query("user-analytics", &json!({}))
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn user_analytics_counts_each_event_once_across_node_loss_and_restarts() {
+    let mut cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
+    let client = cluster.client_any().await;
+    for id in ["alice", "bob", "carol", "dave", "erin"] {
+        let create = json!({"type":"CREATE_USER","userId": id,"name": id,"email": format!("{id}@example.com")});
+        ask(&client, id, create).await;
+    }
+    for (id, email) in [
+        ("alice", "alice@example.com"),
+        ("bob", "bob@example.com"),
+        ("carol", "nope@example.com"),
+    ] {
+        ask(
+            &client,
+            id,
+            json!({"type":"LOGIN","credentials":{"email": email,"password":"pw"}}),
+        )
+        .await;
+    }
+    ask(&client, "dave", json!({"type":"DELETE_USER"})).await;
+    let expected = json!({"totalUsers":5,"activeUsers":4,"totalLogins":3,"failedLogins":1});
+    assert_eq!(analytics(&client).await, expected);
+
+    let found = client
+        .query("users-by-email", &json!({"email":"bob@example.com"}))
+        .await
+        .expect("by email");
+    assert_eq!(found["userId"], "bob");
+    ask(
+        &client,
+        "bob",
+        json!({"type":"UPDATE_USER","changes":{"email":"robert@example.com"}}),
+    )
+    .await;
+    let moved = client
+        .query("users-by-email", &json!({"email":"robert@example.com"}))
+        .await
+        .expect("new email");
+    assert_eq!(moved["userId"], "bob");
+    let gone = client
+        .query("users-by-email", &json!({"email":"bob@example.com"}))
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, Error::NotFound(_)), "{gone:?}");
+    let bad = client
+        .query("users-by-email", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, Error::InvalidArgument(m) if m.contains("email")),
+        "{bad:?}"
+    );
+    let unknown = client.query("no-such-view", &json!({})).await.unwrap_err();
+    assert!(
+        matches!(&unknown, Error::InvalidArgument(m) if m.contains("unknown projection")),
+        "{unknown:?}"
+    );
+
+    // Lose a node, write more, bring it back: still exactly once.
+    let victim = cluster.leader_of(0).await;
+    cluster.stop(victim).await;
+    ask(
+        &client,
+        "erin",
+        json!({"type":"LOGIN","credentials":{"email":"erin@example.com","password":"pw"}}),
+    )
+    .await;
+    let expected = json!({"totalUsers":5,"activeUsers":4,"totalLogins":4,"failedLogins":1});
+    assert_eq!(analytics(&client).await, expected);
+    cluster.restart(victim).await;
+    cluster.wait_for_leaders().await;
+    assert_eq!(analytics(&client).await, expected);
+
+    // A cluster-wide restart.
+    for id in cluster.running() {
+        cluster.stop(id).await;
+    }
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    cluster.wait_for_leaders().await;
+    assert_eq!(analytics(&client).await, expected);
+
+    // Reset rebuilds from the logs to the same answer.
+    let nodes = client
+        .reset_projection("user-analytics")
+        .await
+        .expect("reset");
+    assert_eq!(nodes, vec![1, 2, 3]);
+    assert_eq!(analytics(&client).await, expected);
+    let status = client.projection_status().await.expect("status");
+    let caught_up = status
+        .iter()
+        .filter(|s| s.name == "user-analytics" && s.leader)
+        .all(|s| s.lag_events == 0);
+    assert!(caught_up, "{status:?}");
+    cluster.shutdown().await;
+}
