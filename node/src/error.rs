@@ -32,6 +32,8 @@ pub enum NodeError {
     ProjectionBehind { name: String, partition: u32 },
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    #[error(transparent)]
+    Upcast(#[from] crate::upcast::UpcastError),
 }
 
 impl From<Rejection> for NodeError {
@@ -56,6 +58,7 @@ impl From<NodeError> for Status {
             NodeError::Actor(ActorError::Corrupt { .. }) => (Code::Internal, "internal"),
             NodeError::Conflict { .. } => (Code::Aborted, "conflict"),
             NodeError::DidNotExist { .. } => (Code::NotFound, "not-found"),
+            NodeError::Upcast(_) => (Code::FailedPrecondition, "upcast"),
             NodeError::UnknownProjection { .. } => (Code::InvalidArgument, "invalid-argument"),
             NodeError::ProjectionBehind { .. } => (Code::Unavailable, "no-leader"),
             NodeError::Projection(ProjectionError::BadQuery(_)) => {
@@ -63,6 +66,9 @@ impl From<NodeError> for Status {
             }
             NodeError::Projection(ProjectionError::NotFound(_)) => (Code::NotFound, "not-found"),
             NodeError::Projection(ProjectionError::Storage(_)) => (Code::Internal, "internal"),
+            NodeError::Projection(ProjectionError::Upcast(_)) => {
+                (Code::FailedPrecondition, "upcast")
+            }
             NodeError::Cluster(c) => return cluster_status(c, message),
         };
         with_kind(Status::new(code, message), kind)

@@ -10,6 +10,7 @@
 //! - [`replay`]: rebuilding state from a snapshot plus the tail of a stream.
 //! - [`service`]: the client gRPC services and routing to partition leaders.
 //! - [`projection`]: [`projection::Projection`], read models folded from partition logs, and their runner.
+//! - [`upcast`]: [`upcast::Upcasters`], schema evolution of events on read.
 //! - [`limits`]: input limits and their checks.
 //! - [`error`]: [`NodeError`] and its mapping to gRPC statuses.
 
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod upcast;
 
 pub use actor::{Decision, EventSourced, Rejected};
 pub use config::ServeConfig;

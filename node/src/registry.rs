@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use crate::actor::{DynActor, Erased, EventSourced};
 use crate::actors::{AccountActor, UserActor};
+use crate::upcast::Upcasters;
 
 /// Actor types by name, each with its snapshot interval.
 #[derive(Clone)]
 pub struct Registry {
     types: HashMap<&'static str, RegisteredType>,
     default_snapshot_every: u64,
+    upcasters: Arc<Upcasters>,
 }
 
 /// One registered actor type.
@@ -28,6 +30,7 @@ impl Registry {
         let mut registry = Registry {
             types: HashMap::new(),
             default_snapshot_every: snapshot_every,
+            upcasters: Arc::new(Upcasters::builtin()),
         };
         registry.register(UserActor);
         registry.register(AccountActor);
@@ -48,6 +51,22 @@ impl Registry {
             snapshot_every: snapshot_every.max(1),
         };
         self.types.insert(name, registered);
+    }
+
+    /// Registers an upcaster turning `event_type` events of schema version
+    /// `from` into version `from + 1` (see [`Upcasters`]).
+    pub fn register_upcaster(
+        &mut self,
+        event_type: &str,
+        from: u64,
+        upcast: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        Arc::make_mut(&mut self.upcasters).register(event_type, from, upcast);
+    }
+
+    /// The upcasters every read of events goes through.
+    pub fn upcasters(&self) -> &Arc<Upcasters> {
+        &self.upcasters
     }
 
     /// The type called `name`.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use cairn_cluster::Partition;
 use cairn_storage::{GroupId, Reader};
 
-use crate::actor::{ActorError, AnyState, DynActor};
+use crate::actor::{AnyState, DynActor};
 use crate::error::NodeError;
+use crate::upcast::Upcasters;
 
 /// Which state of an actor to rebuild.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,7 @@ const PAGE: usize = 1024;
 pub async fn load(
     partition: &Partition,
     actor: Arc<dyn DynActor>,
+    upcasters: Arc<Upcasters>,
     stream: String,
     at: StateAt,
 ) -> Result<(AnyState, u64), NodeError> {
@@ -47,6 +49,7 @@ pub async fn load(
                 reader,
                 group,
                 actor.as_ref(),
+                &upcasters,
                 &stream,
                 max_version,
             )?))
@@ -75,13 +78,14 @@ fn fold(
     reader: &Reader,
     group: GroupId,
     actor: &dyn DynActor,
+    upcasters: &Upcasters,
     stream: &str,
     max_version: u64,
-) -> Result<Result<(AnyState, u64), ActorError>, cairn_storage::Error> {
+) -> Result<Result<(AnyState, u64), NodeError>, cairn_storage::Error> {
     let (mut state, mut version) = match reader.actor_snapshot(group, stream, max_version)? {
         Some(snapshot) => match actor.decode_state(&snapshot.state) {
             Ok(state) => (state, snapshot.version),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.into())),
         },
         None => (actor.initial_state(), 0),
     };
@@ -91,9 +95,12 @@ fn fold(
         if events.is_empty() {
             break;
         }
-        for event in events {
+        for mut event in events {
+            if let Err(e) = upcasters.upcast(&mut event) {
+                return Ok(Err(e.into()));
+            }
             if let Err(e) = actor.apply(&mut state, &event.event_type, &event.data) {
-                return Ok(Err(e));
+                return Ok(Err(e.into()));
             }
             version = event.version;
         }

@@ -19,6 +19,7 @@ use crate::error::NodeError;
 use crate::limits::check_actor_id;
 use crate::registry::{RegisteredType, Registry};
 use crate::replay::{self, StateAt};
+use crate::upcast::Upcasters;
 
 /// How activations are managed.
 #[derive(Clone, Debug)]
@@ -192,7 +193,14 @@ impl ActorRuntime {
         let partition = self.leading_partition(&key)?;
         partition.ensure_leader().await?;
         let actor = registered.actor.clone();
-        let (state, version) = replay::load(&partition, actor.clone(), key.stream(), at).await?;
+        let (state, version) = replay::load(
+            &partition,
+            actor.clone(),
+            self.registry.upcasters().clone(),
+            key.stream(),
+            at,
+        )
+        .await?;
         let json = serde_json::from_slice(&actor.encode_state(&state)).map_err(|e| {
             ActorError::Corrupt {
                 actor_type: key.actor_type.clone(),
@@ -246,6 +254,7 @@ impl ActorRuntime {
             key: key.clone(),
             actor: registered.actor.clone(),
             snapshot_every: registered.snapshot_every,
+            upcasters: self.registry.upcasters().clone(),
             partition,
             passivate_after: self.config.passivate_after,
             activations: self.activations.clone(),
@@ -306,6 +315,7 @@ struct ActivationTask {
     key: ActorKey,
     actor: Arc<dyn DynActor>,
     snapshot_every: u64,
+    upcasters: Arc<Upcasters>,
     partition: Partition,
     passivate_after: Duration,
     activations: Activations,
@@ -321,6 +331,7 @@ impl ActivationTask {
                 replay::load(
                     &self.partition,
                     self.actor.clone(),
+                    self.upcasters.clone(),
                     stream.clone(),
                     StateAt::Latest,
                 )
@@ -397,7 +408,7 @@ impl ActivationTask {
                     id: uuid::Uuid::now_v7().to_string(),
                     event_type: e.event_type.clone(),
                     data: Bytes::from(e.data.clone()),
-                    metadata: Bytes::from_static(br#"{"schema_version":1}"#),
+                    metadata: self.upcasters.metadata_for(&e.event_type),
                     correlation_id: correlation_id.clone(),
                     causation_id: command_id.clone(),
                 })

@@ -68,6 +68,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Adds an upcaster turning `event_type` events of schema version `from`
+    /// into version `from + 1`; reads of such events chain every upcaster
+    /// from the stored version to the newest.
+    pub fn upcaster(
+        mut self,
+        event_type: &str,
+        from: u64,
+        upcast: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) -> NodeBuilder {
+        self.registry.register_upcaster(event_type, from, upcast);
+        self
+    }
+
     /// Adds a user-defined projection, queryable by its name.
     pub fn projection<P: Projection>(mut self, projection: P) -> NodeBuilder {
         self.projections.push(Arc::new(projection));
@@ -152,6 +165,7 @@ impl NodeBuilder {
             .await
             .context("cannot start the node's Raft groups")?,
         );
+        let upcasters = registry.upcasters().clone();
         let runtime = ActorRuntime::new(
             node.clone(),
             registry,
@@ -160,7 +174,7 @@ impl NodeBuilder {
                 max_activations: config.max_activations,
             },
         );
-        let projections = ProjectionRunner::start(node.clone(), projections)?;
+        let projections = ProjectionRunner::start(node.clone(), projections, upcasters)?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()

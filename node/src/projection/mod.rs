@@ -56,6 +56,9 @@ pub enum ProjectionError {
     /// Nothing matches the query.
     #[error("{0}")]
     NotFound(String),
+    /// An event could not be brought to its newest shape.
+    #[error(transparent)]
+    Upcast(#[from] crate::upcast::UpcastError),
     /// The read model could not be read or written.
     #[error("projection storage: {0}")]
     Storage(#[from] cairn_storage::Error),

@@ -15,6 +15,7 @@ use tracing::{Instrument, warn};
 
 use super::{Projection, ProjectionError, ReadModel};
 use crate::error::NodeError;
+use crate::upcast::Upcasters;
 
 /// Events folded per committed batch.
 const BATCH: usize = 1000;
@@ -56,6 +57,7 @@ pub struct ProjectionRunner {
     node: Arc<ClusterNode>,
     slots: Arc<HashMap<(&'static str, GroupId), Slot>>,
     projections: Arc<Vec<Arc<dyn Projection>>>,
+    upcasters: Arc<Upcasters>,
     stop: CancellationToken,
 }
 
@@ -64,6 +66,7 @@ impl ProjectionRunner {
     pub fn start(
         node: Arc<ClusterNode>,
         projections: Vec<Arc<dyn Projection>>,
+        upcasters: Arc<Upcasters>,
     ) -> Result<ProjectionRunner, NodeError> {
         let store = node.store().clone();
         let mut slots = HashMap::new();
@@ -88,6 +91,7 @@ impl ProjectionRunner {
             node,
             slots: Arc::new(slots),
             projections: Arc::new(projections),
+            upcasters,
             stop: CancellationToken::new(),
         };
         for key in runner.slots.keys() {
@@ -127,8 +131,9 @@ impl ProjectionRunner {
                 let store = self.node.store().clone();
                 let projection = slot.projection.clone();
                 let reader = store.reader();
+                let upcasters = self.upcasters.clone();
                 tokio::task::spawn_blocking(move || {
-                    fold_batch(&store, &reader, projection.as_ref(), key.1)
+                    fold_batch(&store, &reader, &upcasters, projection.as_ref(), key.1)
                 })
                 .await
             };
@@ -250,6 +255,7 @@ impl ProjectionRunner {
 fn fold_batch(
     store: &Store,
     reader: &cairn_storage::Reader,
+    upcasters: &Upcasters,
     projection: &dyn Projection,
     group: GroupId,
 ) -> Result<Option<u64>, ProjectionError> {
@@ -260,8 +266,9 @@ fn fold_batch(
         return Ok(None);
     };
     let mut model = ReadModel::new(store, name, group);
-    for event in events.iter().filter(|e| projection.accepts(e)) {
-        projection.apply(event, &mut model)?;
+    for mut event in events.into_iter().filter(|e| projection.accepts(e)) {
+        upcasters.upcast(&mut event)?;
+        projection.apply(&event, &mut model)?;
     }
     store.projection_commit(name, group, last, model.into_changes())?;
     Ok(Some(last))

@@ -128,3 +128,53 @@ async fn user_analytics_counts_each_event_once_across_node_loss_and_restarts() {
     assert!(caught_up, "{status:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_events_are_upcast_for_actors_and_projections_and_newer_ones_refused() {
+    use cairn_client::{EventData, ExpectedVersion, StateAt};
+    let cluster = TestCluster::start(3, 2, test_tuning(10_000)).await;
+    let client = cluster.client_any().await;
+    // The seed's example: USER_CREATED v1 had no email.
+    let v1 = EventData::new("USER_CREATED", json!({"userId":"old","name":"Old Timer"}))
+        .with_metadata(json!({"schema_version": 1}));
+    client
+        .append("user-old", vec![v1], ExpectedVersion::NoStream)
+        .await
+        .expect("append v1");
+    let state = client
+        .state("user", "old", StateAt::Latest)
+        .await
+        .expect("state");
+    assert_eq!(state.state["email"], "unknown@example.com");
+    let found = client
+        .query("users-by-email", &json!({"email":"unknown@example.com"}))
+        .await
+        .expect("query");
+    assert_eq!(found["userId"], "old");
+    // The stored bytes never change; what the runtime writes now is v2.
+    ask(
+        &client,
+        "new",
+        json!({"type":"CREATE_USER","userId":"new","name":"N","email":"n@example.com"}),
+    )
+    .await;
+    let written = client.read("user-new", 1, 0).await.expect("read").events;
+    assert_eq!(written[0].metadata["schema_version"], 2);
+
+    let future = EventData::new("USER_UPDATED", json!({"changes":{"name":"X"}}))
+        .with_metadata(json!({"schema_version": 9}));
+    client
+        .append("user-old", vec![future], ExpectedVersion::Exact(1))
+        .await
+        .expect("append v9");
+    let refused = client
+        .state("user", "old", StateAt::Latest)
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("USER_UPDATED") && message.contains("schema version 9"),
+        "{message}"
+    );
+    cluster.shutdown().await;
+}
