@@ -174,7 +174,7 @@ impl NodeBuilder {
                 max_activations: config.max_activations,
             },
         );
-        let projections = ProjectionRunner::start(node.clone(), projections, upcasters)?;
+        let projections = ProjectionRunner::start(node.clone(), projections, upcasters.clone())?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -189,9 +189,12 @@ impl NodeBuilder {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                EventStoreServiceServer::new(EventStoreGrpcService::new(node.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                EventStoreServiceServer::new(EventStoreGrpcService::new(
+                    node.clone(),
+                    upcasters.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServiceServer::new(AdminGrpcService::new(node.clone())))
             .add_service(QueryServiceServer::new(QueryGrpcService::new(

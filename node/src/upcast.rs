@@ -85,26 +85,41 @@ impl Upcasters {
     /// Brings `event` to the newest shape of its type: runs the upcasters
     /// from its schema version up and records the new version in its metadata.
     pub fn upcast(&self, event: &mut RecordedEvent) -> Result<(), UpcastError> {
-        let known = self.current_version(&event.event_type);
+        self.upcast_parts(
+            &event.id,
+            &event.event_type,
+            &mut event.data,
+            &mut event.metadata,
+        )
+    }
+
+    /// [`Upcasters::upcast`] on an event's parts, for events in wire form.
+    pub fn upcast_parts(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        data: &mut Bytes,
+        metadata: &mut Bytes,
+    ) -> Result<(), UpcastError> {
+        let known = self.current_version(event_type);
         let malformed = |message: String| UpcastError::Malformed {
-            event_id: event.id.clone(),
-            event_type: event.event_type.clone(),
+            event_id: event_id.to_string(),
+            event_type: event_type.to_string(),
             message,
         };
-        let mut metadata: Value = if event.metadata.is_empty() {
+        let mut meta: Value = if metadata.is_empty() {
             Value::Object(Default::default())
         } else {
-            serde_json::from_slice(&event.metadata)
-                .map_err(|e| malformed(format!("metadata: {e}")))?
+            serde_json::from_slice(metadata).map_err(|e| malformed(format!("metadata: {e}")))?
         };
-        let version = metadata
+        let version = meta
             .get("schema_version")
             .and_then(Value::as_u64)
             .unwrap_or(1);
         if version > known {
             return Err(UpcastError::TooNew {
-                event_id: event.id.clone(),
-                event_type: event.event_type.clone(),
+                event_id: event_id.to_string(),
+                event_type: event_type.to_string(),
                 version,
                 known,
             });
@@ -112,17 +127,17 @@ impl Upcasters {
         if version == known {
             return Ok(());
         }
-        let chain = &self.chains[&event.event_type];
-        let mut data: Value =
-            serde_json::from_slice(&event.data).map_err(|e| malformed(format!("data: {e}")))?;
+        let chain = &self.chains[event_type];
+        let mut value: Value =
+            serde_json::from_slice(data).map_err(|e| malformed(format!("data: {e}")))?;
         for from in version..known {
             if let Some(upcast) = chain.get(&from) {
-                data = upcast(data);
+                value = upcast(value);
             }
         }
-        metadata["schema_version"] = Value::from(known);
-        event.data = Bytes::from(serde_json::to_vec(&data).expect("JSON values serialize"));
-        event.metadata = Bytes::from(serde_json::to_vec(&metadata).expect("JSON values serialize"));
+        meta["schema_version"] = Value::from(known);
+        *data = Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"));
+        *metadata = Bytes::from(serde_json::to_vec(&meta).expect("JSON values serialize"));
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use cairn_proto::v1 as pb;
 use cairn_storage::{AppendOutcome, ExpectedVersion, GroupId, NewEvent, RecordedEvent, StreamInfo};
 
 use crate::limits::{InvalidInput, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, check_json};
+use crate::upcast::{UpcastError, Upcasters};
 
 /// The wire's optional expected version; absent means `any`.
 pub fn expected_version(expected: Option<pb::ExpectedVersion>) -> ExpectedVersion {
@@ -116,4 +117,15 @@ pub fn stream_info(stream: String, info: Option<StreamInfo>, partition: GroupId)
         tombstoned: info.tombstoned,
         partition,
     }
+}
+
+/// Brings wire events to the newest shape of their types (see [`Upcasters`]).
+pub fn upcast_all(
+    events: &mut [pb::RecordedEvent],
+    upcasters: &Upcasters,
+) -> Result<(), UpcastError> {
+    for e in events {
+        upcasters.upcast_parts(&e.id, &e.r#type, &mut e.data, &mut e.metadata)?;
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use cairn_cluster::ClusterNode;
+use cairn_proto::v1 as pb;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
 use cairn_proto::v1::{
@@ -14,7 +15,6 @@ use cairn_proto::v1::{
     SubscribeReply, SubscribeRequest,
 };
 use cairn_storage::{GroupId, NodeId, StreamAppend};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -24,6 +24,7 @@ use crate::service::long_poll::read_waiting;
 use crate::service::partition_log::{self, wait_of};
 use crate::service::route::{Route, route};
 use crate::service::{convert, read_all, subscribe};
+use crate::upcast::Upcasters;
 
 /// Events returned by one read when the caller sets no limit.
 const DEFAULT_READ_LIMIT: usize = 1000;
@@ -35,11 +36,23 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Serves the event store API.
 pub struct EventStoreGrpcService {
     node: Arc<ClusterNode>,
+    /// Applied to every event handed to a client (not to node-to-node
+    /// reads, which the receiving node upcasts itself).
+    upcasters: Arc<Upcasters>,
 }
 
 impl EventStoreGrpcService {
-    pub fn new(node: Arc<ClusterNode>) -> EventStoreGrpcService {
-        EventStoreGrpcService { node }
+    pub fn new(node: Arc<ClusterNode>, upcasters: Arc<Upcasters>) -> EventStoreGrpcService {
+        EventStoreGrpcService { node, upcasters }
+    }
+
+    /// Brings events to the newest shape of their types; a forwarded call is
+    /// answered in stored form (the node that received the client's call upcasts).
+    fn upcast(&self, events: &mut [pb::RecordedEvent], forwarded: bool) -> Result<(), Status> {
+        if forwarded {
+            return Ok(());
+        }
+        Ok(convert::upcast_all(events, &self.upcasters).map_err(NodeError::from)?)
     }
 
     /// Validates the stream id and routes the call to its partition's leader.
@@ -87,7 +100,10 @@ impl EventStoreService for EventStoreGrpcService {
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         let request = request.into_inner();
         check_stream_id(&request.stream).map_err(NodeError::from)?;
-        read_stream(&self.node, request).await.map(Response::new)
+        let forwarded = request.forwarded;
+        let mut reply = read_stream(&self.node, request).await?;
+        self.upcast(&mut reply.events, forwarded)?;
+        Ok(Response::new(reply))
     }
 
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<StreamInfo>, Status> {
@@ -139,9 +155,9 @@ impl EventStoreService for EventStoreGrpcService {
         &self,
         request: Request<ReadAllRequest>,
     ) -> Result<Response<ReadAllReply>, Status> {
-        read_all::read_all(&self.node, request.into_inner())
-            .await
-            .map(Response::new)
+        let mut reply = read_all::read_all(&self.node, request.into_inner()).await?;
+        self.upcast(&mut reply.events, false)?;
+        Ok(Response::new(reply))
     }
 
     async fn read_partition(
@@ -153,13 +169,25 @@ impl EventStoreService for EventStoreGrpcService {
             .map(Response::new)
     }
 
-    type SubscribeStream = ReceiverStream<Result<SubscribeReply, Status>>;
+    type SubscribeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<SubscribeReply, Status>> + Send>>;
 
     async fn subscribe(
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        subscribe::subscribe(self.node.clone(), request.into_inner()).map(Response::new)
+        use futures::StreamExt;
+        let upcasters = self.upcasters.clone();
+        let replies = subscribe::subscribe(self.node.clone(), request.into_inner())?;
+        let upcast = replies.map(move |reply| {
+            let mut reply = reply?;
+            if let Some(event) = reply.event.as_mut() {
+                convert::upcast_all(std::slice::from_mut(event), &upcasters)
+                    .map_err(NodeError::from)?;
+            }
+            Ok(reply)
+        });
+        Ok(Response::new(Box::pin(upcast)))
     }
 }
 

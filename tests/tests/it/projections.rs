@@ -151,6 +151,14 @@ async fn old_events_are_upcast_for_actors_and_projections_and_newer_ones_refused
         .await
         .expect("query");
     assert_eq!(found["userId"], "old");
+    let read = client.read("user-old", 1, 0).await.expect("read").events;
+    assert_eq!(
+        (
+            read[0].data["email"].as_str(),
+            read[0].metadata["schema_version"].as_u64()
+        ),
+        (Some("unknown@example.com"), Some(2))
+    );
     // The stored bytes never change; what the runtime writes now is v2.
     ask(
         &client,
