@@ -12,7 +12,7 @@
 //! - [`dispatcher`]: [`RaftDispatcher`] routes incoming RPCs to the group's Raft; [`RaftGrpcService`].
 //! - [`partition`]: [`Partition`], a local replica: group-committed appends, linearizable reads.
 //! - [`node`]: [`ClusterNode`], all of a node's groups, bootstrap, identity checks.
-//! - [`error`]: [`ClusterError`].
+//! - [`ClusterError`] (module [`error`]): what cluster operations fail with.
 
 pub mod dispatcher;
 pub mod error;

@@ -104,10 +104,8 @@ fn cluster_status(e: &ClusterError, message: String) -> Status {
         }
         ClusterError::NotLeader { leader, .. } => {
             let mut status = with_kind(Status::unavailable(message), "no-leader");
-            if let Some((_, addr)) = leader {
-                if let Ok(v) = addr.parse() {
-                    status.metadata_mut().insert("cairn-leader", v);
-                }
+            if let Some(v) = leader.as_ref().and_then(|(_, addr)| addr.parse().ok()) {
+                status.metadata_mut().insert("cairn-leader", v);
             }
             status
         }

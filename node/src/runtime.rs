@@ -228,11 +228,9 @@ impl ActorRuntime {
         partition: Partition,
     ) -> mpsc::Sender<Turn> {
         let mut activations = self.activations.lock().expect("activations poisoned");
-        if let Some(existing) = activations.get_mut(key) {
-            if !existing.turns.is_closed() {
-                existing.last_used = Instant::now();
-                return existing.turns.clone();
-            }
+        if let Some(existing) = activations.get_mut(key).filter(|a| !a.turns.is_closed()) {
+            existing.last_used = Instant::now();
+            return existing.turns.clone();
         }
         if activations.len() >= self.config.max_activations {
             evict_least_recently_used(&mut activations);

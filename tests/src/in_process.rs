@@ -186,6 +186,7 @@ impl TestCluster {
             .expect("replica")
             .metrics();
         let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        #[allow(clippy::let_and_return)] // the borrow must end before `metrics` drops
         applied
     }
 

@@ -21,10 +21,8 @@ pub enum Route {
 /// forwarded again: it fails as unavailable and the client retries.
 pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Route, Status> {
     let me = node.node_id();
-    if let Some(partition) = node.partition(group) {
-        if partition.leader() == Some(me) {
-            return Ok(Route::Local(partition.clone()));
-        }
+    if let Some(partition) = node.partition(group).filter(|p| p.leader() == Some(me)) {
+        return Ok(Route::Local(partition.clone()));
     }
     let leader = node.leader_of(group);
     if forwarded {
