@@ -277,6 +277,32 @@ impl Client {
         Ok(reply.version)
     }
 
+    /// Sets `stream`'s retention, replacing what was set before (`None` = no
+    /// limit): only the newest `max_count` events, and only events at most
+    /// `max_age_ms` old, stay readable; the rest are purged. An actor stream
+    /// keeps every event above its newest actor snapshot. Returns the
+    /// stream's version then.
+    pub async fn set_stream_metadata(
+        &self,
+        stream: &str,
+        max_count: Option<u64>,
+        max_age_ms: Option<u64>,
+    ) -> Result<u64, Error> {
+        let request = pb::SetStreamMetadataRequest {
+            stream: stream.to_string(),
+            max_count,
+            max_age_ms,
+            forwarded: false,
+        };
+        let reply = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { event_store(channel).set_stream_metadata(request).await }
+            })
+            .await?;
+        Ok(reply.version)
+    }
+
     /// A page of every stream's events in `(timestamp, partition, position)`
     /// order, after `read.from`. Continue with the returned checkpoint until
     /// `end` is true; a page may hold fewer than `read.limit` events without

@@ -55,5 +55,6 @@ pub use servers::{DEFAULT_SERVER, parse_servers};
 pub use status::{GroupStatus, NodeStatus, ReplicaLag, Status};
 pub use stream::{
     AppendResult, DeleteResult, EventData, ExpectedVersion, ReadResult, RecordedEvent, StreamInfo,
+    StreamMetadataResult,
 };
 pub use subscription::{SubscribeTo, Subscription, SubscriptionEvent};

@@ -61,7 +61,7 @@ impl FromStr for ExpectedVersion {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventData {
     /// Unique id of the event; `None` lets the client generate a UUID v7.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub id: Option<String>,
     /// The event type, e.g. `USER_CREATED`.
     #[serde(rename = "type")]
@@ -70,13 +70,13 @@ pub struct EventData {
     #[serde(default = "empty_object")]
     pub data: Value,
     /// A JSON object of metadata (e.g. `schema_version`); `None` means `{}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub metadata: Option<Value>,
     /// Correlation id; empty lets the server choose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub correlation_id: Option<String>,
     /// Causation id, usually the id of the event or command that caused this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub causation_id: Option<String>,
 }
 
@@ -202,6 +202,26 @@ pub struct StreamInfo {
     pub tombstoned: bool,
     /// The partition the stream belongs to.
     pub partition: u32,
+    /// Retention: only the newest this-many events are readable (absent = no limit).
+    #[serde(default)]
+    pub max_count: Option<u64>,
+    /// Retention: only events at most this many ms old are readable (absent = no limit).
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+}
+
+/// The outcome of a metadata change, as `cairn stream set-metadata` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamMetadataResult {
+    /// The stream.
+    pub stream: String,
+    /// The stream's version when the metadata was set.
+    pub version: u64,
+    /// The `max-count` now in force (absent = no limit).
+    pub max_count: Option<u64>,
+    /// The `max-age` now in force, in ms (absent = no limit).
+    pub max_age_ms: Option<u64>,
 }
 
 /// The outcome of a delete, as `cairn stream delete` prints it.

@@ -147,6 +147,8 @@ impl From<pb::StreamInfo> for StreamInfo {
             deleted: i.deleted,
             tombstoned: i.tombstoned,
             partition: i.partition,
+            max_count: i.max_count,
+            max_age_ms: i.max_age_ms,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Applying committed entries to a group's state machine: the event store's
 //! write rules (optimistic concurrency, idempotency, deletes, positions and
-//! timestamps), turned into one atomic RocksDB write per `apply()` call.
+//! timestamps, retention purges), turned into one atomic RocksDB write per
+//! `apply()` call.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,8 @@ use crate::command::{
 use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{RecordedEvent, StreamInfo};
 use crate::keys;
-use crate::store::{CF_SM, Store};
+use crate::retention;
+use crate::store::{CF_SM, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
 
 /// What a group's state machine has applied: persisted under `keys::applied`
@@ -76,11 +78,12 @@ pub(crate) fn apply_entries(
 }
 
 /// Builds one batch of state-machine writes. Reads see the batch's own
-/// earlier writes (an in-memory overlay) before the database.
+/// earlier writes and deletes (an in-memory overlay; `None` = deleted)
+/// before the database.
 struct Applier<'a> {
     store: &'a Store,
     group: GroupId,
-    overlay: HashMap<Vec<u8>, Vec<u8>>,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     counters: Option<PartitionCounters>,
 }
 
@@ -96,13 +99,17 @@ impl<'a> Applier<'a> {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if let Some(v) = self.overlay.get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         Ok(self.store.db().get_cf(self.store.cf(CF_SM), key)?)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, value);
+        self.overlay.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
     }
 
     fn into_batch(mut self) -> Result<WriteBatch, Error> {
@@ -113,7 +120,10 @@ impl<'a> Applier<'a> {
         let cf = self.store.cf(CF_SM);
         let mut batch = WriteBatch::default();
         for (k, v) in &self.overlay {
-            batch.put_cf(cf, k, v);
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
         }
         Ok(batch)
     }
@@ -131,9 +141,80 @@ impl<'a> Applier<'a> {
     }
 
     fn stream_info(&self, key: &[u8]) -> Result<Option<StreamInfo>, Error> {
-        self.get(key)?
-            .map(|b| decode("stream info", &b))
-            .transpose()
+        self.get(key)?.map(|b| StreamInfo::decode(&b)).transpose()
+    }
+
+    /// Version of the newest actor snapshot of `stream`, this batch's included.
+    fn newest_snapshot(&self, stream: &str) -> Result<Option<u64>, Error> {
+        let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
+        let prefix = keys::actor_snapshots_prefix(self.group, stream).map_err(too_long)?;
+        let end = keys::prefix_end(&prefix).expect("a stream prefix is never all 0xFF");
+        let stored = View::new(self.store)
+            .last_in(CF_SM, &prefix, &end)?
+            .and_then(|(k, _)| keys::trailing_u64(&k));
+        let batched = self
+            .overlay
+            .iter()
+            .filter(|(k, v)| v.is_some() && k.len() == prefix.len() + 8 && k.starts_with(&prefix))
+            .filter_map(|(k, _)| keys::trailing_u64(k))
+            .max();
+        Ok(stored.max(batched))
+    }
+
+    /// Timestamp of the event at `version` of `stream`, if it is stored.
+    fn timestamp_of(&self, stream: &str, version: u64) -> Result<Option<i64>, Error> {
+        let key = keys::stream_version(self.group, stream, version)
+            .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
+        let Some(pos) = self.get(&key)? else {
+            return Ok(None);
+        };
+        let pos = decode_u64("version index", &pos)?;
+        match self.get(&keys::event(self.group, pos))? {
+            Some(body) => Ok(Some(decode::<RecordedEvent>("event", &body)?.timestamp_ms)),
+            None => Ok(None),
+        }
+    }
+
+    /// Purges every event of `stream` beyond its retention limits at
+    /// `now_ms` (an entry's leader timestamp, so every replica purges the
+    /// same), sparing those above the newest actor snapshot.
+    fn trim(&mut self, stream: &str, info: &mut StreamInfo, now_ms: i64) -> Result<(), Error> {
+        if !retention::has_limits(info) || info.tombstoned {
+            return Ok(());
+        }
+        let snapshot = self.newest_snapshot(stream)?;
+        let from =
+            retention::retained_from(info, snapshot, now_ms, |v| self.timestamp_of(stream, v))?;
+        self.purge_through(stream, info, from.saturating_sub(1))
+    }
+
+    /// Removes the events of `stream` at versions `(purged_through, upto]`:
+    /// bodies, version index and event-id index. Their positions become gaps
+    /// in the partition log.
+    fn purge_through(
+        &mut self,
+        stream: &str,
+        info: &mut StreamInfo,
+        upto: u64,
+    ) -> Result<(), Error> {
+        let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
+        let upto = upto.min(info.version);
+        for version in info.purged_through.saturating_add(1)..=upto {
+            let version_key =
+                keys::stream_version(self.group, stream, version).map_err(too_long)?;
+            let Some(pos) = self.get(&version_key)? else {
+                continue;
+            };
+            let event_key = keys::event(self.group, decode_u64("version index", &pos)?);
+            if let Some(body) = self.get(&event_key)? {
+                let recorded: RecordedEvent = decode("event", &body)?;
+                self.remove(keys::event_id(self.group, stream, &recorded.id).map_err(too_long)?);
+                self.remove(event_key);
+            }
+            self.remove(version_key);
+        }
+        info.purged_through = info.purged_through.max(upto);
+        Ok(())
     }
 
     fn command(&mut self, cmd: Command) -> Result<CommandResult, Error> {
@@ -159,7 +240,11 @@ impl<'a> Applier<'a> {
                 state,
             } => {
                 match keys::actor_snapshot(self.group, &stream, version) {
-                    Ok(k) => self.put(k, state.to_vec()),
+                    Ok(k) => {
+                        self.put(k, state.to_vec());
+                        // A newer snapshot may free older events for purging.
+                        self.trim_stored(&stream)?;
+                    }
                     Err(keys::StreamTooLong) => {
                         tracing::warn!(
                             group = self.group,
@@ -174,7 +259,62 @@ impl<'a> Applier<'a> {
                 self.put(keys::meta(self.group, &key), value.to_vec());
                 CommandResult::MetaPut
             }
+            Command::SetStreamMetadata {
+                stream,
+                max_count,
+                max_age_ms,
+                timestamp_ms,
+            } => CommandResult::StreamMetadataSet(self.set_stream_metadata(
+                stream,
+                max_count,
+                max_age_ms,
+                timestamp_ms,
+            )?),
         })
+    }
+
+    /// Trims a stream whose info is stored, with the partition's last
+    /// timestamp as "now" (for entries that carry no timestamp).
+    fn trim_stored(&mut self, stream: &str) -> Result<(), Error> {
+        let Ok(info_key) = keys::stream_info(self.group, stream) else {
+            return Ok(());
+        };
+        let Some(mut info) = self.stream_info(&info_key)? else {
+            return Ok(());
+        };
+        if !retention::has_limits(&info) {
+            return Ok(());
+        }
+        let before = info.purged_through;
+        let now = self.counters()?.last_timestamp_ms;
+        self.trim(stream, &mut info, now)?;
+        if info.purged_through != before {
+            self.put(info_key, encode("stream info", &info)?);
+        }
+        Ok(())
+    }
+
+    fn set_stream_metadata(
+        &mut self,
+        stream: String,
+        max_count: Option<u64>,
+        max_age_ms: Option<u64>,
+        timestamp_ms: i64,
+    ) -> Result<Result<u64, Rejection>, Error> {
+        let Ok(info_key) = keys::stream_info(self.group, &stream) else {
+            return Ok(Err(Rejection::StreamTombstoned { stream }));
+        };
+        let mut info = self.stream_info(&info_key)?.unwrap_or_default();
+        if info.tombstoned {
+            return Ok(Err(Rejection::StreamTombstoned { stream }));
+        }
+        info.max_count = max_count;
+        info.max_age_ms = max_age_ms;
+        let now = timestamp_ms.max(self.counters()?.last_timestamp_ms);
+        self.trim(&stream, &mut info, now)?;
+        let version = info.version;
+        self.put(info_key, encode("stream info", &info)?);
+        Ok(Ok(version))
     }
 
     fn append(
@@ -271,6 +411,7 @@ impl<'a> Applier<'a> {
         if info.first_readable_version == 0 {
             info.first_readable_version = 1;
         }
+        self.trim(&stream, &mut info, timestamp_ms)?;
         self.put(info_key, encode("stream info", &info)?);
 
         counters.last_position = position;
@@ -359,6 +500,11 @@ impl<'a> Applier<'a> {
                 expected,
                 actual,
             }));
+        }
+        if hard {
+            // A tombstone is forever: its events go now (compaction then
+            // frees the disk); only the stream info stays, to refuse writes.
+            self.purge_through(&stream, &mut info, u64::MAX)?;
         }
         info.deleted = true;
         info.tombstoned = hard;

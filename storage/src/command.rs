@@ -101,6 +101,23 @@ pub enum Command {
         /// The new value.
         value: Bytes,
     },
+    /// Set a stream's retention metadata (EventStoreDB's `$maxCount` and
+    /// `$maxAge`), replacing what was set before (`None` = no limit). Events
+    /// beyond the limits are unreadable at once and purged by this entry and
+    /// by later entries to the stream; an actor stream keeps every event
+    /// above its newest actor snapshot. Added last so the encoding of the
+    /// other variants is unchanged.
+    SetStreamMetadata {
+        /// The stream.
+        stream: String,
+        /// Keep only the newest this-many events.
+        max_count: Option<u64>,
+        /// Keep only events at most this many milliseconds old.
+        max_age_ms: Option<u64>,
+        /// The proposing leader's clock, in ms since the epoch: "now" for
+        /// `max_age_ms` when this entry purges (never a replica's own clock).
+        timestamp_ms: i64,
+    },
 }
 
 /// Where an accepted append landed.
@@ -121,7 +138,8 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
-/// Why the state machine refused an append or a delete. Nothing was written.
+/// Why the state machine refused an append, a delete or a metadata change.
+/// Nothing was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
     /// The stream is not at the expected version.
@@ -176,4 +194,6 @@ pub enum CommandResult {
     SnapshotSaved,
     /// A metadata key was set.
     MetaPut,
+    /// A stream's retention metadata was set: the stream's version then.
+    StreamMetadataSet(Result<u64, Rejection>),
 }

@@ -14,6 +14,8 @@
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
 //! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
 //! - `apply`: the event store's write rules, applied to committed entries.
+//! - `retention`: which events `max-count`, `max-age` and actor snapshots keep
+//!   readable (shared by reads and purges).
 //! - `snapshot`: [`SnapshotBuilder`] and the Raft snapshot format.
 //! - `reader`: [`Reader`], reads of the applied state.
 //! - `projection_store`: node-local projection read models and checkpoints on [`Store`].
@@ -29,6 +31,7 @@ mod keys;
 mod log_store;
 mod projection_store;
 mod reader;
+mod retention;
 mod snapshot;
 mod state_machine;
 mod store;

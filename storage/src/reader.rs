@@ -8,6 +8,7 @@ use crate::command::GroupId;
 use crate::error::{Error, decode, decode_u64};
 use crate::event::{ActorSnapshot, RecordedEvent, StreamInfo};
 use crate::keys::{self, StreamTooLong};
+use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::NodeId;
 
@@ -36,13 +37,15 @@ impl Reader {
         let key = keys::stream_info(group, stream).map_err(too_long(stream))?;
         View::new(&self.store)
             .get(CF_SM, &key)?
-            .map(|b| decode("stream info", &b))
+            .map(|b| StreamInfo::decode(&b))
             .transpose()
     }
 
     /// Events of `stream` with version `>= from_version` (0 is treated as 1),
     /// at most `limit` of them, in version order. Events from before a soft
-    /// delete are never returned.
+    /// delete are never returned, nor those beyond the stream's `max-count`
+    /// or `max-age` (measured against this node's clock now), except that
+    /// an actor stream's events above its newest actor snapshot always are.
     ///
     /// A stream that never existed reads as empty; a soft-deleted or
     /// tombstoned one fails with [`Error::StreamDeleted`].
@@ -53,19 +56,44 @@ impl Reader {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.read_stream_at(group, stream, from_version, limit, now_ms)
+    }
+
+    /// [`Reader::read_stream`] with `max-age` measured against `now_ms`
+    /// (ms since the epoch) instead of this node's clock.
+    pub fn read_stream_at(
+        &self,
+        group: GroupId,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<RecordedEvent>, Error> {
         let info_key = keys::stream_info(group, stream).map_err(too_long(stream))?;
         let view = View::new(&self.store);
         let Some(info) = view.get(CF_SM, &info_key)? else {
             return Ok(Vec::new());
         };
-        let info: StreamInfo = decode("stream info", &info)?;
+        let info = StreamInfo::decode(&info)?;
         if info.deleted || info.tombstoned {
             return Err(Error::StreamDeleted {
                 stream: stream.to_owned(),
                 tombstoned: info.tombstoned,
             });
         }
-        let from = from_version.max(info.first_readable_version).max(1);
+        let mut from = from_version.max(info.first_readable_version).max(1);
+        if retention::has_limits(&info) {
+            let snapshot = self.actor_snapshot_in(&view, group, stream, u64::MAX)?;
+            let retained =
+                retention::retained_from(&info, snapshot.map(|s| s.version), now_ms, |v| {
+                    timestamp_of(&view, group, stream, v)
+                })?;
+            from = from.max(retained);
+        }
         if limit == 0 || from > info.version {
             return Ok(Vec::new());
         }
@@ -99,10 +127,20 @@ impl Reader {
         stream: &str,
         max_version: u64,
     ) -> Result<Option<ActorSnapshot>, Error> {
+        self.actor_snapshot_in(&View::new(&self.store), group, stream, max_version)
+    }
+
+    fn actor_snapshot_in(
+        &self,
+        view: &View<'_>,
+        group: GroupId,
+        stream: &str,
+        max_version: u64,
+    ) -> Result<Option<ActorSnapshot>, Error> {
         let prefix = keys::actor_snapshots_prefix(group, stream).map_err(too_long(stream))?;
         let mut end = keys::actor_snapshot(group, stream, max_version).map_err(too_long(stream))?;
         end.push(0); // make the bound inclusive of `max_version`
-        let Some((k, v)) = View::new(&self.store).last_in(CF_SM, &prefix, &end)? else {
+        let Some((k, v)) = view.last_in(CF_SM, &prefix, &end)? else {
             return Ok(None);
         };
         if k.len() != prefix.len() + 8 {
@@ -119,8 +157,10 @@ impl Reader {
     }
 
     /// The partition log in position order from `from_position` (1-based; 0 is
-    /// treated as 1), at most `limit` events. Positions are gapless. Events of
-    /// deleted streams are included (they are hidden only from stream reads).
+    /// treated as 1), at most `limit` events. Positions increase; they have
+    /// gaps where events were purged (hard delete, `max-count`, `max-age`).
+    /// Events of soft-deleted streams are included (they are hidden only from
+    /// stream reads).
     pub fn read_partition_log(
         &self,
         group: GroupId,
@@ -177,5 +217,23 @@ impl Reader {
             Ok(true)
         })?;
         Ok(out)
+    }
+}
+
+/// Timestamp of the event at `version` of `stream` in `view`, if stored.
+fn timestamp_of(
+    view: &View<'_>,
+    group: GroupId,
+    stream: &str,
+    version: u64,
+) -> Result<Option<i64>, Error> {
+    let key = keys::stream_version(group, stream, version).map_err(too_long(stream))?;
+    let Some(pos) = view.get(CF_SM, &key)? else {
+        return Ok(None);
+    };
+    let pos = decode_u64("version index", &pos)?;
+    match view.get(CF_SM, &keys::event(group, pos))? {
+        Some(body) => Ok(Some(decode::<RecordedEvent>("event", &body)?.timestamp_ms)),
+        None => Ok(None),
     }
 }

@@ -140,11 +140,24 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration in whole milliseconds, at least 1 (a positive duration never
+/// becomes "no time at all").
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn max_age_in_millis() {
+        assert_eq!(millis(seconds("86400").unwrap()), 86_400_000);
+        assert_eq!(millis(seconds("0.0001").unwrap()), 1);
+        assert!(seconds("0").is_err());
+    }
 
     #[test]
     fn expected_versions() {

@@ -1,7 +1,8 @@
-//! `cairn stream append|read|info|delete|read-all|subscribe`.
+//! `cairn stream append|read|info|delete|set-metadata|read-all|subscribe`.
 
 use cairn_client::{
-    Checkpoint, Client, DeleteResult, EventFilter, ReadAll, ReadAllResult, ReadResult, SubscribeTo,
+    Checkpoint, Client, DeleteResult, EventFilter, ReadAll, ReadAllResult, ReadResult,
+    StreamMetadataResult, SubscribeTo,
 };
 use clap::{Args, Subcommand};
 use tokio_stream::StreamExt;
@@ -41,7 +42,8 @@ pub enum StreamCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
-    /// Print a stream's version, last event and deleted flags.
+    /// Print a stream's version, last event, deleted flags and retention
+    /// (maxCount, maxAgeMs; null = no limit).
     Info {
         /// The stream id.
         stream: String,
@@ -56,6 +58,19 @@ pub enum StreamCommand {
         /// Delete only if the stream is at this version: a number, `any` or `no-stream`.
         #[arg(long, value_name = "N|any|no-stream", allow_hyphen_values = true)]
         expected_version: Option<String>,
+    },
+    /// Set a stream's retention, replacing what was set before (a limit not
+    /// given is removed): older events stop being readable and are purged.
+    /// An actor stream keeps every event after its newest snapshot.
+    SetMetadata {
+        /// The stream id.
+        stream: String,
+        /// Keep only the newest N events.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_count: Option<u64>,
+        /// Keep only events at most this many seconds old (e.g. 86400 or 0.5).
+        #[arg(long, value_name = "SECONDS", value_parser = parse::seconds)]
+        max_age: Option<std::time::Duration>,
     },
     /// Print every stream's events in (timestamp, partition, position) order,
     /// with the checkpoint to continue from: {"events":[...],"checkpoint":"...","end":...}.
@@ -164,6 +179,23 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
                 stream,
                 version,
                 hard,
+            })
+        }
+        StreamCommand::SetMetadata {
+            stream,
+            max_count,
+            max_age,
+        } => {
+            let max_age_ms = max_age.map(parse::millis);
+            let client = args.server.client().await?;
+            let version = client
+                .set_stream_metadata(&stream, max_count, max_age_ms)
+                .await?;
+            output::json(&StreamMetadataResult {
+                stream,
+                version,
+                max_count,
+                max_age_ms,
             })
         }
         StreamCommand::ReadAll {

@@ -116,6 +116,8 @@ pub fn stream_info(stream: String, info: Option<StreamInfo>, partition: GroupId)
         deleted: info.deleted,
         tombstoned: info.tombstoned,
         partition,
+        max_count: info.max_count,
+        max_age_ms: info.max_age_ms,
     }
 }
 

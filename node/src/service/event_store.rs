@@ -1,4 +1,5 @@
-//! gRPC `EventStoreService`: append, read, info and delete on raw streams,
+//! gRPC `EventStoreService`: append, read, info, delete and retention
+//! metadata on raw streams,
 //! served on the leader of the stream's partition; reads of all streams and
 //! subscriptions, gathered from every partition's leader (see
 //! [`read_all`](super::read_all), [`subscribe`](super::subscribe)).
@@ -11,10 +12,10 @@ use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
 use cairn_proto::v1::{
     AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadAllReply,
-    ReadAllRequest, ReadPartitionReply, ReadPartitionRequest, ReadReply, ReadRequest, StreamInfo,
-    SubscribeReply, SubscribeRequest,
+    ReadAllRequest, ReadPartitionReply, ReadPartitionRequest, ReadReply, ReadRequest,
+    SetStreamMetadataReply, SetStreamMetadataRequest, StreamInfo, SubscribeReply, SubscribeRequest,
 };
-use cairn_storage::{GroupId, NodeId, StreamAppend};
+use cairn_storage::{Command, CommandResult, GroupId, NodeId, StreamAppend};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -147,6 +148,39 @@ impl EventStoreService for EventStoreGrpcService {
             Route::Forward(channel) => {
                 request.forwarded = true;
                 client(channel).delete(request).await
+            }
+        }
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        request: Request<SetStreamMetadataRequest>,
+    ) -> Result<Response<SetStreamMetadataReply>, Status> {
+        let mut request = request.into_inner();
+        let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
+        match route {
+            Route::Local(partition) => {
+                // This node leads the partition: its clock is the leader's,
+                // the "now" every replica purges `max-age` against.
+                let command = Command::SetStreamMetadata {
+                    stream: request.stream,
+                    max_count: request.max_count,
+                    max_age_ms: request.max_age_ms,
+                    timestamp_ms: cairn_cluster::now_ms(),
+                };
+                let version = match partition.write(command).await.map_err(NodeError::from)? {
+                    CommandResult::StreamMetadataSet(result) => result.map_err(NodeError::from)?,
+                    other => {
+                        return Err(Status::internal(format!(
+                            "partition {group} answered a metadata change with {other:?}"
+                        )));
+                    }
+                };
+                Ok(Response::new(SetStreamMetadataReply { version }))
+            }
+            Route::Forward(channel) => {
+                request.forwarded = true;
+                client(channel).set_stream_metadata(request).await
             }
         }
     }

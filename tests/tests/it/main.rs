@@ -6,3 +6,4 @@ mod in_process;
 mod process_cluster;
 mod projections;
 mod read_all;
+mod retention;

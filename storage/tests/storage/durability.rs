@@ -1,0 +1,137 @@
+//! Durability: a Raft snapshot installed elsewhere reads identically, and
+//! a restart keeps everything.
+
+use super::*;
+
+/// Populates a node with a bit of everything.
+async fn populate(n: &mut Node) -> Result<()> {
+    n.append("a", NoStream, &["1", "2", "3"]).await??;
+    n.append("b", NoStream, &["4"]).await??;
+    n.delete("b", Any, false).await??;
+    n.append("c", NoStream, &["5"]).await??;
+    n.delete("c", Any, true).await??;
+    n.apply(Command::SaveActorSnapshot {
+        stream: "a".into(),
+        version: 2,
+        state: Bytes::from("state@2"),
+    })
+    .await?;
+    n.apply(Command::MetaPut {
+        key: "k".into(),
+        value: Bytes::from("v"),
+    })
+    .await?;
+    let m = n.entry(EntryPayload::Membership(Membership::new(
+        vec![BTreeSet::from([1, 2, 3])],
+        None,
+    )));
+    n.sm.apply(vec![m]).await?;
+    n.append_at(3_000, "a", Exact(3), &["6"]).await??;
+    Ok(())
+}
+
+const STREAMS: &[&str] = &["a", "b", "c", "d"];
+
+#[tokio::test]
+async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
+    let mut leader = Node::new()?;
+    populate(&mut leader).await?;
+    let snap = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+    assert_eq!(snap.meta.last_log_id, leader.sm.applied_state().await?.0);
+
+    // A follower with state of its own in the same group, and in another group.
+    let mut follower = Node::new()?;
+    follower.append("d", NoStream, &["stale"]).await??;
+    let mut other = follower.store.state_machine(G + 1)?;
+    let e = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+        payload: EntryPayload::Normal(append_cmd(TS, "elsewhere", Any, &["z"])),
+    };
+    other.apply(vec![e]).await?;
+
+    let mut data = follower.sm.begin_receiving_snapshot().await?;
+    assert!(data.get_ref().is_empty());
+    data.get_mut().extend_from_slice(snap.snapshot.get_ref());
+    follower.sm.install_snapshot(&snap.meta, data).await?;
+
+    assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
+    assert_eq!(
+        follower.sm.applied_state().await?,
+        leader.sm.applied_state().await?
+    );
+    assert_eq!(
+        follower
+            .reader
+            .read_stream(G + 1, "elsewhere", 0, 10)?
+            .len(),
+        1,
+        "other groups untouched"
+    );
+    let current = follower
+        .sm
+        .get_current_snapshot()
+        .await?
+        .context("current snapshot")?;
+    assert_eq!(current.meta, snap.meta);
+
+    // The follower carries on where the leader was.
+    follower.next_index = leader.next_index;
+    let r = follower.append("a", Exact(4), &["7"]).await??;
+    assert_eq!((r.first_version, r.first_position), (5, 7));
+    assert_eq!(r.timestamp_ms, 3_000);
+
+    // A damaged snapshot is refused and changes nothing.
+    let before = follower.observable(STREAMS)?;
+    let mut bad = follower.sm.begin_receiving_snapshot().await?;
+    bad.get_mut()
+        .extend_from_slice(&snap.snapshot.get_ref()[..snap.snapshot.get_ref().len() - 3]);
+    assert!(follower.sm.install_snapshot(&snap.meta, bad).await.is_err());
+    assert_eq!(follower.observable(STREAMS)?, before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() -> Result<()> {
+    let mut n = Node::new()?;
+    populate(&mut n).await?;
+    let snap = n.sm.get_snapshot_builder().await.build_snapshot().await?;
+    let mut log = n.store.log_store(G);
+    log.save_vote(&Vote::new(4, 2)).await?;
+    n.store.put_node_meta("node_id", b"2")?;
+
+    let before = n.observable(STREAMS)?;
+    let applied = n.sm.applied_state().await?;
+    assert!(applied.0.is_some());
+    assert_eq!(
+        applied.1.membership(),
+        &Membership::new(vec![BTreeSet::from([1, 2, 3])], None)
+    );
+    drop(log);
+
+    let mut n = n.restart()?;
+    assert_eq!(n.observable(STREAMS)?, before);
+    assert_eq!(n.sm.applied_state().await?, applied);
+    assert_eq!(n.reader.applied_log_id(G)?, applied.0);
+    let current =
+        n.sm.get_current_snapshot()
+            .await?
+            .context("snapshot survives restart")?;
+    assert_eq!(current.meta, snap.meta);
+    assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
+    assert_eq!(
+        n.store.log_store(G).read_vote().await?,
+        Some(Vote::new(4, 2))
+    );
+    assert_eq!(n.store.node_meta("node_id")?, Some(b"2".to_vec()));
+    assert_eq!(n.store.node_meta("cluster_id")?, None);
+
+    // And it keeps going from where it was.
+    let r = n.append("a", Exact(4), &["7"]).await??;
+    assert_eq!(r.first_position, 7);
+    Ok(())
+}
