@@ -93,10 +93,11 @@ struct Point {
     concurrency: usize,
 }
 
-/// Runs the benchmark: etcd's points on a 3-member etcd cluster (then
-/// stopped), then Cairn's on a 3-node Cairn cluster (then stopped), one
-/// system at a time so that neither competes with the other for the CPUs or
-/// the disk. Progress goes to stderr.
+/// Runs the benchmark. Starts a 3-member etcd cluster (when a workload has
+/// the etcd peer) and a 3-node Cairn cluster, then measures every point, the
+/// peer's run of a point right before Cairn's: only one system is under load
+/// at a time, and noise from other work on a shared machine falls on both
+/// alike. Stops both clusters at the end. Progress goes to stderr.
 pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let cairn_bin = locate_cairn_bin(options.cairn_bin.clone())?;
     let (duration, warmup, default_concurrency) = if options.quick {
@@ -134,8 +135,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     };
     let started_unix_ms = Report::now_unix_ms();
 
-    let (etcd_info, etcd_results) = run_etcd(&options, &points, &spec).await?;
-
+    let peer = if workloads.iter().any(|w| w.has_etcd_peer()) {
+        Peer::start(&options).await?
+    } else {
+        None
+    };
     eprintln!(
         "starting a 3-node Cairn cluster from {}",
         cairn_bin.display()
@@ -146,10 +150,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         cairn.partitions(),
         cairn.dir().display()
     );
+
     let mut rows = Vec::with_capacity(points.len());
     for point in &points {
         let spec = spec(point.concurrency);
-        let prefix = format!("{}-c{}", point.workload.name(), point.concurrency);
+        let etcd = match &peer {
+            Some(peer) if point.workload.has_etcd_peer() => Some(peer.measure(*point, spec).await?),
+            _ => None,
+        };
+        let prefix = point.prefix();
         let servers = cairn.addresses();
         let measured = match point.workload {
             Workload::Append => {
@@ -166,10 +175,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
                 measure_point("Cairn", *point, target, spec).await?
             }
         };
-        let etcd = etcd_results
-            .iter()
-            .find(|(p, _)| p.workload == point.workload && p.concurrency == point.concurrency)
-            .map(|(_, m)| m.clone());
         let ratio = etcd
             .as_ref()
             .filter(|e| e.items_per_sec > 0.0)
@@ -184,13 +189,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             ratio,
         });
     }
+
     let cairn_info = ClusterInfo {
         version: cairn_bin.display().to_string(),
         members: cairn.addresses().len(),
         partitions: cairn.partitions(),
     };
     cairn.stop().await?;
-
+    let etcd_info = match peer {
+        Some(peer) => Some(peer.stop().await?),
+        None => None,
+    };
     Ok(Report {
         machine: Machine::this(),
         started_unix_ms,
@@ -203,68 +212,83 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     })
 }
 
-type PeerResults = (Option<ClusterInfo>, Vec<(Point, Measurement)>);
-
-/// Measures the points that have an etcd peer on a fresh etcd cluster.
-#[cfg(feature = "etcd")]
-async fn run_etcd(
-    options: &RunOptions,
-    points: &[Point],
-    spec: &impl Fn(usize) -> LoadSpec,
-) -> anyhow::Result<PeerResults> {
-    use crate::EtcdCluster;
-    use crate::EtcdPut;
-    use crate::etcd_cluster::ensure_etcd;
-
-    let peer_points: Vec<Point> = points
-        .iter()
-        .copied()
-        .filter(|p| p.workload.has_etcd_peer())
-        .collect();
-    if options.no_etcd || peer_points.is_empty() {
-        return Ok((None, Vec::new()));
+impl Point {
+    /// The prefix of the streams, keys or actor ids this point writes.
+    fn prefix(&self) -> String {
+        format!("{}-c{}", self.workload.name(), self.concurrency)
     }
-    let etcd_bin = ensure_etcd(options.etcd_bin.clone()).await?;
-    eprintln!(
-        "starting a 3-member etcd cluster from {}",
-        etcd_bin.display()
-    );
-    let etcd = EtcdCluster::start(&etcd_bin).await?;
-    eprintln!(
-        "etcd {} ready, data in {}",
-        etcd.version(),
-        etcd.dir().display()
-    );
-    let mut results = Vec::with_capacity(peer_points.len());
-    for point in peer_points {
-        let prefix = format!("{}-c{}", point.workload.name(), point.concurrency);
-        let target = EtcdPut::new(etcd.endpoints(), point.concurrency, &prefix).await?;
-        let measured = measure_point("etcd", point, target, spec(point.concurrency)).await?;
-        results.push((point, measured));
-    }
-    let info = ClusterInfo {
-        version: etcd.version().to_string(),
-        members: etcd.endpoints().len(),
-        partitions: 1,
-    };
-    etcd.stop().await?;
-    Ok((Some(info), results))
 }
 
-/// Without the `etcd` feature there is no peer to measure.
-#[cfg(not(feature = "etcd"))]
-async fn run_etcd(
-    options: &RunOptions,
-    _points: &[Point],
-    _spec: &impl Fn(usize) -> LoadSpec,
-) -> anyhow::Result<PeerResults> {
-    if !options.no_etcd {
+/// The system Cairn is compared with. Without the `etcd` feature there is
+/// none, and this enum has no values.
+enum Peer {
+    #[cfg(feature = "etcd")]
+    Etcd(crate::EtcdCluster),
+}
+
+impl Peer {
+    /// Starts etcd (installing it if needed), unless told not to.
+    #[cfg(feature = "etcd")]
+    async fn start(options: &RunOptions) -> anyhow::Result<Option<Peer>> {
+        if options.no_etcd {
+            return Ok(None);
+        }
+        let etcd_bin = crate::etcd_cluster::ensure_etcd(options.etcd_bin.clone()).await?;
         eprintln!(
-            "note: this cairn-bench was built without the etcd peer; \
-             rebuild with `--features etcd` (needs protoc) to compare with etcd"
+            "starting a 3-member etcd cluster from {}",
+            etcd_bin.display()
         );
+        let etcd = crate::EtcdCluster::start(&etcd_bin).await?;
+        eprintln!(
+            "etcd {} ready, data in {}",
+            etcd.version(),
+            etcd.dir().display()
+        );
+        Ok(Some(Peer::Etcd(etcd)))
     }
-    Ok((None, Vec::new()))
+
+    /// Without the `etcd` feature: says how to get the peer.
+    #[cfg(not(feature = "etcd"))]
+    async fn start(options: &RunOptions) -> anyhow::Result<Option<Peer>> {
+        if !options.no_etcd {
+            eprintln!(
+                "note: this cairn-bench was built without the etcd peer; \
+                 rebuild with `--features etcd` (needs protoc) to compare with etcd"
+            );
+        }
+        Ok(None)
+    }
+
+    /// Measures the peer's version of `point` (one it has: see
+    /// [`Workload::has_etcd_peer`]).
+    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+    async fn measure(&self, point: Point, spec: LoadSpec) -> anyhow::Result<Measurement> {
+        match *self {
+            #[cfg(feature = "etcd")]
+            Peer::Etcd(ref etcd) => {
+                let target =
+                    crate::EtcdPut::new(etcd.endpoints(), point.concurrency, &point.prefix())
+                        .await?;
+                measure_point("etcd", point, target, spec).await
+            }
+        }
+    }
+
+    /// Stops the peer; returns what it was.
+    async fn stop(self) -> anyhow::Result<ClusterInfo> {
+        match self {
+            #[cfg(feature = "etcd")]
+            Peer::Etcd(etcd) => {
+                let info = ClusterInfo {
+                    version: format!("etcd {}", etcd.version()),
+                    members: etcd.endpoints().len(),
+                    partitions: 1,
+                };
+                etcd.stop().await?;
+                Ok(info)
+            }
+        }
+    }
 }
 
 /// Measures one point and prints a progress line.
