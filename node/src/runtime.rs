@@ -86,10 +86,14 @@ const REACTIVATIONS: usize = 3;
 impl ActorRuntime {
     /// A runtime over `node`'s partitions. Drops a partition's activations
     /// whenever this node stops leading it.
-    pub fn new(node: Arc<ClusterNode>, registry: Registry, config: RuntimeConfig) -> ActorRuntime {
+    pub fn new(
+        node: Arc<ClusterNode>,
+        registry: Arc<Registry>,
+        config: RuntimeConfig,
+    ) -> ActorRuntime {
         let runtime = ActorRuntime {
             node,
-            registry: Arc::new(registry),
+            registry,
             activations: Arc::default(),
             config,
             generation: Arc::default(),

@@ -165,10 +165,11 @@ impl NodeBuilder {
             .await
             .context("cannot start the node's Raft groups")?,
         );
+        let registry = Arc::new(registry);
         let upcasters = registry.upcasters().clone();
         let runtime = ActorRuntime::new(
             node.clone(),
-            registry,
+            registry.clone(),
             RuntimeConfig {
                 passivate_after: config.passivate_after,
                 max_activations: config.max_activations,
@@ -191,7 +192,7 @@ impl NodeBuilder {
             .add_service(
                 EventStoreServiceServer::new(EventStoreGrpcService::new(
                     node.clone(),
-                    upcasters.clone(),
+                    registry.clone(),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),

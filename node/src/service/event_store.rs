@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use cairn_cluster::ClusterNode;
+use bytes::Bytes;
+use cairn_cluster::{ClusterNode, Partition};
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
@@ -21,11 +22,11 @@ use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
 use crate::limits::check_stream_id;
+use crate::registry::Registry;
 use crate::service::long_poll::read_waiting;
 use crate::service::partition_log::{self, wait_of};
 use crate::service::route::{Route, route};
 use crate::service::{convert, read_all, subscribe};
-use crate::upcast::Upcasters;
 
 /// Events returned by one read when the caller sets no limit.
 const DEFAULT_READ_LIMIT: usize = 1000;
@@ -37,14 +38,44 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Serves the event store API.
 pub struct EventStoreGrpcService {
     node: Arc<ClusterNode>,
-    /// Applied to every event handed to a client (not to node-to-node
-    /// reads, which the receiving node upcasts itself).
-    upcasters: Arc<Upcasters>,
+    /// Actor types (an actor's stream is protected from retention) and the
+    /// upcasters applied to every event handed to a client (not to
+    /// node-to-node reads, which the receiving node upcasts itself).
+    registry: Arc<Registry>,
 }
 
 impl EventStoreGrpcService {
-    pub fn new(node: Arc<ClusterNode>, upcasters: Arc<Upcasters>) -> EventStoreGrpcService {
-        EventStoreGrpcService { node, upcasters }
+    pub fn new(node: Arc<ClusterNode>, registry: Arc<Registry>) -> EventStoreGrpcService {
+        EventStoreGrpcService { node, registry }
+    }
+
+    /// Before retention is set on an actor's stream that has no actor
+    /// snapshot yet, records a version-0 snapshot (the initial state): the
+    /// state machine never purges above an actor's newest snapshot, so this
+    /// keeps every event the actor's rebuild needs.
+    async fn protect_actor_stream(
+        &self,
+        partition: &Partition,
+        stream: &str,
+    ) -> Result<(), NodeError> {
+        let Some(actor) = stream
+            .split_once('-')
+            .and_then(|(actor_type, _)| self.registry.get(actor_type))
+            .map(|registered| registered.actor.clone())
+        else {
+            return Ok(());
+        };
+        let name = stream.to_string();
+        let snapshot = partition
+            .read(move |reader, group| reader.actor_snapshot(group, &name, u64::MAX))
+            .await?;
+        if snapshot.is_none() {
+            let initial = Bytes::from(actor.encode_state(&actor.initial_state()));
+            partition
+                .save_actor_snapshot(stream.to_string(), 0, initial)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Brings events to the newest shape of their types; a forwarded call is
@@ -53,7 +84,7 @@ impl EventStoreGrpcService {
         if forwarded {
             return Ok(());
         }
-        Ok(convert::upcast_all(events, &self.upcasters).map_err(NodeError::from)?)
+        Ok(convert::upcast_all(events, self.registry.upcasters()).map_err(NodeError::from)?)
     }
 
     /// Validates the stream id and routes the call to its partition's leader.
@@ -160,6 +191,8 @@ impl EventStoreService for EventStoreGrpcService {
         let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
         match route {
             Route::Local(partition) => {
+                self.protect_actor_stream(&partition, &request.stream)
+                    .await?;
                 // This node leads the partition: its clock is the leader's,
                 // the "now" every replica purges `max-age` against.
                 let command = Command::SetStreamMetadata {
@@ -211,7 +244,7 @@ impl EventStoreService for EventStoreGrpcService {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         use futures::StreamExt;
-        let upcasters = self.upcasters.clone();
+        let upcasters = self.registry.upcasters().clone();
         let replies = subscribe::subscribe(self.node.clone(), request.into_inner())?;
         let upcast = replies.map(move |reply| {
             let mut reply = reply?;

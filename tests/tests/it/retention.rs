@@ -177,3 +177,38 @@ async fn a_hard_deleted_stream_refuses_writes_and_reads_say_deleted() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_set_before_an_actors_first_snapshot_keeps_it_rebuildable() {
+    let mut cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
+    let client = cluster.client_any().await;
+    ask(&client, "young", json!({"type":"OPEN"})).await;
+    for _ in 0..4 {
+        ask(&client, "young", json!({"type":"DEPOSIT","amount":10})).await;
+    }
+    // No actor snapshot yet (every 10 events in these clusters): a max-count
+    // of 2 must not cut the history the actor is rebuilt from.
+    client
+        .set_stream_metadata("account-young", Some(2), None)
+        .await
+        .expect("set metadata");
+    ask(&client, "young", json!({"type":"DEPOSIT","amount":10})).await;
+    let leader = cluster.leader_of(0).await;
+    cluster.stop(leader).await;
+    let state = eventually(
+        "the actor to be rebuilt on another node",
+        Duration::from_secs(20),
+        || async {
+            client
+                .state("account", "young", StateAt::Latest)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        (state.state["balance"].as_f64(), state.version),
+        (Some(50.0), 6)
+    );
+    cluster.shutdown().await;
+}
