@@ -144,6 +144,17 @@ impl<'a> Applier<'a> {
         self.get(key)?.map(|b| StreamInfo::decode(&b)).transpose()
     }
 
+    /// The key and info of a stream that may still be written, or `None`
+    /// when it is tombstoned or its id is too long to key (it can never be
+    /// written: refused like a tombstone).
+    fn writable_stream(&self, stream: &str) -> Result<Option<(Vec<u8>, StreamInfo)>, Error> {
+        let Ok(info_key) = keys::stream_info(self.group, stream) else {
+            return Ok(None);
+        };
+        let info = self.stream_info(&info_key)?.unwrap_or_default();
+        Ok((!info.tombstoned).then_some((info_key, info)))
+    }
+
     /// Version of the newest actor snapshot of `stream`, this batch's included.
     fn newest_snapshot(&self, stream: &str) -> Result<Option<u64>, Error> {
         let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
@@ -301,13 +312,10 @@ impl<'a> Applier<'a> {
         max_age_ms: Option<u64>,
         timestamp_ms: i64,
     ) -> Result<Result<u64, Rejection>, Error> {
-        let Ok(info_key) = keys::stream_info(self.group, &stream) else {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
+        let (info_key, mut info) = match self.writable_stream(&stream)? {
+            Some(found) => found,
+            None => return Ok(Err(Rejection::StreamTombstoned { stream })),
         };
-        let mut info = self.stream_info(&info_key)?.unwrap_or_default();
-        if info.tombstoned {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
-        }
         info.max_count = max_count;
         info.max_age_ms = max_age_ms;
         let now = timestamp_ms.max(self.counters()?.last_timestamp_ms);
@@ -328,14 +336,10 @@ impl<'a> Applier<'a> {
             events,
         } = append;
         let g = self.group;
-        // An id too long to key can never be written: refused like a tombstone.
-        let Ok(info_key) = keys::stream_info(g, &stream) else {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
+        let (info_key, mut info) = match self.writable_stream(&stream)? {
+            Some(found) => found,
+            None => return Ok(Err(Rejection::StreamTombstoned { stream })),
         };
-        let mut info = self.stream_info(&info_key)?.unwrap_or_default();
-        if info.tombstoned {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
-        }
 
         if let Some(first) = events.first() {
             let id_key = keys::event_id(g, &stream, &first.id)
@@ -486,13 +490,10 @@ impl<'a> Applier<'a> {
         expected: ExpectedVersion,
         hard: bool,
     ) -> Result<Result<u64, Rejection>, Error> {
-        let Ok(info_key) = keys::stream_info(self.group, &stream) else {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
+        let (info_key, mut info) = match self.writable_stream(&stream)? {
+            Some(found) => found,
+            None => return Ok(Err(Rejection::StreamTombstoned { stream })),
         };
-        let mut info = self.stream_info(&info_key)?.unwrap_or_default();
-        if info.tombstoned {
-            return Ok(Err(Rejection::StreamTombstoned { stream }));
-        }
         if !expected_matches(expected, &info) {
             let actual = info.version;
             return Ok(Err(Rejection::WrongExpectedVersion {
