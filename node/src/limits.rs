@@ -52,16 +52,34 @@ pub fn check_actor_id(id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// A JSON payload (`what` names it in the error) within the size limit.
-pub fn check_json(what: &str, bytes: &[u8]) -> Result<serde_json::Value, InvalidInput> {
+/// A payload (`what` names it in the error) within the size limit.
+pub fn check_size(what: &str, bytes: &[u8]) -> Result<(), InvalidInput> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(InvalidInput(format!(
             "{what} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
             bytes.len()
         )));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| InvalidInput(format!("{what} is not valid JSON: {e}")))
+    Ok(())
+}
+
+/// A JSON payload within the size limit, parsed.
+pub fn check_json(what: &str, bytes: &[u8]) -> Result<serde_json::Value, InvalidInput> {
+    check_size(what, bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| not_json(what, e))
+}
+
+/// A JSON payload within the size limit, checked without building it (for
+/// data that is stored as given).
+pub fn check_json_syntax(what: &str, bytes: &[u8]) -> Result<(), InvalidInput> {
+    check_size(what, bytes)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(drop)
+        .map_err(|e| not_json(what, e))
+}
+
+fn not_json(what: &str, e: serde_json::Error) -> InvalidInput {
+    InvalidInput(format!("{what} is not valid JSON: {e}"))
 }
 
 #[cfg(test)]

@@ -163,7 +163,8 @@ impl ActorRuntime {
         correlation_id: String,
     ) -> Result<AskOutcome, NodeError> {
         let (key, registered) = self.resolve(actor_type, id)?;
-        crate::limits::check_json("command", &command)?;
+        // The actor decodes (and so validates) the command; only its size is checked here.
+        crate::limits::check_size("command", &command)?;
         for _ in 0..REACTIVATIONS {
             let partition = self.leading_partition(&key)?;
             let turns = self.activation(&key, &registered, partition);

@@ -59,38 +59,10 @@ pub struct StreamInfo {
     pub purged_through: u64,
 }
 
-/// [`StreamInfo`] as stored before retention existed. postcard is not
-/// self-describing, so `#[serde(default)]` alone cannot read the shorter
-/// layout: [`StreamInfo::decode`] falls back to this one.
-#[derive(Deserialize)]
-struct StreamInfoV1 {
-    version: u64,
-    last_event_id: String,
-    last_event_timestamp_ms: i64,
-    deleted: bool,
-    tombstoned: bool,
-    first_readable_version: u64,
-}
-
 impl StreamInfo {
-    /// Decodes stream info as stored, in the current layout or the one
-    /// written before retention existed (read as "no limits, nothing purged").
+    /// Decodes stream info as stored.
     pub(crate) fn decode(bytes: &[u8]) -> Result<StreamInfo, crate::Error> {
-        match postcard::from_bytes::<StreamInfo>(bytes) {
-            Ok(info) => Ok(info),
-            Err(_) => {
-                let old: StreamInfoV1 = crate::error::decode("stream info", bytes)?;
-                Ok(StreamInfo {
-                    version: old.version,
-                    last_event_id: old.last_event_id,
-                    last_event_timestamp_ms: old.last_event_timestamp_ms,
-                    deleted: old.deleted,
-                    tombstoned: old.tombstoned,
-                    first_readable_version: old.first_readable_version,
-                    ..StreamInfo::default()
-                })
-            }
-        }
+        crate::error::decode("stream info", bytes)
     }
 }
 
@@ -101,47 +73,4 @@ pub struct ActorSnapshot {
     pub version: u64,
     /// The actor's serialized state, as saved.
     pub state: Bytes,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Stream info as written before retention existed.
-    #[derive(Serialize)]
-    struct Legacy {
-        version: u64,
-        last_event_id: String,
-        last_event_timestamp_ms: i64,
-        deleted: bool,
-        tombstoned: bool,
-        first_readable_version: u64,
-    }
-
-    #[test]
-    fn stream_info_of_the_older_layout_still_decodes() {
-        let old = postcard::to_allocvec(&Legacy {
-            version: 7,
-            last_event_id: "e7".into(),
-            last_event_timestamp_ms: 42,
-            deleted: true,
-            tombstoned: false,
-            first_readable_version: 3,
-        })
-        .expect("encodes");
-        let info = StreamInfo::decode(&old).expect("decodes");
-        assert_eq!((info.version, info.first_readable_version), (7, 3));
-        assert_eq!(
-            (info.max_count, info.max_age_ms, info.purged_through),
-            (None, None, 0)
-        );
-
-        let new = StreamInfo {
-            max_count: Some(5),
-            purged_through: 2,
-            ..info
-        };
-        let bytes = postcard::to_allocvec(&new).expect("encodes");
-        assert_eq!(StreamInfo::decode(&bytes).expect("decodes"), new);
-    }
 }

@@ -9,6 +9,11 @@ use super::{Projection, ProjectionError, ReadModel};
 /// `totalLogins` counts every login attempt, `failedLogins` the failed ones.
 pub struct UserAnalytics;
 
+/// Both built-in projections read the `user` actors' streams only.
+fn is_user_stream(event: &RecordedEvent) -> bool {
+    event.stream.starts_with("user-")
+}
+
 const COUNTERS: [&str; 4] = ["totalUsers", "activeUsers", "totalLogins", "failedLogins"];
 
 impl Projection for UserAnalytics {
@@ -17,7 +22,7 @@ impl Projection for UserAnalytics {
     }
 
     fn accepts(&self, event: &RecordedEvent) -> bool {
-        event.stream.starts_with("user-")
+        is_user_stream(event)
     }
 
     fn apply(
@@ -74,7 +79,7 @@ impl Projection for UsersByEmail {
     }
 
     fn accepts(&self, event: &RecordedEvent) -> bool {
-        event.stream.starts_with("user-")
+        is_user_stream(event)
     }
 
     fn apply(

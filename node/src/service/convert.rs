@@ -4,7 +4,9 @@ use bytes::Bytes;
 use cairn_proto::v1 as pb;
 use cairn_storage::{AppendOutcome, ExpectedVersion, GroupId, NewEvent, RecordedEvent, StreamInfo};
 
-use crate::limits::{InvalidInput, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, check_json};
+use crate::limits::{
+    InvalidInput, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, check_json, check_json_syntax,
+};
 use crate::upcast::{UpcastError, Upcasters};
 
 /// The wire's optional expected version; absent means `any`.
@@ -43,7 +45,7 @@ pub fn new_events(events: Vec<pb::NewEvent>) -> Result<Vec<NewEvent>, InvalidInp
                     e.data.len() + e.metadata.len()
                 )));
             }
-            check_json(&format!("event {n} data"), &e.data)?;
+            check_json_syntax(&format!("event {n} data"), &e.data)?;
             let metadata = if e.metadata.is_empty() {
                 Bytes::from_static(b"{}")
             } else if check_json(&format!("event {n} metadata"), &e.metadata)?.is_object() {

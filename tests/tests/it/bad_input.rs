@@ -58,28 +58,18 @@ async fn the_command_line_refuses_bad_input_and_writes_nothing() {
         "256",
     );
     refused(on(&["stream", "append", "s1", r#"{"data":{}}"#]), "type");
-    refused(
-        on(&[
+    for bad_version in ["-1", "abc"] {
+        let event = r#"{"type":"X","data":{}}"#;
+        let args = [
             "stream",
             "append",
             "s1",
-            r#"{"type":"X","data":{}}"#,
+            event,
             "--expected-version",
-            "-1",
-        ]),
-        "-1",
-    );
-    refused(
-        on(&[
-            "stream",
-            "append",
-            "s1",
-            r#"{"type":"X","data":{}}"#,
-            "--expected-version",
-            "abc",
-        ]),
-        "abc",
-    );
+            bad_version,
+        ];
+        refused(on(&args), bad_version);
+    }
 
     // Nothing of the above was written.
     let info = json(&on(&["stream", "info", "s1"])).expect("info");

@@ -541,23 +541,18 @@ async fn a_command_line_subscription_survives_kill_9_of_its_node() {
         })
     };
     let count = || lines.lock().expect("lock").len();
-    eventually("the catch-up", Duration::from_secs(30), || async {
-        if count() >= 12 {
-            Ok(())
-        } else {
-            Err(format!("{} lines", count()))
-        }
-    })
-    .await;
+    let lines_at_least = |what: &'static str, n: usize| {
+        eventually(what, Duration::from_secs(30), move || async move {
+            if count() >= n {
+                Ok(())
+            } else {
+                Err(format!("{} lines", count()))
+            }
+        })
+    };
+    lines_at_least("the catch-up", 12).await;
     write(&writer, &all_streams, 4, "live").await;
-    eventually("live events", Duration::from_secs(30), || async {
-        if count() >= 24 {
-            Ok(())
-        } else {
-            Err(format!("{} lines", count()))
-        }
-    })
-    .await;
+    lines_at_least("live events", 24).await;
     cluster.kill(1);
     write(&writer, &all_streams, 2, "after the kill").await;
     let status = eventually("the subscriber to exit", Duration::from_secs(60), || {
