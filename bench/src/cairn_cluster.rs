@@ -4,36 +4,52 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_client::{Client, Status};
+use cairn_client::{Client, GroupStatus, Status};
 use tempfile::TempDir;
 use tokio::process::Command;
-use tokio::time::Instant;
 
+use crate::wait::wait_for;
 use crate::{ChildProcess, free_ports};
 
 /// Members of the cluster.
 const NODES: usize = 3;
 /// How long the cluster may take to elect a leader for every group.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
+/// Timeout of one status call while polling.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node may take to shut down cleanly before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A 3-node Cairn cluster of the real binary, on ephemeral loopback ports,
 /// with its data in a temporary directory (removed when dropped). Every node
 /// gets the same `--peers` list and default settings (16 partitions,
-/// replication 3, fsync on every Raft log write).
+/// replication 3, fsync on every Raft log write) plus the extra `serve`
+/// arguments it was started with. Nodes can be killed and started again with
+/// their data, one at a time or all together.
 #[derive(Debug)]
 pub struct CairnCluster {
     // Declared before `dir`: the processes go before their data directory.
-    nodes: Vec<ChildProcess>,
+    /// Node `id` at index `id - 1`; `None` while it is down.
+    nodes: Vec<Option<ChildProcess>>,
+    bin: PathBuf,
+    extra_args: Vec<String>,
     addresses: Vec<String>,
+    peers: String,
     partitions: u32,
     dir: TempDir,
 }
 
 impl CairnCluster {
-    /// Starts the cluster from `cairn_bin` and waits until every partition
-    /// and the metadata group have a leader.
+    /// Starts the cluster from `cairn_bin` with default settings and waits
+    /// until every partition and the metadata group have a leader.
     pub async fn start(cairn_bin: &Path) -> anyhow::Result<CairnCluster> {
+        CairnCluster::start_with(cairn_bin, &[]).await
+    }
+
+    /// [`CairnCluster::start`], passing `extra_args` to every `cairn serve`
+    /// (e.g. `--snapshot-every 100`).
+    pub async fn start_with(cairn_bin: &Path, extra_args: &[&str]) -> anyhow::Result<CairnCluster> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-bench-cairn-")
             .tempdir()
@@ -46,38 +62,94 @@ impl CairnCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let mut nodes = Vec::with_capacity(NODES);
-        for (i, address) in addresses.iter().enumerate() {
-            let id = i + 1;
-            let data_dir = dir.path().join(format!("node{id}"));
-            let mut command = Command::new(cairn_bin);
-            command
-                .arg("serve")
-                .args(["--id", &id.to_string()])
-                .args(["--listen", address])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--peers", &peers]);
-            let log = dir.path().join(format!("node{id}.log"));
-            nodes.push(ChildProcess::spawn(
-                &format!("cairn node {id}"),
-                command,
-                &log,
-            )?);
-        }
         let mut cluster = CairnCluster {
-            nodes,
+            nodes: (0..NODES).map(|_| None).collect(),
+            bin: cairn_bin.to_path_buf(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             addresses,
+            peers,
             partitions: 0,
             dir,
         };
-        cluster.partitions = cluster.wait_ready().await?;
+        for id in cluster.ids() {
+            cluster.start_node(id)?;
+        }
+        cluster.wait_ready().await?;
         Ok(cluster)
     }
 
     /// The nodes' client addresses, `host:port`, node 1 first.
     pub fn addresses(&self) -> &[String] {
         &self.addresses
+    }
+
+    /// The client address of node `id`.
+    pub fn address(&self, id: u64) -> &str {
+        &self.addresses[index(id)]
+    }
+
+    /// The node ids, 1 to 3.
+    pub fn ids(&self) -> std::ops::RangeInclusive<u64> {
+        1..=self.addresses.len() as u64
+    }
+
+    /// A client for node `id` alone.
+    pub async fn client(&self, id: u64) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.address(id)).await?)
+    }
+
+    /// A client for every node (it goes to node 1 first and moves on when
+    /// a node does not answer).
+    pub async fn client_all(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.addresses.join(",")).await?)
+    }
+
+    /// The node leading the partition of `stream` (which must exist).
+    pub async fn leader_of(&self, stream: &str) -> anyhow::Result<u64> {
+        let client = self.client_all().await?;
+        let partition = client.info(stream).await?.partition;
+        let status = client.status().await?;
+        status
+            .partitions
+            .iter()
+            .find(|p| p.id == partition)
+            .and_then(|p| p.leader)
+            .with_context(|| format!("partition {partition} of {stream} has no leader"))
+    }
+
+    /// Whether every replica of every partition has applied all of its
+    /// leader's log, as each node reports its own applied index:
+    /// `Ok(total length of the leaders' logs)`, or `Err(what lags)`.
+    pub async fn replicas_caught_up(&self) -> anyhow::Result<Result<u64, String>> {
+        let mut statuses = Vec::new();
+        for id in self.ids() {
+            let client = self.client(id).await?.with_timeout(STATUS_TIMEOUT);
+            match client.status().await {
+                Ok(status) => statuses.push(status),
+                Err(e) => return Ok(Err(format!("node {id}: {e}"))),
+            }
+        }
+        let mut logs = 0;
+        for partition in &statuses[0].partitions {
+            let Some(leader) = partition.leader else {
+                return Ok(Err(format!("partition {} has no leader", partition.id)));
+            };
+            let last = applied(&statuses, leader, partition.id).map(|p| p.last_log_index);
+            let Some(last) = last else {
+                return Ok(Err(format!("leader {leader} of {} unknown", partition.id)));
+            };
+            for status in &statuses {
+                let at = applied(&statuses, status.node_id, partition.id).map(|p| p.applied_index);
+                if at.is_none_or(|at| at < last) {
+                    return Ok(Err(format!(
+                        "node {} applied {at:?} of partition {}, whose leader's log is at {last}",
+                        status.node_id, partition.id
+                    )));
+                }
+            }
+            logs += last;
+        }
+        Ok(Ok(logs))
     }
 
     /// Number of partitions the cluster was created with.
@@ -90,46 +162,128 @@ impl CairnCluster {
         self.dir.path()
     }
 
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// Starts node `id` (again, with its data directory) without waiting
+    /// for it to be ready.
+    pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(self.nodes[index(id)].is_none(), "node {id} is running");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--listen", self.address(id)])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--peers", &self.peers])
+            .args(&self.extra_args);
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let node = ChildProcess::spawn(&format!("cairn node {id}"), command, &log)?;
+        self.nodes[index(id)] = Some(node);
+        Ok(())
+    }
+
+    /// Kills node `id` with SIGKILL (no shutdown of any kind) and waits
+    /// until it is gone.
+    pub async fn kill_node(&mut self, id: u64) -> anyhow::Result<()> {
+        match self.nodes[index(id)].take() {
+            Some(node) => node.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Kills every node (SIGKILL), starts them all again with their data,
+    /// and waits until every group has a leader: a truly cold cluster (the
+    /// operating system's page cache aside).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            self.kill_node(id).await?;
+        }
+        for id in self.ids() {
+            self.start_node(id)?;
+        }
+        self.wait_ready().await
+    }
+
+    /// Shuts every node down cleanly (SIGTERM, so RocksDB closes) and waits
+    /// until they are gone; the data directories stay until the cluster is
+    /// dropped.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.shut_down("TERM", SHUTDOWN_GRACE).await?;
+        }
+        Ok(())
+    }
+
     /// Stops every node and waits until they are gone.
     pub async fn stop(self) -> anyhow::Result<()> {
-        for node in self.nodes {
+        for node in self.nodes.into_iter().flatten() {
             node.stop().await?;
         }
         Ok(())
     }
 
-    /// Polls the cluster status until every group has a leader; returns the
-    /// number of partitions. Fails early if a node exits.
-    async fn wait_ready(&mut self) -> anyhow::Result<u32> {
-        let client = Client::connect(&self.addresses.join(","))
+    /// Polls the cluster status (through the running nodes) until every
+    /// group has a leader; records the number of partitions. Fails early if
+    /// a node exits.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let running: Vec<&str> = self
+            .ids()
+            .filter(|&id| self.nodes[index(id)].is_some())
+            .map(|id| self.address(id))
+            .collect();
+        let client = Client::connect(&running.join(","))
             .await?
             .with_timeout(Duration::from_secs(2));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            for node in &mut self.nodes {
-                node.check_running()?;
+        let what = format!(
+            "every group of the Cairn cluster has a leader (logs in {})",
+            self.dir.path().display()
+        );
+        let nodes = &mut self.nodes;
+        let partitions = wait_for(&what, READY_TIMEOUT, POLL, || {
+            let running = nodes
+                .iter_mut()
+                .flatten()
+                .try_for_each(ChildProcess::check_running);
+            let client = &client;
+            async move {
+                running?;
+                Ok(match client.status().await {
+                    Ok(status) if all_led(&status) => Ok(status.partition_count),
+                    Ok(status) => {
+                        let led = status.partitions.iter().filter(|p| p.leader.is_some());
+                        Err(format!(
+                            "{} of {} partitions have a leader",
+                            led.count(),
+                            status.partition_count
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                })
             }
-            let last = match client.status().await {
-                Ok(status) if all_led(&status) => return Ok(status.partition_count),
-                Ok(status) => {
-                    let led = status.partitions.iter().filter(|p| p.leader.is_some());
-                    format!(
-                        "{} of {} partitions have a leader",
-                        led.count(),
-                        status.partition_count
-                    )
-                }
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "the Cairn cluster was not ready after {READY_TIMEOUT:?} ({last}); logs in {}",
-                    self.dir.path().display()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await?;
+        self.partitions = partitions;
+        Ok(())
     }
+}
+
+/// Partition `partition` as node `node` reports it, in `statuses`.
+fn applied(statuses: &[Status], node: u64, partition: u32) -> Option<&GroupStatus> {
+    statuses
+        .iter()
+        .find(|s| s.node_id == node)?
+        .partitions
+        .iter()
+        .find(|p| p.id == partition)
+}
+
+/// Index of node `id` in the cluster's vectors.
+fn index(id: u64) -> usize {
+    usize::try_from(id).expect("node ids are small") - 1
 }
 
 /// Whether the metadata group and every partition have a leader.

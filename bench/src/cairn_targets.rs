@@ -1,10 +1,13 @@
 //! The Cairn workloads: [`CairnAppend`] (single events or batches to
-//! distinct streams) and [`CairnAsk`] (`DEPOSIT` to `account` actors).
+//! distinct streams), [`CairnHotStream`] (one stream, exact expected
+//! versions), [`CairnAsk`] (`DEPOSIT` to `account` actors) and
+//! [`CairnUserAsk`] (`LOGIN` and `UPDATE_USER` to `user` actors).
 
 use anyhow::Context;
-use cairn_client::{Client, EventData, ExpectedVersion};
+use cairn_client::{Client, Error, EventData, ExpectedVersion};
 use serde_json::{Value, json};
 
+use crate::hot::HotStream;
 use crate::{Target, payload};
 
 /// Workers sharing one client (one HTTP/2 connection per node).
@@ -14,8 +17,13 @@ pub const WORKERS_PER_CONNECTION: usize = 32;
 /// server `k mod n` (each client tries the list from its first entry), so
 /// that the connections and the forwarding work are spread over the nodes.
 async fn client_pool(servers: &[String], concurrency: usize) -> anyhow::Result<Vec<Client>> {
+    pool_of(servers, concurrency.div_ceil(WORKERS_PER_CONNECTION).max(1)).await
+}
+
+/// `count` clients for `servers`, client `k` preferring server `k mod n`.
+async fn pool_of(servers: &[String], count: usize) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::new();
-    for k in 0..concurrency.div_ceil(WORKERS_PER_CONNECTION).max(1) {
+    for k in 0..count {
         let mut rotated = servers.to_vec();
         rotated.rotate_left(k % servers.len());
         clients.push(Client::connect(&rotated.join(",")).await?);
@@ -76,6 +84,7 @@ pub struct CairnAsk {
     clients: Vec<Client>,
     prefix: String,
     deposit: Value,
+    spread: bool,
 }
 
 impl CairnAsk {
@@ -90,18 +99,41 @@ impl CairnAsk {
             clients: client_pool(servers, concurrency).await?,
             prefix: prefix.to_string(),
             deposit: json!({ "type": "DEPOSIT", "amount": 1 }),
+            spread: false,
         })
     }
 
-    fn account(&self, worker: usize) -> (&Client, String) {
-        let client = &self.clients[worker % self.clients.len()];
+    /// The same asks, every worker sending its successive calls to each of
+    /// `servers` in turn (one connection per node and 32 workers).
+    pub async fn spread(
+        servers: &[String],
+        concurrency: usize,
+        prefix: &str,
+    ) -> anyhow::Result<CairnAsk> {
+        let connections = concurrency.div_ceil(WORKERS_PER_CONNECTION).max(1) * servers.len();
+        Ok(CairnAsk {
+            clients: pool_of(servers, connections).await?,
+            prefix: prefix.to_string(),
+            deposit: json!({ "type": "DEPOSIT", "amount": 1 }),
+            spread: true,
+        })
+    }
+
+    /// The client for a worker's `seq`-th call, and the worker's account.
+    fn account(&self, worker: usize, seq: u64) -> (&Client, String) {
+        let k = if self.spread {
+            worker + usize::try_from(seq).unwrap_or(0)
+        } else {
+            worker
+        };
+        let client = &self.clients[k % self.clients.len()];
         (client, format!("{}-{worker}", self.prefix))
     }
 }
 
 impl Target for CairnAsk {
     async fn prepare(&self, worker: usize) -> anyhow::Result<()> {
-        let (client, id) = self.account(worker);
+        let (client, id) = self.account(worker, 0);
         client
             .ask("account", &id, &json!({ "type": "OPEN" }))
             .await
@@ -109,12 +141,124 @@ impl Target for CairnAsk {
         Ok(())
     }
 
-    async fn op(&self, worker: usize, _seq: u64) -> anyhow::Result<()> {
-        let (client, id) = self.account(worker);
+    async fn op(&self, worker: usize, seq: u64) -> anyhow::Result<()> {
+        let (client, id) = self.account(worker, seq);
         client
             .ask("account", &id, &self.deposit)
             .await
             .with_context(|| format!("depositing to account {id}"))?;
+        Ok(())
+    }
+}
+
+/// One stream that every worker of the hot workload appends one event of
+/// [`payload`] to, with the version it last saw as the exact expected
+/// version; a conflict is re-read with [`Client::info`].
+pub struct CairnHotStream {
+    clients: Vec<Client>,
+    stream: String,
+    data: Value,
+}
+
+impl CairnHotStream {
+    /// Connections to `servers` for `concurrency` workers, all appending to
+    /// stream `stream`.
+    pub async fn new(
+        servers: &[String],
+        concurrency: usize,
+        stream: &str,
+    ) -> anyhow::Result<CairnHotStream> {
+        Ok(CairnHotStream {
+            clients: client_pool(servers, concurrency).await?,
+            stream: stream.to_string(),
+            data: payload(),
+        })
+    }
+}
+
+impl HotStream for CairnHotStream {
+    async fn try_append(&self, worker: usize, expected: u64) -> anyhow::Result<Option<u64>> {
+        let client = &self.clients[worker % self.clients.len()];
+        let expected = match expected {
+            0 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n),
+        };
+        let event = EventData::new("BenchEvent", self.data.clone());
+        match client.append(&self.stream, vec![event], expected).await {
+            Ok(appended) => Ok(Some(appended.last_version)),
+            Err(Error::WrongExpectedVersion { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("appending to {}", self.stream)),
+        }
+    }
+
+    async fn version(&self, worker: usize) -> anyhow::Result<u64> {
+        let client = &self.clients[worker % self.clients.len()];
+        match client.info(&self.stream).await {
+            Ok(info) => Ok(info.version),
+            Err(Error::NotFound(_)) => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("reading the info of {}", self.stream)),
+        }
+    }
+}
+
+/// Asks to `user` actors, each worker to its own (`<prefix>-<worker>`,
+/// created in [`Target::prepare`]): `LOGIN` and `UPDATE_USER` in turn, whose
+/// events (`LOGIN_ATTEMPTED`, `USER_UPDATED`) the built-in projections
+/// `user-analytics` and `users-by-email` fold.
+pub struct CairnUserAsk {
+    clients: Vec<Client>,
+    prefix: String,
+}
+
+impl CairnUserAsk {
+    /// Connections to `servers` for `concurrency` workers.
+    pub async fn new(
+        servers: &[String],
+        concurrency: usize,
+        prefix: &str,
+    ) -> anyhow::Result<CairnUserAsk> {
+        Ok(CairnUserAsk {
+            clients: client_pool(servers, concurrency).await?,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn user(&self, worker: usize) -> (&Client, String) {
+        let client = &self.clients[worker % self.clients.len()];
+        (client, format!("{}-{worker}", self.prefix))
+    }
+}
+
+impl Target for CairnUserAsk {
+    async fn prepare(&self, worker: usize) -> anyhow::Result<()> {
+        let (client, id) = self.user(worker);
+        let create = json!({
+            "type": "CREATE_USER",
+            "userId": id,
+            "name": format!("User {worker}"),
+            "email": format!("{id}@example.com"),
+        });
+        client
+            .ask("user", &id, &create)
+            .await
+            .with_context(|| format!("creating user {id}"))?;
+        Ok(())
+    }
+
+    async fn op(&self, worker: usize, seq: u64) -> anyhow::Result<()> {
+        let (client, id) = self.user(worker);
+        let command = if seq.is_multiple_of(2) {
+            json!({
+                "type": "LOGIN",
+                "credentials": { "email": format!("{id}@example.com"), "password": "pw" },
+            })
+        } else {
+            json!({ "type": "UPDATE_USER", "changes": { "name": format!("User {worker}.{seq}") } })
+        };
+        client
+            .ask("user", &id, &command)
+            .await
+            .with_context(|| format!("asking user {id}"))?;
         Ok(())
     }
 }

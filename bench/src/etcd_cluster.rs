@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tempfile::TempDir;
 use tokio::process::Command;
-use tokio::time::Instant;
 
+use crate::install::{apt_install, on_path};
+use crate::wait::wait_for;
 use crate::{ChildProcess, free_ports};
 
 /// Members of the cluster.
@@ -106,28 +107,24 @@ impl EtcdCluster {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(2));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            for member in &mut self.members {
-                member.check_running()?;
+        let what = format!(
+            "the etcd cluster accepts a put (logs in {})",
+            self.dir.path().display()
+        );
+        let (members, endpoints) = (&mut self.members, &self.endpoints);
+        wait_for(&what, READY_TIMEOUT, POLL, || {
+            let running = members.iter_mut().try_for_each(ChildProcess::check_running);
+            let options = options.clone();
+            async move {
+                running?;
+                let attempt = async {
+                    let mut client = etcd_client::Client::connect(endpoints, Some(options)).await?;
+                    client.put("cairn-bench/ready", "1", None).await
+                };
+                Ok(attempt.await.map(drop).map_err(|e| e.to_string()))
             }
-            let attempt = async {
-                let mut client =
-                    etcd_client::Client::connect(&self.endpoints, Some(options.clone())).await?;
-                client.put("cairn-bench/ready", "1", None).await
-            };
-            let last = match attempt.await {
-                Ok(_) => return Ok(()),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "the etcd cluster was not ready after {READY_TIMEOUT:?} ({last}); logs in {}",
-                    self.dir.path().display()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 }
 
@@ -142,44 +139,9 @@ pub async fn ensure_etcd(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = on_path("etcd") {
         return Ok(path);
     }
-    eprintln!("etcd not found: installing {}", PACKAGES.join(" "));
-    if !apt_get(&["install", "-y", "-qq"]).await? {
-        // The package lists may be missing or stale: refresh them once.
-        apt_get(&["update", "-qq"]).await?;
-        anyhow::ensure!(
-            apt_get(&["install", "-y", "-qq"]).await?,
-            "apt-get could not install {}",
-            PACKAGES.join(" ")
-        );
-    }
+    eprintln!("etcd not found");
+    apt_install(&PACKAGES).await?;
     on_path("etcd").context("etcd was installed but is not on the PATH")
-}
-
-/// Runs `apt-get <args> [packages]`, through sudo unless root; whether it
-/// succeeded.
-async fn apt_get(args: &[&str]) -> anyhow::Result<bool> {
-    let root = Command::new("id").arg("-u").output().await?.stdout == b"0\n";
-    let mut command = if root {
-        Command::new("apt-get")
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.arg("apt-get");
-        sudo
-    };
-    command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    if args.first() == Some(&"install") {
-        command.args(PACKAGES);
-    }
-    let status = command.status().await.context("running apt-get")?;
-    Ok(status.success())
-}
-
-/// The first file called `name` in a directory of the PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// The version `etcd --version` reports (its first line, `etcd Version: X`).

@@ -2,79 +2,193 @@
 //! report.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cairn_cluster::locate_cairn_bin;
-use crate::report::{ClusterInfo, Machine};
-use crate::{CairnAppend, CairnAsk, CairnCluster, LoadSpec, Measurement, Report, Row, Target};
+use crate::hot::Hot;
+use crate::peers::{Peer, Peers, measure};
+use crate::report::{ClusterInfo, Fact, Machine};
+use crate::{
+    CairnAppend, CairnAsk, CairnCluster, CairnHotStream, LoadSpec, Measurement, Report, Row,
+    activation, failover, projection, storage,
+};
 
 /// Events in one append of the batch workload.
 pub const BATCH_EVENTS: usize = 100;
-/// Concurrencies measured by default, and with `--quick`.
-const FULL_CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
-const QUICK_CONCURRENCY: [usize; 2] = [1, 16];
-/// Measured window per point by default, and with `--quick`.
-const FULL_DURATION: Duration = Duration::from_secs(10);
-const QUICK_DURATION: Duration = Duration::from_secs(2);
-/// Warm-up before each point's window.
-const FULL_WARMUP: Duration = Duration::from_secs(1);
-const QUICK_WARMUP: Duration = Duration::from_millis(500);
 
-/// A workload shape of issue 4 that the harness runs.
+/// How big and how long: the full run, `--quick` and `--smoke`.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    concurrency: &'static [usize],
+    duration: Duration,
+    warmup: Duration,
+    sizes: Sizes,
+}
+
+const FULL: Scale = Scale {
+    concurrency: &[1, 16, 64, 256],
+    duration: Duration::from_secs(10),
+    warmup: Duration::from_secs(1),
+    sizes: Sizes {
+        replay_events: 100_000,
+        big_events: 1_000_000,
+        temporal_queries: 50,
+        warm_activations: 50,
+        failover_writers: 16,
+        catch_up_events: 100_000,
+        storage_events: 200_000,
+        projection_writers: 256,
+    },
+};
+
+const QUICK_SIZES: Sizes = Sizes {
+    replay_events: 5_000,
+    big_events: 20_000,
+    temporal_queries: 10,
+    warm_activations: 10,
+    failover_writers: 16,
+    catch_up_events: 5_000,
+    storage_events: 10_000,
+    projection_writers: 16,
+};
+
+const QUICK: Scale = Scale {
+    concurrency: &[1, 16],
+    duration: Duration::from_secs(2),
+    warmup: Duration::from_millis(500),
+    sizes: QUICK_SIZES,
+};
+
+const SMOKE: Scale = Scale {
+    concurrency: &[4],
+    duration: Duration::from_secs(1),
+    warmup: Duration::from_millis(200),
+    sizes: QUICK_SIZES,
+};
+
+/// The sizes of the workloads that are not a concurrency sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Events of the actor replayed cold without snapshots.
+    pub replay_events: u64,
+    /// Events of the long actor (cold activation with snapshots, temporal queries).
+    pub big_events: u64,
+    /// Temporal queries timed on the long stream.
+    pub temporal_queries: usize,
+    /// Warm activations timed of the long actor.
+    pub warm_activations: usize,
+    /// Writers appending while a leader is killed.
+    pub failover_writers: usize,
+    /// Events written while the killed node is down.
+    pub catch_up_events: u64,
+    /// Events written before measuring the bytes on disk.
+    pub storage_events: u64,
+    /// Writers asking `user` actors while the projections' lag is read.
+    pub projection_writers: usize,
+}
+
+/// A workload of issue 4 (and issue 3's projection lag) that the harness runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// Durable single-event appends of 200 bytes, each to a new stream
-    /// (etcd: puts of 200-byte values, each to a new key).
+    /// (etcd: puts to new keys; PostgreSQL: one-row inserts).
     Append,
-    /// Appends of 100 events of 200 bytes, each to a new stream (Cairn only).
+    /// One hot stream, appends with an exact expected version, retried on
+    /// conflict (etcd: txn on a key's mod revision; PostgreSQL: insert of
+    /// version + 1 under the primary key).
+    Hot,
+    /// Appends of 100 events of 200 bytes, each to a new stream
+    /// (PostgreSQL: 100 rows in one statement).
     Batch,
-    /// `DEPOSIT` asks to `account` actors, one per worker, all through node 1
-    /// (Cairn only).
+    /// `DEPOSIT` asks to `account` actors, one per worker, all through node 1.
     Ask,
+    /// The same asks, each worker's calls spread over all three nodes.
+    AskSpread,
+    /// Cold replay, cold and warm activation, temporal queries (not a sweep).
+    Activation,
+    /// Leader killed under load; restarted node's catch-up (not a sweep).
+    Failover,
+    /// Bytes on disk per event after compaction (not a sweep).
+    Storage,
+    /// Lag and rate of the built-in projections under load (not a sweep).
+    Projection,
 }
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 3] = [Workload::Append, Workload::Batch, Workload::Ask];
+    pub const ALL: [Workload; 9] = [
+        Workload::Append,
+        Workload::Hot,
+        Workload::Batch,
+        Workload::Ask,
+        Workload::AskSpread,
+        Workload::Activation,
+        Workload::Failover,
+        Workload::Storage,
+        Workload::Projection,
+    ];
 
-    fn name(self) -> &'static str {
+    /// The name on the command line and in the JSON.
+    pub fn name(self) -> &'static str {
         match self {
             Workload::Append => "append",
+            Workload::Hot => "hot",
             Workload::Batch => "batch",
             Workload::Ask => "ask",
+            Workload::AskSpread => "ask-spread",
+            Workload::Activation => "activation",
+            Workload::Failover => "failover",
+            Workload::Storage => "storage",
+            Workload::Projection => "projection",
         }
     }
 
     fn description(self) -> &'static str {
         match self {
             Workload::Append => "append 1×200 B (ops/s)",
+            Workload::Hot => "hot stream, expected version (appends/s)",
             Workload::Batch => "append 100×200 B (events/s)",
             Workload::Ask => "ask DEPOSIT, 1 node (asks/s)",
+            Workload::AskSpread => "ask DEPOSIT, 3 nodes (asks/s)",
+            _ => "",
         }
     }
 
-    fn unit(self) -> &'static str {
+    /// What a sweep's throughput counts.
+    pub fn unit(self) -> &'static str {
         match self {
             Workload::Batch => "events",
-            Workload::Append | Workload::Ask => "ops",
+            _ => "ops",
         }
     }
 
-    /// Whether etcd runs the same shape (in builds with the `etcd` feature).
-    pub fn has_etcd_peer(self) -> bool {
-        self == Workload::Append
+    /// Whether the load generator sweeps it over the concurrencies (the
+    /// others each report their own facts).
+    fn is_sweep(self) -> bool {
+        !self.description().is_empty()
+    }
+
+    /// The peers that run the same shape.
+    pub fn peers(self) -> &'static [Peer] {
+        match self {
+            Workload::Append | Workload::Hot => &[Peer::Etcd, Peer::Postgres],
+            Workload::Batch => &[Peer::Postgres],
+            _ => &[],
+        }
     }
 }
 
 /// What `cairn-bench run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// 2 s per point, 1 and 16 workers only (what CI runs).
+    /// 2 s per point, 1 and 16 workers, small activation/failover/storage sizes.
     pub quick: bool,
-    /// The measured window per point, instead of 10 s (2 s with `quick`).
+    /// What CI runs: every workload at its smallest (4 workers, 1 s per
+    /// point, the quick sizes); fails if any operation failed.
+    pub smoke: bool,
+    /// The measured window per point, instead of the scale's.
     pub duration: Option<Duration>,
-    /// Concurrencies to measure, instead of 1, 16, 64, 256 (1, 16 with `quick`).
+    /// Concurrencies to measure, instead of the scale's.
     pub concurrency: Option<Vec<usize>>,
     /// Workloads to run; empty means all.
     pub workloads: Vec<Workload>,
@@ -82,34 +196,49 @@ pub struct RunOptions {
     pub cairn_bin: Option<PathBuf>,
     /// The `etcd` binary; `etcd` on the PATH (installed if missing) if `None`.
     pub etcd_bin: Option<PathBuf>,
+    /// The directory of PostgreSQL's `initdb` and `postgres`; found (or
+    /// installed) if `None`.
+    pub postgres_bin_dir: Option<PathBuf>,
     /// Leave etcd out.
     pub no_etcd: bool,
+    /// Leave PostgreSQL out.
+    pub no_postgres: bool,
 }
 
-/// One workload at one concurrency.
+/// One sweep workload at one concurrency.
 #[derive(Debug, Clone, Copy)]
-struct Point {
-    workload: Workload,
-    concurrency: usize,
+pub struct Point {
+    /// The workload.
+    pub workload: Workload,
+    /// Its workers.
+    pub concurrency: usize,
 }
 
-/// Runs the benchmark. Starts a 3-member etcd cluster (when a workload has
-/// the etcd peer) and a 3-node Cairn cluster, then measures every point, the
-/// peer's run of a point right before Cairn's: only one system is under load
-/// at a time, and noise from other work on a shared machine falls on both
-/// alike. Stops both clusters at the end. Progress goes to stderr.
+impl Point {
+    /// The prefix of the streams, keys or actor ids this point writes.
+    pub fn prefix(&self) -> String {
+        format!("{}-c{}", self.workload.name(), self.concurrency)
+    }
+}
+
+/// Runs the benchmark. Starts the peers the workloads need and a 3-node
+/// Cairn cluster, measures every point of the sweeps (the peers' runs of a
+/// point right before Cairn's: only one system is under load at a time, and
+/// noise from other work on a shared machine falls on all alike), stops
+/// them, then runs each other workload on a fresh Cairn cluster of its own.
+/// Progress goes to stderr.
 pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let cairn_bin = locate_cairn_bin(options.cairn_bin.clone())?;
-    let (duration, warmup, default_concurrency) = if options.quick {
-        (QUICK_DURATION, QUICK_WARMUP, &QUICK_CONCURRENCY[..])
-    } else {
-        (FULL_DURATION, FULL_WARMUP, &FULL_CONCURRENCY[..])
+    let scale = match (options.smoke, options.quick) {
+        (true, _) => SMOKE,
+        (false, true) => QUICK,
+        (false, false) => FULL,
     };
-    let duration = options.duration.unwrap_or(duration);
+    let duration = options.duration.unwrap_or(scale.duration);
     let concurrency = options
         .concurrency
         .clone()
-        .unwrap_or_else(|| default_concurrency.to_vec());
+        .unwrap_or_else(|| scale.concurrency.to_vec());
     anyhow::ensure!(
         concurrency.iter().all(|&c| c > 0),
         "concurrency must be at least 1"
@@ -121,6 +250,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     };
     let points: Vec<Point> = workloads
         .iter()
+        .filter(|w| w.is_sweep())
         .flat_map(|&workload| {
             concurrency.iter().map(move |&concurrency| Point {
                 workload,
@@ -130,187 +260,104 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         .collect();
     let spec = |concurrency| LoadSpec {
         concurrency,
-        warmup,
+        warmup: scale.warmup,
         duration,
     };
     let started_unix_ms = Report::now_unix_ms();
 
-    let peer = if workloads.iter().any(|w| w.has_etcd_peer()) {
-        Peer::start(&options).await?
-    } else {
-        None
-    };
-    eprintln!(
-        "starting a 3-node Cairn cluster from {}",
-        cairn_bin.display()
-    );
-    let cairn = CairnCluster::start(&cairn_bin).await?;
-    eprintln!(
-        "Cairn ready: {} partitions, data in {}",
-        cairn.partitions(),
-        cairn.dir().display()
-    );
-
     let mut rows = Vec::with_capacity(points.len());
-    for point in &points {
-        let spec = spec(point.concurrency);
-        let etcd = match &peer {
-            Some(peer) if point.workload.has_etcd_peer() => Some(peer.measure(*point, spec).await?),
-            _ => None,
-        };
-        let prefix = point.prefix();
-        let servers = cairn.addresses();
-        let measured = match point.workload {
-            Workload::Append => {
-                let target = CairnAppend::new(servers, point.concurrency, 1, &prefix).await?;
-                measure_point("Cairn", *point, target, spec).await?
-            }
-            Workload::Batch => {
-                let target =
-                    CairnAppend::new(servers, point.concurrency, BATCH_EVENTS, &prefix).await?;
-                measure_point("Cairn", *point, target, spec).await?
-            }
-            Workload::Ask => {
-                let target = CairnAsk::new(&servers[..1], point.concurrency, &prefix).await?;
-                measure_point("Cairn", *point, target, spec).await?
-            }
-        };
-        let ratio = etcd
-            .as_ref()
-            .filter(|e| e.items_per_sec > 0.0)
-            .map(|e| measured.items_per_sec / e.items_per_sec);
-        rows.push(Row {
-            workload: point.workload.name().to_string(),
-            description: point.workload.description().to_string(),
-            concurrency: point.concurrency,
-            unit: point.workload.unit().to_string(),
-            cairn: measured,
-            etcd,
-            ratio,
+    let (mut etcd_info, mut postgres_info, mut partitions) = (None, None, 0);
+    if !points.is_empty() {
+        let peers = Peers::start(&options, &workloads).await?;
+        eprintln!(
+            "starting a 3-node Cairn cluster from {}",
+            cairn_bin.display()
+        );
+        let cairn = CairnCluster::start(&cairn_bin).await?;
+        eprintln!(
+            "Cairn ready: {} partitions, data in {}",
+            cairn.partitions(),
+            cairn.dir().display()
+        );
+        partitions = cairn.partitions();
+        for point in &points {
+            let spec = spec(point.concurrency);
+            let etcd = peers.measure(Peer::Etcd, *point, spec).await?;
+            let postgres = peers.measure(Peer::Postgres, *point, spec).await?;
+            let cairn_measured = measure_cairn(&cairn, *point, spec).await?;
+            rows.push(Row::new(
+                point.workload.name(),
+                point.workload.description(),
+                point.concurrency,
+                point.workload.unit(),
+                cairn_measured,
+                etcd,
+                postgres,
+            ));
+        }
+        cairn.stop().await?;
+        (etcd_info, postgres_info) = peers.stop().await?;
+    }
+
+    let mut facts: Vec<Fact> = Vec::new();
+    for workload in workloads.iter().filter(|w| !w.is_sweep()) {
+        eprintln!("{}: on a fresh 3-node Cairn cluster", workload.name());
+        let sizes = &scale.sizes;
+        facts.extend(match workload {
+            Workload::Activation => activation::run(&cairn_bin, sizes).await?,
+            Workload::Failover => failover::run(&cairn_bin, sizes).await?,
+            Workload::Storage => storage::run(&cairn_bin, sizes).await?,
+            Workload::Projection => projection::run(&cairn_bin, sizes, duration).await?,
+            _ => unreachable!("sweeps are measured above"),
         });
     }
 
-    let cairn_info = ClusterInfo {
-        version: cairn_bin.display().to_string(),
-        members: cairn.addresses().len(),
-        partitions: cairn.partitions(),
-    };
-    cairn.stop().await?;
-    let etcd_info = match peer {
-        Some(peer) => Some(peer.stop().await?),
-        None => None,
-    };
     Ok(Report {
         machine: Machine::this(),
         started_unix_ms,
-        quick: options.quick,
-        warmup_s: warmup.as_secs_f64(),
+        quick: options.quick || options.smoke,
+        warmup_s: scale.warmup.as_secs_f64(),
         duration_s: duration.as_secs_f64(),
-        cairn: cairn_info,
+        cairn: ClusterInfo {
+            version: cairn_bin.display().to_string(),
+            members: 3,
+            partitions,
+        },
         etcd: etcd_info,
+        postgres: postgres_info,
         rows,
+        facts,
     })
 }
 
-impl Point {
-    /// The prefix of the streams, keys or actor ids this point writes.
-    fn prefix(&self) -> String {
-        format!("{}-c{}", self.workload.name(), self.concurrency)
-    }
-}
-
-/// The system Cairn is compared with. Without the `etcd` feature there is
-/// none, and this enum has no values.
-enum Peer {
-    #[cfg(feature = "etcd")]
-    Etcd(crate::EtcdCluster),
-}
-
-impl Peer {
-    /// Starts etcd (installing it if needed), unless told not to.
-    #[cfg(feature = "etcd")]
-    async fn start(options: &RunOptions) -> anyhow::Result<Option<Peer>> {
-        if options.no_etcd {
-            return Ok(None);
-        }
-        let etcd_bin = crate::etcd_cluster::ensure_etcd(options.etcd_bin.clone()).await?;
-        eprintln!(
-            "starting a 3-member etcd cluster from {}",
-            etcd_bin.display()
-        );
-        let etcd = crate::EtcdCluster::start(&etcd_bin).await?;
-        eprintln!(
-            "etcd {} ready, data in {}",
-            etcd.version(),
-            etcd.dir().display()
-        );
-        Ok(Some(Peer::Etcd(etcd)))
-    }
-
-    /// Without the `etcd` feature: says how to get the peer.
-    #[cfg(not(feature = "etcd"))]
-    async fn start(options: &RunOptions) -> anyhow::Result<Option<Peer>> {
-        if !options.no_etcd {
-            eprintln!(
-                "note: this cairn-bench was built without the etcd peer; \
-                 rebuild with `--features etcd` (needs protoc) to compare with etcd"
-            );
-        }
-        Ok(None)
-    }
-
-    /// Measures the peer's version of `point` (one it has: see
-    /// [`Workload::has_etcd_peer`]).
-    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
-    async fn measure(&self, point: Point, spec: LoadSpec) -> anyhow::Result<Measurement> {
-        match *self {
-            #[cfg(feature = "etcd")]
-            Peer::Etcd(ref etcd) => {
-                let target =
-                    crate::EtcdPut::new(etcd.endpoints(), point.concurrency, &point.prefix())
-                        .await?;
-                measure_point("etcd", point, target, spec).await
-            }
-        }
-    }
-
-    /// Stops the peer; returns what it was.
-    async fn stop(self) -> anyhow::Result<ClusterInfo> {
-        match self {
-            #[cfg(feature = "etcd")]
-            Peer::Etcd(etcd) => {
-                let info = ClusterInfo {
-                    version: format!("etcd {}", etcd.version()),
-                    members: etcd.endpoints().len(),
-                    partitions: 1,
-                };
-                etcd.stop().await?;
-                Ok(info)
-            }
-        }
-    }
-}
-
-/// Measures one point and prints a progress line.
-async fn measure_point<T: Target>(
-    system: &str,
+/// Cairn's side of one point.
+async fn measure_cairn(
+    cairn: &CairnCluster,
     point: Point,
-    target: T,
     spec: LoadSpec,
 ) -> anyhow::Result<Measurement> {
-    eprint!(
-        "{system:>5} {:<6} {:>4} workers: ",
-        point.workload.name(),
-        point.concurrency
-    );
-    let measured = crate::measure(Arc::new(target), spec).await?;
-    eprintln!(
-        "{:.0} {}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-        measured.items_per_sec,
-        point.workload.unit(),
-        measured.p50_us as f64 / 1000.0,
-        measured.p99_us as f64 / 1000.0,
-        measured.errors
-    );
-    Ok(measured)
+    let (servers, c, prefix) = (cairn.addresses(), point.concurrency, point.prefix());
+    match point.workload {
+        Workload::Append => {
+            let target = CairnAppend::new(servers, c, 1, &prefix).await?;
+            measure("Cairn", point, target, spec).await
+        }
+        Workload::Hot => {
+            let stream = CairnHotStream::new(servers, c, &prefix).await?;
+            measure("Cairn", point, Hot::new(stream, c), spec).await
+        }
+        Workload::Batch => {
+            let target = CairnAppend::new(servers, c, BATCH_EVENTS, &prefix).await?;
+            measure("Cairn", point, target, spec).await
+        }
+        Workload::Ask => {
+            let target = CairnAsk::new(&servers[..1], c, &prefix).await?;
+            measure("Cairn", point, target, spec).await
+        }
+        Workload::AskSpread => {
+            let target = CairnAsk::spread(servers, c, &prefix).await?;
+            measure("Cairn", point, target, spec).await
+        }
+        _ => unreachable!("not a sweep"),
+    }
 }

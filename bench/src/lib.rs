@@ -1,44 +1,73 @@
 //! `cairn-bench`: runs a 3-node Cairn cluster and its peers side by side on
-//! loopback, drives both with the same load generator, and reports
-//! throughput, latency and the ratio Cairn/peer. See `bench/README.md`.
+//! loopback, drives them with the same load generator, and reports
+//! throughput, latency and the ratio Cairn/peer; and measures what is not a
+//! throughput (activation, failover, storage, projection lag) on Cairn
+//! alone. See `bench/README.md`.
 //!
 //! # Layout
-//! - [`harness`]: [`RunOptions`] and [`run`], the whole `cairn-bench run`:
-//!   which points to measure, starting and stopping the clusters, the report.
+//! - [`harness`]: [`RunOptions`], [`Workload`] and [`run`], the whole
+//!   `cairn-bench run`: which points to measure, the clusters, the report.
 //! - [`target`]: the [`Target`] trait, one operation of a workload against one
 //!   system.
 //! - [`load`]: [`measure`], the load generator (N tasks doing operations back
-//!   to back), and its [`Measurement`].
-//! - [`cairn_cluster`]: [`CairnCluster`], three `cairn serve` processes.
-//! - [`cairn_targets`]: the Cairn workloads ([`CairnAppend`], [`CairnAsk`]).
+//!   to back), its [`Measurement`], and [`BackgroundLoad`].
+//! - [`hot`]: [`Hot`], the hot-stream retry loop over any [`HotStream`].
+//! - [`cairn_cluster`]: [`CairnCluster`], three `cairn serve` processes that
+//!   can be killed and restarted.
+//! - [`cairn_targets`]: the Cairn workloads ([`CairnAppend`], [`CairnHotStream`],
+//!   [`CairnAsk`], [`CairnUserAsk`]).
+//! - [`peers`]: [`Peers`], the systems compared with, and their side of each
+//!   workload.
 //! - `etcd_cluster` / `etcd_target` (feature `etcd`): a 3-member etcd cluster
-//!   from Debian's package, installed when missing, and its put workload.
+//!   from Debian's package, installed when missing, and its workloads.
+//! - [`postgres_server`] / [`postgres_target`]: one PostgreSQL server from
+//!   Debian's package, installed when missing, and its workloads.
+//! - [`activation`], [`failover`], [`storage`], [`projection`]: the
+//!   workloads that are not a sweep, each on a fresh Cairn cluster.
+//! - [`bulk`]: writing a known number of events fast (their set-up).
 //! - [`process`]: [`ChildProcess`], a child killed when dropped; free ports.
-//! - [`report`]: [`Report`], the table on stdout and the JSON file.
+//! - [`install`]: finding binaries, installing Debian packages.
+//! - [`wait`]: [`wait_for`], every wait on a condition, with a deadline.
+//! - [`report`]: [`Report`], the tables on stdout and the JSON file.
 
+pub mod activation;
+pub mod bulk;
 pub mod cairn_cluster;
 pub mod cairn_targets;
 #[cfg(feature = "etcd")]
 pub mod etcd_cluster;
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
+pub mod failover;
 pub mod harness;
+pub mod hot;
+pub mod install;
 pub mod load;
+pub mod peers;
+pub mod postgres_server;
+pub mod postgres_target;
 pub mod process;
+pub mod projection;
 pub mod report;
+pub mod storage;
 pub mod target;
+pub mod wait;
 
 pub use cairn_cluster::CairnCluster;
-pub use cairn_targets::{CairnAppend, CairnAsk};
+pub use cairn_targets::{CairnAppend, CairnAsk, CairnHotStream, CairnUserAsk};
 #[cfg(feature = "etcd")]
 pub use etcd_cluster::EtcdCluster;
 #[cfg(feature = "etcd")]
-pub use etcd_target::EtcdPut;
+pub use etcd_target::{EtcdHotKey, EtcdPut};
 pub use harness::{RunOptions, Workload, run};
-pub use load::{LoadSpec, Measurement, measure};
+pub use hot::{Hot, HotStream};
+pub use load::{BackgroundLoad, LoadSpec, Measurement, measure};
+pub use peers::Peers;
+pub use postgres_server::PostgresServer;
 pub use process::{ChildProcess, free_ports};
-pub use report::{Report, Row};
+pub use report::{Fact, Report, Row};
 pub use target::Target;
+pub use wait::wait_for;
 
 /// The payload of every event or value written: 200 bytes of JSON,
 /// `{"p":"xxx…"}`, the same bytes for Cairn and its peers.

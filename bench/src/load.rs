@@ -1,7 +1,10 @@
 //! The load generator: [`measure`] runs N workers, each doing operations of a
-//! [`Target`] back to back, and returns a [`Measurement`].
+//! [`Target`] back to back, and returns a [`Measurement`];
+//! [`BackgroundLoad`] does the same with no window, until stopped, as the
+//! load under which another workload measures something else.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -38,6 +41,9 @@ pub struct Measurement {
     pub items: u64,
     /// Operations that failed in the window.
     pub errors: u64,
+    /// Retries inside operations in the window (see [`Target::retries`]),
+    /// e.g. version conflicts on a hot stream.
+    pub retries: u64,
     /// Length of the measured window in seconds.
     pub seconds: f64,
     /// Successful operations per second.
@@ -75,15 +81,7 @@ struct WorkerTally {
 /// Fails only if a worker's `prepare` fails or a worker panics; failed
 /// operations are counted in [`Measurement::errors`].
 pub async fn measure<T: Target>(target: Arc<T>, spec: LoadSpec) -> anyhow::Result<Measurement> {
-    let mut prepares = JoinSet::new();
-    for worker in 0..spec.concurrency {
-        let target = Arc::clone(&target);
-        prepares.spawn(async move { target.prepare(worker).await });
-    }
-    while let Some(prepared) = prepares.join_next().await {
-        prepared??;
-    }
-
+    prepare(&target, spec.concurrency).await?;
     let start = Instant::now();
     let window_start = start + spec.warmup;
     let window_end = window_start + spec.duration;
@@ -92,6 +90,15 @@ pub async fn measure<T: Target>(target: Arc<T>, spec: LoadSpec) -> anyhow::Resul
         let target = Arc::clone(&target);
         workers.spawn(async move { drive(&*target, worker, window_start, window_end).await });
     }
+    let retries_in_window = {
+        let target = Arc::clone(&target);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start).await;
+            let before = target.retries();
+            tokio::time::sleep_until(window_end).await;
+            target.retries() - before
+        })
+    };
     let mut latencies = new_histogram();
     let (mut ops, mut errors, mut first_error) = (0, 0, None);
     while let Some(tally) = workers.join_next().await {
@@ -108,6 +115,7 @@ pub async fn measure<T: Target>(target: Arc<T>, spec: LoadSpec) -> anyhow::Resul
         ops,
         items,
         errors,
+        retries: retries_in_window.await?,
         seconds,
         ops_per_sec: ops as f64 / seconds,
         items_per_sec: items as f64 / seconds,
@@ -118,6 +126,89 @@ pub async fn measure<T: Target>(target: Arc<T>, spec: LoadSpec) -> anyhow::Resul
         mean_us: latencies.mean(),
         first_error,
     })
+}
+
+/// Runs [`Target::prepare`] for workers `0..concurrency`, all at once.
+async fn prepare<T: Target>(target: &Arc<T>, concurrency: usize) -> anyhow::Result<()> {
+    let mut prepares = JoinSet::new();
+    for worker in 0..concurrency {
+        let target = Arc::clone(target);
+        prepares.spawn(async move { target.prepare(worker).await });
+    }
+    while let Some(prepared) = prepares.join_next().await {
+        prepared??;
+    }
+    Ok(())
+}
+
+/// Workers doing operations of a target back to back until
+/// [`BackgroundLoad::stop`], counting what succeeded and failed; no
+/// latencies. The load under which failover and projection lag are measured.
+pub struct BackgroundLoad {
+    stop: Arc<AtomicBool>,
+    items: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    workers: JoinSet<()>,
+}
+
+impl BackgroundLoad {
+    /// Prepares `concurrency` workers of `target` and starts them.
+    pub async fn start<T: Target>(
+        target: Arc<T>,
+        concurrency: usize,
+    ) -> anyhow::Result<BackgroundLoad> {
+        prepare(&target, concurrency).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let items = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut workers = JoinSet::new();
+        for worker in 0..concurrency {
+            let (target, stop) = (Arc::clone(&target), Arc::clone(&stop));
+            let (items, errors) = (Arc::clone(&items), Arc::clone(&errors));
+            workers.spawn(async move {
+                for seq in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match target.op(worker, seq).await {
+                        Ok(()) => {
+                            items.fetch_add(target.items_per_op(), Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(PAUSE_AFTER_ERROR).await;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(BackgroundLoad {
+            stop,
+            items,
+            errors,
+            workers,
+        })
+    }
+
+    /// Items acknowledged so far.
+    pub fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// Operations failed so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Lets every worker finish its operation in flight, then returns the
+    /// items acknowledged and operations failed in all.
+    pub async fn stop(mut self) -> anyhow::Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(joined) = self.workers.join_next().await {
+            joined?;
+        }
+        Ok((self.items(), self.errors()))
+    }
 }
 
 /// One worker: operations back to back until `window_end`.

@@ -1,10 +1,11 @@
 //! [`ChildProcess`]: a server process the harness started, killed when
 //! dropped; [`free_ports`]: ephemeral loopback ports for it.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::process::{Child, Command};
@@ -23,9 +24,14 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `command` as `name`, its stdout and stderr going to `log`.
+    /// Starts `command` as `name`, its stdout and stderr appended to `log`
+    /// (a restarted server keeps one log).
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<ChildProcess> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
         let child = command
             .stdin(Stdio::null())
@@ -60,6 +66,24 @@ impl ChildProcess {
             .kill()
             .await
             .with_context(|| format!("stopping {}", self.name))
+    }
+
+    /// Asks the process to shut down with `signal` (e.g. `TERM`, `INT`) and
+    /// waits up to `grace` for it to exit; kills it (SIGKILL) if it has not.
+    pub async fn shut_down(mut self, signal: &str, grace: Duration) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status()
+                .await
+                .with_context(|| format!("signalling {}", self.name))?;
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return Ok(());
+            }
+            eprintln!("{} did not exit within {grace:?}: killing it", self.name);
+        }
+        self.stop().await
     }
 }
 

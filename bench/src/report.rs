@@ -25,8 +25,13 @@ pub struct Report {
     pub cairn: ClusterInfo,
     /// The etcd cluster measured, if the run included etcd.
     pub etcd: Option<ClusterInfo>,
-    /// One row per workload and concurrency.
+    /// The PostgreSQL server measured, if the run included PostgreSQL.
+    pub postgres: Option<ClusterInfo>,
+    /// One row per workload and concurrency (the load-generator workloads).
     pub rows: Vec<Row>,
+    /// What the other workloads (activation, failover, storage, projection
+    /// lag) measured, one value each.
+    pub facts: Vec<Fact>,
 }
 
 /// A cluster the run started.
@@ -36,7 +41,7 @@ pub struct ClusterInfo {
     pub version: String,
     /// Its members.
     pub members: usize,
-    /// Its partitions (Cairn) or 1 (etcd: one Raft group).
+    /// Its partitions (Cairn), or 1 (etcd: one Raft group; PostgreSQL).
     pub partitions: u32,
 }
 
@@ -70,10 +75,11 @@ impl Machine {
     }
 }
 
-/// One workload at one concurrency, on Cairn and (where it has one) its peer.
+/// One workload at one concurrency, on Cairn and (where they have one) its
+/// peers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// Short name: `append`, `batch`, `ask`.
+    /// Short name: `append`, `hot`, `batch`, `ask`, `ask-spread`.
     pub workload: String,
     /// What one operation is, for people.
     pub description: String,
@@ -83,10 +89,108 @@ pub struct Row {
     pub unit: String,
     /// Cairn's numbers.
     pub cairn: Measurement,
-    /// The peer's numbers, when the workload has a peer in this run.
+    /// etcd's numbers, when the workload has an etcd peer in this run.
     pub etcd: Option<Measurement>,
-    /// Cairn's throughput divided by the peer's.
-    pub ratio: Option<f64>,
+    /// Cairn's throughput divided by etcd's.
+    pub ratio_etcd: Option<f64>,
+    /// PostgreSQL's numbers, when the workload has a PostgreSQL peer in this run.
+    pub postgres: Option<Measurement>,
+    /// Cairn's throughput divided by PostgreSQL's.
+    pub ratio_postgres: Option<f64>,
+}
+
+impl Row {
+    /// The row of `cairn`'s and the peers' measurements of one point.
+    pub fn new(
+        workload: &str,
+        description: &str,
+        concurrency: usize,
+        unit: &str,
+        cairn: Measurement,
+        etcd: Option<Measurement>,
+        postgres: Option<Measurement>,
+    ) -> Row {
+        let ratio = |peer: &Option<Measurement>| {
+            peer.as_ref()
+                .filter(|p| p.items_per_sec > 0.0)
+                .map(|p| cairn.items_per_sec / p.items_per_sec)
+        };
+        Row {
+            workload: workload.to_string(),
+            description: description.to_string(),
+            concurrency,
+            unit: unit.to_string(),
+            ratio_etcd: ratio(&etcd),
+            ratio_postgres: ratio(&postgres),
+            cairn,
+            etcd,
+            postgres,
+        }
+    }
+
+    /// The measurements of the row, by system.
+    fn systems(&self) -> [(&'static str, Option<&Measurement>); 3] {
+        [
+            ("Cairn", Some(&self.cairn)),
+            ("etcd", self.etcd.as_ref()),
+            ("PostgreSQL", self.postgres.as_ref()),
+        ]
+    }
+
+    /// Operations that failed in the row's windows, all systems together.
+    pub fn errors(&self) -> u64 {
+        self.systems()
+            .iter()
+            .filter_map(|(_, m)| m.map(|m| m.errors))
+            .sum()
+    }
+}
+
+/// One value a non-sweep workload measured (e.g. the cold activation time
+/// of a 1M-event actor), with issue 4's target for it when it has one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fact {
+    /// The workload: `activation`, `failover`, `storage`, `projection`.
+    pub workload: String,
+    /// What was measured, for people.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// Its unit: `ms`, `events/s`, `bytes/event`, …
+    pub unit: String,
+    /// Issue 4's target, e.g. `< 5 ms`, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl Fact {
+    /// A fact of `workload` without a target.
+    pub fn new(workload: &str, metric: impl Into<String>, value: f64, unit: &str) -> Fact {
+        Fact {
+            workload: workload.to_string(),
+            metric: metric.into(),
+            value,
+            unit: unit.to_string(),
+            target: None,
+        }
+    }
+
+    /// The same fact, with issue 4's target for it.
+    pub fn target(mut self, target: &str) -> Fact {
+        self.target = Some(target.to_string());
+        self
+    }
+
+    /// A progress line for stderr.
+    pub fn line(&self) -> String {
+        format!(
+            "{:>10}: {} = {} {}",
+            self.workload,
+            self.metric,
+            number(self.value),
+            self.unit
+        )
+    }
 }
 
 impl Report {
@@ -97,38 +201,54 @@ impl Report {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The table printed at the end of a run (Markdown, so the README can
-    /// quote it as is), followed by a note for every row that had errors.
+    /// The tables printed at the end of a run (Markdown, so the README can
+    /// quote them as is): the load-generator workloads with a note for every
+    /// row that had errors or retries, then the other workloads' facts.
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(
-            "| workload | conc. | Cairn /s | p50 ms | p99 ms | etcd /s | p50 ms | p99 ms | Cairn/etcd |\n",
+            "| workload | conc. | Cairn /s | p50 ms | p99 ms \
+             | etcd /s | p50 ms | p99 ms | Cairn/etcd \
+             | PG /s | p50 ms | p99 ms | Cairn/PG |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
-            let peer = match &row.etcd {
+            let peer = |m: &Option<Measurement>, ratio: Option<f64>| match m {
                 Some(m) => format!(
-                    "{} | {} | {}",
+                    "{} | {} | {} | {}",
                     rate(m.items_per_sec),
                     ms(m.p50_us),
-                    ms(m.p99_us)
+                    ms(m.p99_us),
+                    ratio.map_or("–".to_string(), |r| format!("{r:.2}×"))
                 ),
-                None => "– | – | –".to_string(),
+                None => "– | – | – | –".to_string(),
             };
-            let ratio = row.ratio.map_or("–".to_string(), |r| format!("{r:.2}×"));
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {peer} | {ratio} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 row.description,
                 row.concurrency,
                 rate(row.cairn.items_per_sec),
                 ms(row.cairn.p50_us),
                 ms(row.cairn.p99_us),
+                peer(&row.etcd, row.ratio_etcd),
+                peer(&row.postgres, row.ratio_postgres),
             );
         }
         for row in &self.rows {
-            for (system, m) in [("Cairn", Some(&row.cairn)), ("etcd", row.etcd.as_ref())] {
-                if let Some(m) = m.filter(|m| m.errors > 0) {
+            for (system, m) in row.systems() {
+                let Some(m) = m else { continue };
+                if m.retries > 0 {
+                    let _ = writeln!(
+                        out,
+                        "\n{system}, {} at {}: {} conflicts retried ({:.2} per successful op)",
+                        row.workload,
+                        row.concurrency,
+                        m.retries,
+                        m.retries as f64 / m.ops.max(1) as f64
+                    );
+                }
+                if m.errors > 0 {
                     let _ = writeln!(
                         out,
                         "\n{system}, {} at {}: {} errors, the first: {}",
@@ -140,11 +260,25 @@ impl Report {
                 }
             }
         }
+        if !self.facts.is_empty() {
+            out.push_str("\n| workload | measured | value | target |\n|---|---|---:|---|\n");
+            for fact in &self.facts {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} {} | {} |",
+                    fact.workload,
+                    fact.metric,
+                    number(fact.value),
+                    fact.unit,
+                    fact.target.as_deref().unwrap_or("")
+                );
+            }
+        }
         out
     }
 }
 
-/// A throughput, rounded to 3 significant digits for reading.
+/// A throughput, rounded for reading.
 fn rate(per_sec: f64) -> String {
     if per_sec >= 1000.0 {
         format!("{:.0}", per_sec)
@@ -157,4 +291,20 @@ fn rate(per_sec: f64) -> String {
 
 fn ms(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1000.0)
+}
+
+/// A measured value, rounded for reading like [`rate`], exact when whole.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else if value.abs() >= 100.0 {
+        rate(value)
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// A duration in milliseconds, as facts report it.
+pub fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }

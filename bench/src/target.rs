@@ -14,6 +14,13 @@ pub trait Target: Send + Sync + 'static {
         1
     }
 
+    /// How many times operations so far had to be retried inside
+    /// [`Target::op`] (e.g. after a version conflict on a hot stream):
+    /// a running total, sampled at the start and end of the measured window.
+    fn retries(&self) -> u64 {
+        0
+    }
+
     /// Runs once for each worker before the clock starts (e.g. opening the
     /// worker's account). Not timed.
     fn prepare(&self, worker: usize) -> impl Future<Output = anyhow::Result<()>> + Send {

@@ -1,0 +1,311 @@
+//! The activation workload (issue 4 workload 5): how fast an actor with a
+//! long stream comes back — cold replay without snapshots, cold activation
+//! with snapshots, warm activation, and temporal queries — on its own
+//! 3-node cluster.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_client::{Client, Error, EventData, StateAt};
+use rand::Rng;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::bulk::append_batches;
+use crate::harness::Sizes;
+use crate::report::millis;
+use crate::wait::wait_for;
+use crate::{CairnCluster, Fact};
+
+const WORKLOAD: &str = "activation";
+/// Events per append while writing the streams.
+const BATCH: u64 = 1000;
+/// Actor snapshot interval, Cairn's default (`cairn serve --snapshot-every`).
+const SNAPSHOT_EVERY: u64 = 100;
+/// The actor without snapshots, and the long one.
+const REPLAY_ID: &str = "replay";
+const BIG_ID: &str = "big";
+/// How long the replicas may take to apply the snapshots the first
+/// activation of the long stream saved.
+const SNAPSHOTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A command that activates the actor and runs a turn that writes nothing:
+/// withdrawing more than any balance is rejected.
+fn probe() -> serde_json::Value {
+    json!({ "type": "WITHDRAW", "amount": 1e15 })
+}
+
+/// Runs the workload on a fresh cluster (snapshots every 100 events, at
+/// most one activation per node, so that activating another actor of the
+/// same partition passivates the long one) and stops it.
+pub async fn run(cairn_bin: &Path, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
+    let every = SNAPSHOT_EVERY.to_string();
+    let args = ["--snapshot-every", &every, "--max-activations", "1"];
+    let mut cluster = CairnCluster::start_with(cairn_bin, &args).await?;
+    let facts = measure(&mut cluster, sizes).await;
+    cluster.stop().await?;
+    facts
+}
+
+async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
+    let mut facts = Vec::new();
+    let mut fact = |f: Fact| {
+        eprintln!("{}", f.line());
+        facts.push(f);
+    };
+    let client = cluster.client_all().await?;
+
+    // Both streams through the plain event-store API: no actor turn, so no
+    // snapshot of their own.
+    let mut appended = (0, Duration::ZERO);
+    for (id, events) in [(REPLAY_ID, sizes.replay_events), (BIG_ID, sizes.big_events)] {
+        let took = write_account(&client, id, events).await?;
+        appended = (appended.0 + events, appended.1 + took);
+    }
+    fact(Fact::new(
+        WORKLOAD,
+        format!("append account events in batches of {BATCH} (4 in flight)"),
+        appended.0 as f64 / appended.1.as_secs_f64(),
+        "events/s",
+    ));
+
+    cluster.restart().await?;
+    let took = time_ask(cluster, REPLAY_ID).await?;
+    let replay = sizes.replay_events;
+    fact(Fact::new(
+        WORKLOAD,
+        format!("cold replay of {replay} events, no snapshot: first ask"),
+        millis(took),
+        "ms",
+    ));
+    fact(
+        Fact::new(
+            WORKLOAD,
+            format!("cold replay of {replay} events, no snapshot: rate"),
+            replay as f64 / took.as_secs_f64(),
+            "events/s",
+        )
+        .target("≥ 1M events/s"),
+    );
+
+    let big = sizes.big_events;
+    let took = time_ask(cluster, BIG_ID).await?;
+    fact(Fact::new(
+        WORKLOAD,
+        format!(
+            "first ask to the {big}-event actor (replays all, saves the snapshots it crosses): rate"
+        ),
+        big as f64 / took.as_secs_f64(),
+        "events/s",
+    ));
+    wait_for_snapshots(cluster).await?;
+
+    cluster.restart().await?;
+    let took = time_ask(cluster, BIG_ID).await?;
+    fact(
+        Fact::new(
+            WORKLOAD,
+            format!("cold activation of the {big}-event actor, with snapshots: first ask"),
+            millis(took),
+            "ms",
+        )
+        .target("< 5 ms"),
+    );
+
+    let leader = leader_client(cluster, BIG_ID).await?;
+    let temporal = temporal_queries(&leader, sizes.temporal_queries).await?;
+    let n = temporal.len();
+    fact(
+        Fact::new(
+            WORKLOAD,
+            format!("temporal query at a random time of the {big}-event stream, p50 of {n}"),
+            quantile(&temporal, 0.5),
+            "ms",
+        )
+        .target("< 10 ms"),
+    );
+    fact(
+        Fact::new(
+            WORKLOAD,
+            format!("temporal query at a random time of the {big}-event stream, p99 of {n}"),
+            quantile(&temporal, 0.99),
+            "ms",
+        )
+        .target("< 10 ms"),
+    );
+
+    let warm = warm_activations(cluster, &leader, sizes.warm_activations).await?;
+    let n = warm.len();
+    fact(
+        Fact::new(
+            WORKLOAD,
+            format!(
+                "warm activation of the {big}-event actor (passivated, caches warm), p50 of {n}"
+            ),
+            quantile(&warm, 0.5),
+            "ms",
+        )
+        .target("< 5 ms"),
+    );
+    fact(Fact::new(
+        WORKLOAD,
+        format!("warm activation of the {big}-event actor (passivated, caches warm), p99 of {n}"),
+        quantile(&warm, 0.99),
+        "ms",
+    ));
+    Ok(facts)
+}
+
+/// Writes `events` events of `account/<id>` (an `ACCOUNT_OPENED`, then
+/// `MONEY_DEPOSITED {amount: 1}`s) in appends of [`BATCH`]; returns how long
+/// the deposits took.
+async fn write_account(client: &Client, id: &str, events: u64) -> anyhow::Result<Duration> {
+    let stream = format!("account-{id}");
+    let opened = EventData::new("ACCOUNT_OPENED", json!({}));
+    client
+        .append(
+            &stream,
+            vec![opened],
+            cairn_client::ExpectedVersion::NoStream,
+        )
+        .await
+        .with_context(|| format!("opening {stream}"))?;
+    let deposits = events.saturating_sub(1);
+    append_batches(client, deposits.div_ceil(BATCH), move |index: u64| {
+        let count = BATCH.min(deposits - index * BATCH);
+        let events = (0..count)
+            .map(|_| EventData::new("MONEY_DEPOSITED", json!({ "amount": 1 })))
+            .collect();
+        (stream.clone(), events)
+    })
+    .await
+}
+
+/// A client for the node leading `account/<id>`'s partition, its
+/// connection already open.
+async fn leader_client(cluster: &CairnCluster, id: &str) -> anyhow::Result<Client> {
+    let leader = cluster.leader_of(&format!("account-{id}")).await?;
+    let client = cluster.client(leader).await?;
+    client.status().await?;
+    Ok(client)
+}
+
+/// Times one [`probe`] ask to `account/<id>`, sent to its partition's
+/// leader over an open connection.
+async fn time_ask(cluster: &CairnCluster, id: &str) -> anyhow::Result<Duration> {
+    let client = leader_client(cluster, id).await?;
+    let started = Instant::now();
+    ask_probe(&client, id).await?;
+    Ok(started.elapsed())
+}
+
+/// The [`probe`] ask: the rejection is its expected answer.
+async fn ask_probe(client: &Client, id: &str) -> anyhow::Result<()> {
+    match client.ask("account", id, &probe()).await {
+        Err(Error::Rejected(_)) => Ok(()),
+        Ok(reply) => anyhow::bail!("account/{id} accepted the probe: {reply:?}"),
+        Err(e) => Err(e).with_context(|| format!("asking account/{id}")),
+    }
+}
+
+/// Waits until every replica applied everything its leader logged, twice in
+/// a row with nothing new: the snapshots the first activation of the long
+/// stream saved are then committed and applied on every node.
+async fn wait_for_snapshots(cluster: &CairnCluster) -> anyhow::Result<()> {
+    let last = Cell::new(None);
+    wait_for(
+        "the snapshots of the first activation are applied everywhere",
+        SNAPSHOTS_TIMEOUT,
+        Duration::from_millis(500),
+        || {
+            let last = &last;
+            async move {
+                Ok(match cluster.replicas_caught_up().await? {
+                    Ok(logs) if last.get() == Some(logs) => Ok(()),
+                    Ok(logs) => {
+                        last.set(Some(logs));
+                        Err(format!("leaders' logs at {logs} entries, still moving"))
+                    }
+                    Err(why) => Err(why),
+                })
+            }
+        },
+    )
+    .await
+}
+
+/// `n` states of `account/big` as of a random time between its first and
+/// last event; the latency of each, in ms.
+async fn temporal_queries(client: &Client, n: usize) -> anyhow::Result<Vec<f64>> {
+    let stream = format!("account-{BIG_ID}");
+    let first = client.read(&stream, 1, 1).await?;
+    let first = first
+        .events
+        .first()
+        .context("the long stream has events")?
+        .timestamp;
+    let last = client
+        .info(&stream)
+        .await?
+        .last_event_timestamp
+        .context("the long stream has a last event")?;
+    let mut rng = rand::rng();
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = rng.random_range(first..=last);
+        let started = Instant::now();
+        client
+            .state("account", BIG_ID, StateAt::Timestamp(at))
+            .await
+            .with_context(|| format!("reading account/{BIG_ID} as of {at}"))?;
+        latencies.push(millis(started.elapsed()));
+    }
+    Ok(latencies)
+}
+
+/// `n` activations of `account/big` with the node's caches warm: before
+/// each, activating another account of the same partition passivates it
+/// (the nodes hold one activation). The latency of each, in ms.
+async fn warm_activations(
+    cluster: &CairnCluster,
+    leader: &Client,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let evictor = same_partition_id(cluster.partitions(), BIG_ID);
+    leader
+        .ask("account", &evictor, &json!({ "type": "OPEN" }))
+        .await
+        .with_context(|| format!("opening account/{evictor}"))?;
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        ask_probe(leader, &evictor).await?;
+        let started = Instant::now();
+        ask_probe(leader, BIG_ID).await?;
+        latencies.push(millis(started.elapsed()));
+    }
+    Ok(latencies)
+}
+
+/// An account id other than `id` whose stream is in the same partition
+/// (Cairn's placement: xxh3 of the stream name, mod the partitions).
+fn same_partition_id(partitions: u32, id: &str) -> String {
+    let partition = |id: &str| {
+        xxhash_rust::xxh3::xxh3_64(format!("account-{id}").as_bytes())
+            % u64::from(partitions.max(1))
+    };
+    let target = partition(id);
+    (0..)
+        .map(|k| format!("evictor-{k}"))
+        .find(|candidate| partition(candidate) == target)
+        .expect("some id falls in every partition")
+}
+
+/// The `q` quantile of `values` (nearest rank).
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
+}
