@@ -13,13 +13,12 @@ use rand::Rng;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::bulk::append_batches;
+use crate::bulk::{WRITERS, append_events};
 use crate::harness::Sizes;
 use crate::report::millis;
 use crate::wait::wait_for;
-use crate::{CairnCluster, Fact};
+use crate::{CairnCluster, Fact, Facts};
 
-const WORKLOAD: &str = "activation";
 /// Events per append while writing the streams.
 const BATCH: u64 = 1000;
 /// Actor snapshot interval, Cairn's default (`cairn serve --snapshot-every`).
@@ -43,119 +42,81 @@ fn probe() -> serde_json::Value {
 pub async fn run(cairn_bin: &Path, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
     let every = SNAPSHOT_EVERY.to_string();
     let args = ["--snapshot-every", &every, "--max-activations", "1"];
-    let mut cluster = CairnCluster::start_with(cairn_bin, &args).await?;
-    let facts = measure(&mut cluster, sizes).await;
-    cluster.stop().await?;
-    facts
+    CairnCluster::run_fresh(cairn_bin, &args, async |cluster| {
+        measure(cluster, sizes).await
+    })
+    .await
 }
 
 async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
-    let mut facts = Vec::new();
-    let mut fact = |f: Fact| {
-        eprintln!("{}", f.line());
-        facts.push(f);
-    };
+    let mut facts = Facts::new("activation");
     let client = cluster.client_all().await?;
 
     // Both streams through the plain event-store API: no actor turn, so no
     // snapshot of their own.
-    let mut appended = (0, Duration::ZERO);
-    for (id, events) in [(REPLAY_ID, sizes.replay_events), (BIG_ID, sizes.big_events)] {
-        let took = write_account(&client, id, events).await?;
-        appended = (appended.0 + events, appended.1 + took);
+    let (replay, big) = (sizes.replay_events, sizes.big_events);
+    let mut took = Duration::ZERO;
+    for (id, events) in [(REPLAY_ID, replay), (BIG_ID, big)] {
+        took += write_account(&client, id, events).await?;
     }
-    fact(Fact::new(
-        WORKLOAD,
-        format!("append account events in batches of {BATCH} (4 in flight)"),
-        appended.0 as f64 / appended.1.as_secs_f64(),
+    facts.record(
+        format!("append account events, {BATCH} per append, {WRITERS} in flight"),
+        (replay + big) as f64 / took.as_secs_f64(),
         "events/s",
-    ));
+        None,
+    );
 
     cluster.restart().await?;
     let took = time_ask(cluster, REPLAY_ID).await?;
-    let replay = sizes.replay_events;
-    fact(Fact::new(
-        WORKLOAD,
-        format!("cold replay of {replay} events, no snapshot: first ask"),
-        millis(took),
-        "ms",
-    ));
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("cold replay of {replay} events, no snapshot: rate"),
-            replay as f64 / took.as_secs_f64(),
-            "events/s",
-        )
-        .target("≥ 1M events/s"),
+    let what = format!("cold replay of {replay} events without snapshots (first call)");
+    facts.record(format!("{what}: time"), millis(took), "ms", None);
+    let rate = replay as f64 / took.as_secs_f64();
+    facts.record(
+        format!("{what}: rate"),
+        rate,
+        "events/s",
+        Some("≥ 1M events/s"),
     );
 
-    let big = sizes.big_events;
     let took = time_ask(cluster, BIG_ID).await?;
-    fact(Fact::new(
-        WORKLOAD,
-        format!(
-            "first ask to the {big}-event actor (replays all, saves the snapshots it crosses): rate"
-        ),
+    let what = format!(
+        "first call to the {big}-event actor, replaying all (saves the snapshots it crosses)"
+    );
+    facts.record(
+        format!("{what}: rate"),
         big as f64 / took.as_secs_f64(),
         "events/s",
-    ));
+        Some("≥ 1M events/s"),
+    );
     wait_for_snapshots(cluster).await?;
 
     cluster.restart().await?;
     let took = time_ask(cluster, BIG_ID).await?;
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("cold activation of the {big}-event actor, with snapshots: first ask"),
-            millis(took),
-            "ms",
-        )
-        .target("< 5 ms"),
-    );
+    let what = format!("cold activation of the {big}-event actor with snapshots (first call)");
+    facts.record(what, millis(took), "ms", Some("< 5 ms"));
 
     let leader = leader_client(cluster, BIG_ID).await?;
-    let temporal = temporal_queries(&leader, sizes.temporal_queries).await?;
-    let n = temporal.len();
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("temporal query at a random time of the {big}-event stream, p50 of {n}"),
-            quantile(&temporal, 0.5),
-            "ms",
-        )
-        .target("< 10 ms"),
-    );
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("temporal query at a random time of the {big}-event stream, p99 of {n}"),
-            quantile(&temporal, 0.99),
-            "ms",
-        )
-        .target("< 10 ms"),
-    );
+    let latencies = temporal_queries(&leader, sizes.temporal_queries).await?;
+    let what = format!("temporal query of the {big}-event actor at a random time");
+    record_quantiles(&mut facts, &what, &latencies, Some("< 10 ms"));
 
-    let warm = warm_activations(cluster, &leader, sizes.warm_activations).await?;
-    let n = warm.len();
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!(
-                "warm activation of the {big}-event actor (passivated, caches warm), p50 of {n}"
-            ),
-            quantile(&warm, 0.5),
+    let latencies = warm_activations(cluster, &leader, sizes.warm_activations).await?;
+    let what = format!("warm activation of the {big}-event actor (passivated, caches warm)");
+    record_quantiles(&mut facts, &what, &latencies, Some("< 5 ms"));
+    Ok(facts.into_vec())
+}
+
+/// Records the p50 and p99 of `latencies` (ms).
+fn record_quantiles(facts: &mut Facts, what: &str, latencies: &[f64], target: Option<&str>) {
+    let n = latencies.len();
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        facts.record(
+            format!("{what}: {name} of {n}"),
+            quantile(latencies, q),
             "ms",
-        )
-        .target("< 5 ms"),
-    );
-    fact(Fact::new(
-        WORKLOAD,
-        format!("warm activation of the {big}-event actor (passivated, caches warm), p99 of {n}"),
-        quantile(&warm, 0.99),
-        "ms",
-    ));
-    Ok(facts)
+            target,
+        );
+    }
 }
 
 /// Writes `events` events of `account/<id>` (an `ACCOUNT_OPENED`, then
@@ -172,15 +133,9 @@ async fn write_account(client: &Client, id: &str, events: u64) -> anyhow::Result
         )
         .await
         .with_context(|| format!("opening {stream}"))?;
+    let deposit = || EventData::new("MONEY_DEPOSITED", json!({ "amount": 1 }));
     let deposits = events.saturating_sub(1);
-    append_batches(client, deposits.div_ceil(BATCH), move |index: u64| {
-        let count = BATCH.min(deposits - index * BATCH);
-        let events = (0..count)
-            .map(|_| EventData::new("MONEY_DEPOSITED", json!({ "amount": 1 })))
-            .collect();
-        (stream.clone(), events)
-    })
-    .await
+    append_events(client, deposits, BATCH, move |_| stream.clone(), deposit).await
 }
 
 /// A client for the node leading `account/<id>`'s partition, its

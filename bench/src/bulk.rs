@@ -1,4 +1,4 @@
-//! [`append_batches`]: writing a known number of events fast, as the set-up
+//! [`append_events`]: writing a known number of events fast, as the set-up
 //! of the activation, failover and storage workloads.
 
 use std::sync::Arc;
@@ -10,46 +10,40 @@ use cairn_client::{Client, EventData, ExpectedVersion};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// Appends issued at once by [`append_batches`].
+/// Appends in flight at once in [`append_events`].
 pub const WRITERS: usize = 4;
 
-/// What the `index`-th append of [`append_batches`] writes: its stream and
-/// its events.
-pub trait Batches: Send + Sync + 'static {
-    /// The `index`-th append: `(stream, events)`.
-    fn batch(&self, index: u64) -> (String, Vec<EventData>);
-}
-
-impl<F> Batches for F
-where
-    F: Fn(u64) -> (String, Vec<EventData>) + Send + Sync + 'static,
-{
-    fn batch(&self, index: u64) -> (String, Vec<EventData>) {
-        self(index)
-    }
-}
-
-/// Makes `appends` appends (expected version `any`) of `batches`,
-/// [`WRITERS`] at a time, through `client`; returns how long they took.
-/// Appends to one stream may land in any order.
-pub async fn append_batches(
+/// Appends `total` events made by `event`, `per_append` in each append
+/// (expected version `any`), the `i`-th append to stream `stream(i)`,
+/// [`WRITERS`] appends at a time, through `client`; returns how long they
+/// took. Appends to one stream may land in any order.
+pub async fn append_events(
     client: &Client,
-    appends: u64,
-    batches: impl Batches,
+    total: u64,
+    per_append: u64,
+    stream: impl Fn(u64) -> String + Send + Sync + 'static,
+    event: impl Fn() -> EventData + Send + Sync + 'static,
 ) -> anyhow::Result<Duration> {
-    let batches = Arc::new(batches);
+    let appends = total.div_ceil(per_append);
+    let make = Arc::new(move |index: u64| {
+        let count = per_append.min(total - index * per_append);
+        (
+            stream(index),
+            (0..count).map(|_| event()).collect::<Vec<_>>(),
+        )
+    });
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut writers = JoinSet::new();
     for _ in 0..WRITERS {
-        let (client, batches, next) = (client.clone(), Arc::clone(&batches), Arc::clone(&next));
+        let (client, make, next) = (client.clone(), Arc::clone(&make), Arc::clone(&next));
         writers.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= appends {
                     return anyhow::Ok(());
                 }
-                let (stream, events) = batches.batch(index);
+                let (stream, events) = make(index);
                 client
                     .append(&stream, events, ExpectedVersion::Any)
                     .await

@@ -78,6 +78,19 @@ impl CairnCluster {
         Ok(cluster)
     }
 
+    /// Starts a cluster (as [`CairnCluster::start_with`]), runs `work` on
+    /// it, and stops it, whether `work` succeeded or not.
+    pub async fn run_fresh<T>(
+        cairn_bin: &Path,
+        extra_args: &[&str],
+        work: impl AsyncFnOnce(&mut CairnCluster) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut cluster = CairnCluster::start_with(cairn_bin, extra_args).await?;
+        let result = work(&mut cluster).await;
+        cluster.stop().await?;
+        result
+    }
+
     /// The nodes' client addresses, `host:port`, node 1 first.
     pub fn addresses(&self) -> &[String] {
         &self.addresses

@@ -11,14 +11,13 @@ use cairn_client::{Client, EventData};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::bulk::append_batches;
+use crate::bulk::append_events;
 use crate::harness::Sizes;
 use crate::load::BackgroundLoad;
 use crate::report::millis;
 use crate::wait::wait_for;
-use crate::{CairnAppend, CairnCluster, Fact, payload};
+use crate::{CairnAppend, CairnCluster, Fact, Facts, payload};
 
-const WORKLOAD: &str = "failover";
 /// The actor whose partition loses its leader.
 const ACTOR_ID: &str = "failover";
 /// Timeout of one ask while waiting for the actor to answer again.
@@ -31,18 +30,14 @@ const BATCH: u64 = 1000;
 
 /// Runs the workload on a fresh cluster and stops it.
 pub async fn run(cairn_bin: &Path, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
-    let mut cluster = CairnCluster::start(cairn_bin).await?;
-    let facts = measure(&mut cluster, sizes).await;
-    cluster.stop().await?;
-    facts
+    CairnCluster::run_fresh(cairn_bin, &[], async |cluster| {
+        measure(cluster, sizes).await
+    })
+    .await
 }
 
 async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
-    let mut facts = Vec::new();
-    let mut fact = |f: Fact| {
-        eprintln!("{}", f.line());
-        facts.push(f);
-    };
+    let mut facts = Facts::new("failover");
     let deposit = json!({ "type": "DEPOSIT", "amount": 1 });
     let client = cluster.client_all().await?;
     client
@@ -95,38 +90,20 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     })
     .await?;
     let failover = killed.elapsed();
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("kill -9 of a partition leader under {writers} writers → its actor answers"),
-            millis(failover),
-            "ms",
-        )
-        .target("< 2 s"),
-    );
+    let what =
+        format!("kill -9 of a partition leader under {writers} writers, until its actor answers");
+    facts.record(what, millis(failover), "ms", Some("< 2 s"));
 
     let (load_items, load_errors) = load.stop().await?;
     let down_load = load_items - before_kill;
     let written = sizes.catch_up_events;
     let data = payload();
-    append_batches(
-        &survivors.clone().with_timeout(Duration::from_secs(30)),
-        written.div_ceil(BATCH),
-        move |index: u64| {
-            let count = BATCH.min(written - index * BATCH);
-            let events = (0..count)
-                .map(|_| EventData::new("BenchEvent", data.clone()))
-                .collect();
-            (format!("catch-up-{index}"), events)
-        },
-    )
-    .await?;
-    fact(Fact::new(
-        WORKLOAD,
-        format!("appends that failed while the leader was down (of {load_items} acknowledged)"),
-        load_errors as f64,
-        "appends",
-    ));
+    let stream = |index| format!("catch-up-{index}");
+    let event = move || EventData::new("BenchEvent", data.clone());
+    let writer = survivors.clone().with_timeout(Duration::from_secs(30));
+    append_events(&writer, written, BATCH, stream, event).await?;
+    let what = format!("appends of the load that failed (of {load_items} acknowledged)");
+    facts.record(what, load_errors as f64, "appends", None);
 
     cluster.start_node(victim)?;
     let restarted = Instant::now();
@@ -137,20 +114,15 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     .await?;
     let catch_up = restarted.elapsed();
     let behind = written + down_load;
-    fact(Fact::new(
-        WORKLOAD,
-        format!("restarted node catches up on {behind} events: time"),
-        millis(catch_up),
-        "ms",
-    ));
-    fact(
-        Fact::new(
-            WORKLOAD,
-            format!("restarted node catches up on {behind} events: rate"),
-            behind as f64 / catch_up.as_secs_f64(),
-            "events/s",
-        )
-        .target("≥ 100k events/s"),
+    let what =
+        format!("restarted node catches up on the {behind} events written while it was down");
+    facts.record(format!("{what}: time"), millis(catch_up), "ms", None);
+    let rate = behind as f64 / catch_up.as_secs_f64();
+    facts.record(
+        format!("{what}: rate"),
+        rate,
+        "events/s",
+        Some("≥ 100k events/s"),
     );
-    Ok(facts)
+    Ok(facts.into_vec())
 }

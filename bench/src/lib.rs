@@ -65,7 +65,7 @@ pub use load::{BackgroundLoad, LoadSpec, Measurement, measure};
 pub use peers::Peers;
 pub use postgres_server::PostgresServer;
 pub use process::{ChildProcess, free_ports};
-pub use report::{Fact, Report, Row};
+pub use report::{Fact, Facts, Report, Row};
 pub use target::Target;
 pub use wait::wait_for;
 

@@ -129,3 +129,59 @@ impl HotStream for PgHotStream {
         Ok(u64::try_from(row.get::<_, i64>(0))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hot::Hot;
+    use crate::postgres_server::ensure_postgres;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (installed with apt-get if missing)"]
+    async fn appends_batches_and_hot_inserts_write_one_row_per_event() {
+        let bin_dir = ensure_postgres(None).await.expect("PostgreSQL");
+        let server = PostgresServer::start(&bin_dir).await.expect("a server");
+        let spec = |concurrency| crate::LoadSpec {
+            concurrency,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+        };
+        let batch = PgAppend::new(&server, 2, 100, "b")
+            .await
+            .expect("connections");
+        let m = crate::measure(Arc::new(batch), spec(2))
+            .await
+            .expect("runs");
+        assert!(m.ops > 0 && m.errors == 0, "{m:?}");
+        let hot = PgHotStream::new(&server, 4, "h")
+            .await
+            .expect("connections");
+        let m = crate::measure(Arc::new(Hot::new(hot, 4)), spec(4))
+            .await
+            .expect("runs");
+        assert!(m.ops > 0 && m.errors == 0, "{m:?}");
+
+        let client = server.connect().await.expect("a connection");
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .expect("a count")
+                    .get::<_, i64>(0)
+            }
+        };
+        let batch_rows = count("SELECT count(*) FROM events WHERE stream_id LIKE 'b-%'").await;
+        assert_eq!(batch_rows % 100, 0, "whole batches only");
+        assert!(batch_rows >= 100 * i64::try_from(batches.ops).expect("small"));
+        // The hot stream is gapless: its versions are 1..=count.
+        let hot_rows = count("SELECT count(*) FROM events WHERE stream_id = 'h'").await;
+        let hot_max = count("SELECT max(version) FROM events WHERE stream_id = 'h'").await;
+        assert_eq!(hot_rows, hot_max);
+        drop(client);
+        server.stop().await.expect("stops");
+    }
+}

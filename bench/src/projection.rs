@@ -14,9 +14,8 @@ use crate::harness::Sizes;
 use crate::load::BackgroundLoad;
 use crate::report::millis;
 use crate::wait::wait_for;
-use crate::{CairnCluster, CairnUserAsk, Fact};
+use crate::{CairnCluster, CairnUserAsk, Fact, Facts};
 
-const WORKLOAD: &str = "projection";
 /// The built-in projections measured.
 const PROJECTIONS: [&str; 2] = ["user-analytics", "users-by-email"];
 /// How often the projections' status is read.
@@ -26,10 +25,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the workload on a fresh cluster for `duration` and stops it.
 pub async fn run(cairn_bin: &Path, sizes: &Sizes, duration: Duration) -> anyhow::Result<Vec<Fact>> {
-    let cluster = CairnCluster::start(cairn_bin).await?;
-    let facts = measure(&cluster, sizes, duration).await;
-    cluster.stop().await?;
-    facts
+    CairnCluster::run_fresh(cairn_bin, &[], async |cluster| {
+        measure(cluster, sizes, duration).await
+    })
+    .await
 }
 
 /// The worst lag seen for one projection, over every node and partition.
@@ -89,61 +88,53 @@ async fn measure(
     .await?;
     let drain = drain_started.elapsed();
 
-    let mut facts = vec![Fact::new(
-        WORKLOAD,
-        format!("load: asks (LOGIN, UPDATE_USER) by {writers} writers"),
-        asks as f64 / elapsed.as_secs_f64(),
-        "asks/s",
-    )];
+    let mut facts = Facts::new("projection");
+    let what = format!("load: asks (LOGIN, UPDATE_USER) by {writers} writers");
+    facts.record(what, asks as f64 / elapsed.as_secs_f64(), "asks/s", None);
     for name in PROJECTIONS {
         let worst = max.get(name).copied().unwrap_or_default();
         let end = last.get(name).copied().unwrap_or_default();
-        let rate = (folded_after.get(name).unwrap_or(&0) - folded_before.get(name).unwrap_or(&0))
-            as f64
-            / elapsed.as_secs_f64();
-        facts.extend([
-            Fact::new(
-                WORKLOAD,
-                format!("{name}: max lag under load"),
-                worst.events as f64,
-                "events",
-            ),
-            Fact::new(
-                WORKLOAD,
-                format!("{name}: max lag under load"),
-                worst.ms as f64,
-                "ms",
-            ),
-            Fact::new(
-                WORKLOAD,
-                format!("{name}: lag at the end of the load"),
-                end.events as f64,
-                "events",
-            ),
-            Fact::new(
-                WORKLOAD,
-                format!("{name}: lag at the end of the load"),
-                end.ms as f64,
-                "ms",
-            ),
-            Fact::new(
-                WORKLOAD,
-                format!("{name}: folded on the leaders"),
-                rate,
-                "events/s",
-            ),
-        ]);
+        let before = folded_before.get(name).copied().unwrap_or(0);
+        let after = folded_after.get(name).copied().unwrap_or(0);
+        let rate = after.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+        facts.record(
+            format!("{name}: max lag under load"),
+            worst.events as f64,
+            "events",
+            None,
+        );
+        facts.record(
+            format!("{name}: max lag under load"),
+            worst.ms as f64,
+            "ms",
+            None,
+        );
+        facts.record(
+            format!("{name}: lag at the end of the load"),
+            end.events as f64,
+            "events",
+            None,
+        );
+        facts.record(
+            format!("{name}: lag at the end of the load"),
+            end.ms as f64,
+            "ms",
+            None,
+        );
+        facts.record(
+            format!("{name}: folded on the leaders"),
+            rate,
+            "events/s",
+            None,
+        );
     }
-    facts.push(Fact::new(
-        WORKLOAD,
-        "both caught up, after the load stopped, in",
+    facts.record(
+        "both caught up after the load stopped, in",
         millis(drain),
         "ms",
-    ));
-    for fact in &facts {
-        eprintln!("{}", fact.line());
-    }
-    Ok(facts)
+        None,
+    );
+    Ok(facts.into_vec())
 }
 
 /// The worst lag of each built-in projection over every node and partition

@@ -164,23 +164,6 @@ pub struct Fact {
 }
 
 impl Fact {
-    /// A fact of `workload` without a target.
-    pub fn new(workload: &str, metric: impl Into<String>, value: f64, unit: &str) -> Fact {
-        Fact {
-            workload: workload.to_string(),
-            metric: metric.into(),
-            value,
-            unit: unit.to_string(),
-            target: None,
-        }
-    }
-
-    /// The same fact, with issue 4's target for it.
-    pub fn target(mut self, target: &str) -> Fact {
-        self.target = Some(target.to_string());
-        self
-    }
-
     /// A progress line for stderr.
     pub fn line(&self) -> String {
         format!(
@@ -190,6 +173,48 @@ impl Fact {
             number(self.value),
             self.unit
         )
+    }
+}
+
+/// The facts one workload measured, each printed as a progress line when
+/// recorded.
+#[derive(Debug)]
+pub struct Facts {
+    workload: &'static str,
+    facts: Vec<Fact>,
+}
+
+impl Facts {
+    /// No facts yet of `workload`.
+    pub fn new(workload: &'static str) -> Facts {
+        Facts {
+            workload,
+            facts: Vec::new(),
+        }
+    }
+
+    /// Records `metric = value unit`, with issue 4's `target` for it if any.
+    pub fn record(
+        &mut self,
+        metric: impl Into<String>,
+        value: f64,
+        unit: &str,
+        target: Option<&str>,
+    ) {
+        let fact = Fact {
+            workload: self.workload.to_string(),
+            metric: metric.into(),
+            value,
+            unit: unit.to_string(),
+            target: target.map(str::to_string),
+        };
+        eprintln!("{}", fact.line());
+        self.facts.push(fact);
+    }
+
+    /// The facts recorded, in order.
+    pub fn into_vec(self) -> Vec<Fact> {
+        self.facts
     }
 }
 

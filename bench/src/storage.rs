@@ -7,12 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use cairn_client::EventData;
 
-use crate::bulk::append_batches;
+use crate::bulk::append_events;
 use crate::harness::Sizes;
 use crate::wait::wait_for;
-use crate::{CairnCluster, Fact, payload};
+use crate::{CairnCluster, Fact, Facts, payload};
 
-const WORKLOAD: &str = "storage";
 /// Events per append (and per stream).
 const BATCH: u64 = 100;
 /// How long the replicas may take to apply everything.
@@ -20,24 +19,19 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the workload on a fresh cluster and stops it.
 pub async fn run(cairn_bin: &Path, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
-    let mut cluster = CairnCluster::start(cairn_bin).await?;
-    let facts = measure(&mut cluster, sizes).await;
-    cluster.stop().await?;
-    facts
+    CairnCluster::run_fresh(cairn_bin, &[], async |cluster| {
+        measure(cluster, sizes).await
+    })
+    .await
 }
 
 async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
     let events = sizes.storage_events;
     let client = cluster.client_all().await?;
     let data = payload();
-    append_batches(&client, events.div_ceil(BATCH), move |index: u64| {
-        let count = BATCH.min(events - index * BATCH);
-        let batch = (0..count)
-            .map(|_| EventData::new("BenchEvent", data.clone()))
-            .collect();
-        (format!("storage-{index}"), batch)
-    })
-    .await?;
+    let stream = |index| format!("storage-{index}");
+    let event = move || EventData::new("BenchEvent", data.clone());
+    append_events(&client, events, BATCH, stream, event).await?;
     let c: &CairnCluster = cluster;
     wait_for(
         "every replica has applied the events",
@@ -59,25 +53,17 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
         total += dir_bytes(&cluster.data_dir(id))?;
     }
     let per_event = |bytes: u64| bytes as f64 / cluster.ids().count() as f64 / events as f64;
-    let facts = vec![
-        Fact::new(
-            WORKLOAD,
-            format!("data dirs after compaction / 3 / {events} events of 200 B JSON"),
-            per_event(total),
-            "bytes/event",
-        )
-        .target("≤ 150 bytes/event"),
-        Fact::new(
-            WORKLOAD,
-            "of which SST files (as the nodes report them)",
-            per_event(sst),
-            "bytes/event",
-        ),
-    ];
-    for fact in &facts {
-        eprintln!("{}", fact.line());
-    }
-    Ok(facts)
+    let mut facts = Facts::new("storage");
+    let what = format!("data dirs after compaction / 3 / {events} events of 200 B JSON");
+    facts.record(
+        what,
+        per_event(total),
+        "bytes/event",
+        Some("≤ 150 bytes/event"),
+    );
+    let what = "of which SST files (as the nodes report them)";
+    facts.record(what, per_event(sst), "bytes/event", None);
+    Ok(facts.into_vec())
 }
 
 /// Bytes of all files under `dir`, recursively.
