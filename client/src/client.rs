@@ -13,11 +13,12 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::routing::Routes;
 use crate::subscription::Position;
 use crate::wire::json_bytes;
 use crate::{
-    AppendResult, AskResult, Error, EventData, EventFilter, ExpectedVersion, ReadAll,
-    ReadAllResult, ReadResult, RecordedEvent, StateAt, StateResult, Status, StreamInfo,
+    AppendResult, AskIds, AskResult, Error, EventData, EventFilter, ExpectedVersion, ReadAll,
+    Compacted, ReadAllResult, ReadResult, RecordedEvent, StateAt, StateResult, Status, StreamInfo,
     SubscribeTo, Subscription, parse_servers,
 };
 
@@ -41,9 +42,14 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// the list with a short backoff until the timeout. Any node can serve any
 /// call: a node that does not lead the partition forwards it.
 ///
-/// Retrying is safe for reads and for appends (event ids make them
-/// idempotent). A command whose connection breaks after it was sent may be
-/// handled twice if it is retried on another server.
+/// The client also learns, from any node's status, which node leads each
+/// partition, and sends a stream's calls (asks, appends, reads) straight to
+/// it, saving the forwarding hop; the table is refreshed every few seconds
+/// and whenever a leader fails to answer ([`Client::without_leader_routing`]
+/// turns this off).
+///
+/// Retrying is safe: reads change nothing, appends are idempotent by event
+/// id, and every ask carries a command id that the actor applies once.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -54,6 +60,8 @@ struct Inner {
     servers: Vec<Server>,
     /// Index of the server that last answered.
     preferred: AtomicUsize,
+    /// Partition leaders, when leader routing is on.
+    routes: Option<Routes>,
 }
 
 struct Server {
@@ -78,13 +86,7 @@ impl Client {
         let servers = parse_servers(servers)?
             .into_iter()
             .map(|address| {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| {
-                        Error::InvalidArgument(format!("invalid server address `{address}`: {e}"))
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true);
-                let channel = endpoint.connect_lazy();
+                let channel = endpoint(&address)?.connect_lazy();
                 Ok(Server { address, channel })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -92,9 +94,33 @@ impl Client {
             inner: Arc::new(Inner {
                 servers,
                 preferred: AtomicUsize::new(0),
+                routes: Some(Routes::default()),
             }),
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// The same servers without leader routing: every call goes to the
+    /// server list in turn and non-leaders forward it (for networks where the
+    /// nodes' advertised addresses cannot be reached from the client).
+    pub fn without_leader_routing(self) -> Client {
+        let servers = self
+            .inner
+            .servers
+            .iter()
+            .map(|s| Server {
+                address: s.address.clone(),
+                channel: s.channel.clone(),
+            })
+            .collect();
+        Client {
+            inner: Arc::new(Inner {
+                servers,
+                preferred: AtomicUsize::new(self.inner.preferred.load(Ordering::Relaxed)),
+                routes: None,
+            }),
+            timeout: self.timeout,
+        }
     }
 
     /// The same client, giving up on a call after `timeout` (10s by default)
@@ -117,27 +143,37 @@ impl Client {
         id: &str,
         command: &Value,
     ) -> Result<AskResult, Error> {
-        self.ask_with_correlation(actor_type, id, command, "").await
+        self.ask_with(actor_type, id, command, AskIds::default())
+            .await
     }
 
-    /// [`Client::ask`], tagging the events the command produces with
-    /// `correlation_id` (the server picks one when it is empty).
-    pub async fn ask_with_correlation(
+    /// [`Client::ask`] with a command id (retrying with the same id never
+    /// applies the command twice) and a correlation id for its events. The
+    /// call's own retries, after a timeout or a leader change, always reuse
+    /// the command id, so they are safe even when `ids` leaves it empty.
+    pub async fn ask_with(
         &self,
         actor_type: &str,
         id: &str,
         command: &Value,
-        correlation_id: &str,
+        ids: AskIds,
     ) -> Result<AskResult, Error> {
+        let command_id = if ids.command_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            ids.command_id
+        };
         let request = pb::AskRequest {
             actor_type: actor_type.to_string(),
             actor_id: id.to_string(),
             command: json_bytes(command),
-            correlation_id: correlation_id.to_string(),
+            correlation_id: ids.correlation_id,
             forwarded: false,
+            command_id,
+            causation_id: String::new(),
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(&format!("{actor_type}-{id}"), |channel| {
                 let request = request.clone();
                 async move { actor(channel).ask(request).await }
             })
@@ -166,7 +202,7 @@ impl Client {
             at_timestamp_ms,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(&format!("{actor_type}-{id}"), |channel| {
                 let request = request.clone();
                 async move { actor(channel).get_state(request).await }
             })
@@ -198,7 +234,7 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(stream, |channel| {
                 let request = request.clone();
                 async move { event_store(channel).append(request).await }
             })
@@ -223,7 +259,7 @@ impl Client {
             wait_ms: 0,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(stream, |channel| {
                 let request = request.clone();
                 async move { event_store(channel).read(request).await }
             })
@@ -246,7 +282,7 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(stream, |channel| {
                 let request = request.clone();
                 async move { event_store(channel).info(request).await }
             })
@@ -269,7 +305,7 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(stream, |channel| {
                 let request = request.clone();
                 async move { event_store(channel).delete(request).await }
             })
@@ -295,7 +331,7 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call(|channel| {
+            .call_routed(stream, |channel| {
                 let request = request.clone();
                 async move { event_store(channel).set_stream_metadata(request).await }
             })
@@ -369,6 +405,72 @@ impl Client {
         Ok(reply.into())
     }
 
+    /// Flushes and fully compacts the RocksDB of every server in this
+    /// client's list, one after another (a compaction is node-local, so it
+    /// is never forwarded), and says what each did.
+    pub async fn compact(&self) -> Result<Vec<Compacted>, Error> {
+        let mut done = Vec::with_capacity(self.inner.servers.len());
+        for server in &self.inner.servers {
+            let reply = admin(server.channel.clone())
+                .compact(pb::CompactRequest {})
+                .await?
+                .into_inner();
+            done.push(Compacted {
+                node_id: reply.node_id,
+                sst_bytes_before: reply.sst_bytes_before,
+                sst_bytes_after: reply.sst_bytes_after,
+            });
+        }
+        Ok(done)
+    }
+
+    /// Runs `op`, a call about `stream`, on the leader of the stream's
+    /// partition when the routing table knows it, else (or when the leader
+    /// fails to answer) as [`Client::call`] does.
+    pub(crate) async fn call_routed<T, F, Fut>(&self, stream: &str, op: F) -> Result<T, Error>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        if let Some(routes) = &self.inner.routes {
+            self.refresh_routes(routes);
+            if let Some(leader) = routes.leader_of(stream) {
+                match tokio::time::timeout(self.timeout, op(leader)).await {
+                    Ok(Ok(response)) => return Ok(response.into_inner()),
+                    Ok(Err(status))
+                        if is_transport_failure(&status)
+                            || status.code() == tonic::Code::Unavailable =>
+                    {
+                        tracing::debug!(stream, message = status.message(), "leader route failed; using the server list");
+                        routes.invalidate();
+                    }
+                    Ok(Err(status)) => return Err(Error::from(status)),
+                    Err(_elapsed) => {
+                        return Err(Error::Unavailable(format!(
+                            "no reply from the leader of `{stream}`'s partition within {:?}",
+                            self.timeout
+                        )));
+                    }
+                }
+            }
+        }
+        self.call(op).await
+    }
+
+    /// Refreshes the routing table in the background when it is missing or old.
+    fn refresh_routes(&self, routes: &Routes) {
+        if !routes.claim_refresh() {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            let status = client.status().await.ok();
+            if let Some(routes) = &client.inner.routes {
+                routes.learn(status.as_ref(), |address| endpoint(address).ok());
+            }
+        });
+    }
+
     /// Runs `op` against the servers in turn, from the preferred one, until
     /// one answers with anything but a retryable failure or the timeout passes.
     pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
@@ -430,6 +532,14 @@ impl Client {
             )),
         })
     }
+}
+
+/// How the client dials a server.
+fn endpoint(address: &str) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Error::InvalidArgument(format!("invalid server address `{address}`: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true))
 }
 
 fn actor(channel: Channel) -> ActorServiceClient<Channel> {

@@ -38,6 +38,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod error;
 pub mod query;
+mod routing;
 pub mod read_all;
 pub mod servers;
 pub mod status;
@@ -45,14 +46,15 @@ pub mod stream;
 pub mod subscription;
 mod wire;
 
-pub use actor::{AskResult, StateAt, StateResult};
+pub use actor::{AskIds, AskResult, StateAt, StateResult};
 pub use checkpoint::Checkpoint;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use query::ProjectionStatus;
 pub use read_all::{EventFilter, ReadAll, ReadAllResult};
+pub use routing::partition_of;
 pub use servers::{DEFAULT_SERVER, parse_servers};
-pub use status::{GroupStatus, NodeStatus, ReplicaLag, Status};
+pub use status::{Compacted, GroupStatus, NodeStatus, ReplicaLag, Status};
 pub use stream::{
     AppendResult, DeleteResult, EventData, ExpectedVersion, ReadResult, RecordedEvent, StreamInfo,
     StreamMetadataResult,

@@ -61,3 +61,15 @@ pub struct ReplicaLag {
     /// Entries it still has to replicate.
     pub entries_behind: u64,
 }
+
+/// What `compact` did on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compacted {
+    /// The node compacted.
+    pub node_id: u64,
+    /// Bytes of its SST files before the flush and compaction.
+    pub sst_bytes_before: u64,
+    /// Bytes of its SST files after.
+    pub sst_bytes_after: u64,
+}

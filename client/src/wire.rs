@@ -160,6 +160,7 @@ impl TryFrom<pb::AskReply> for AskResult {
         Ok(AskResult {
             reply: json_value(&r.reply, "the actor's reply", Value::Null)?,
             version: r.version,
+            duplicate: r.duplicate,
         })
     }
 }
@@ -252,6 +253,7 @@ mod tests {
         let err = AskResult::try_from(pb::AskReply {
             reply: Bytes::from_static(b"{nope"),
             version: 1,
+            duplicate: false,
         })
         .unwrap_err();
         assert!(matches!(err, Error::Other(m) if m.contains("invalid JSON in the actor's reply")));

@@ -121,6 +121,17 @@ impl Partition {
         .map(|_| ())
     }
 
+    /// Replicates several snapshots of one actor's stream in one entry.
+    pub async fn save_actor_snapshots(
+        &self,
+        stream: String,
+        snapshots: Vec<(u64, Bytes)>,
+    ) -> Result<(), ClusterError> {
+        self.write(Command::SaveActorSnapshots { stream, snapshots })
+            .await
+            .map(|_| ())
+    }
+
     /// Proposes one command and waits for its result.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
         let group = self.group;

@@ -43,8 +43,8 @@ impl ServeConfig {
             partitions: DEFAULT_PARTITIONS,
             replication: DEFAULT_REPLICATION,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
-            passivate_after: Duration::from_secs(300),
-            max_activations: 100_000,
+            passivate_after: DEFAULT_PASSIVATE_AFTER,
+            max_activations: DEFAULT_MAX_ACTIVATIONS,
         }
     }
 }
@@ -55,3 +55,7 @@ pub const DEFAULT_PARTITIONS: u32 = 16;
 pub const DEFAULT_REPLICATION: usize = 3;
 /// Default actor snapshot interval, in events.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
+/// Default idle time before an activation is passivated.
+pub const DEFAULT_PASSIVATE_AFTER: Duration = Duration::from_secs(300);
+/// Default bound on activations held by one node.
+pub const DEFAULT_MAX_ACTIVATIONS: usize = 100_000;

@@ -34,6 +34,29 @@ pub enum NodeError {
     Projection(#[from] crate::projection::ProjectionError),
     #[error(transparent)]
     Upcast(#[from] crate::upcast::UpcastError),
+    /// A call forwarded to another node failed there (the status carries
+    /// that node's error kind).
+    #[error("{}", .0.message())]
+    Remote(Status),
+}
+
+impl NodeError {
+    /// Whether the same call may succeed if sent again shortly: the
+    /// partition has no leader here or is changing leaders, or a peer could
+    /// not be reached.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NodeError::Cluster(
+                ClusterError::NotLeader { .. }
+                | ClusterError::NoLeader { .. }
+                | ClusterError::NotReplica { .. }
+                | ClusterError::Transport { .. },
+            )
+            | NodeError::ProjectionBehind { .. } => true,
+            NodeError::Remote(status) => status.code() == Code::Unavailable,
+            _ => false,
+        }
+    }
 }
 
 impl From<Rejection> for NodeError {
@@ -70,6 +93,7 @@ impl From<NodeError> for Status {
                 (Code::FailedPrecondition, "upcast")
             }
             NodeError::Cluster(c) => return cluster_status(c, message),
+            NodeError::Remote(status) => return status.clone(),
         };
         with_kind(Status::new(code, message), kind)
     }

@@ -9,6 +9,9 @@
 //! - [`runtime`]: [`ActorRuntime`], activations, turns, snapshots, passivation.
 //! - [`replay`]: rebuilding state from a snapshot plus the tail of a stream.
 //! - [`service`]: the client gRPC services and routing to partition leaders.
+//! - [`bus`]: [`CommandBus`], commands to any actor of the cluster, for embedders.
+//! - [`ids`]: [`CommandIds`], command ids and the event ids derived from them.
+//! - [`handler`]: [`handler::EventHandler`], reacting to events with commands.
 //! - [`projection`]: [`projection::Projection`], read models folded from partition logs, and their runner.
 //! - [`upcast`]: [`upcast::Upcasters`], schema evolution of events on read.
 //! - [`limits`]: input limits and their checks.
@@ -16,8 +19,11 @@
 
 pub mod actor;
 pub mod actors;
+pub mod bus;
 pub mod config;
 pub mod error;
+pub mod handler;
+pub mod ids;
 pub mod limits;
 pub mod projection;
 pub mod registry;
@@ -28,8 +34,11 @@ pub mod service;
 pub mod upcast;
 
 pub use actor::{Decision, EventSourced, Rejected};
+pub use bus::{ActorCommand, CommandBus};
+pub use handler::{EventHandler, HandlerError};
 pub use config::ServeConfig;
 pub use error::NodeError;
 pub use registry::Registry;
-pub use runtime::ActorRuntime;
+pub use ids::CommandIds;
+pub use runtime::{ActorRuntime, AskOutcome};
 pub use server::{NodeBuilder, RunningNode};

@@ -69,6 +69,24 @@ pub fn check_json(what: &str, bytes: &[u8]) -> Result<serde_json::Value, Invalid
     serde_json::from_slice(bytes).map_err(|e| not_json(what, e))
 }
 
+/// Longest command, correlation or causation id, in bytes.
+pub const MAX_METADATA_ID_BYTES: usize = 256;
+
+/// A command, correlation or causation id: empty (the server picks one) or
+/// up to 256 bytes without control characters.
+pub fn check_metadata_id(what: &str, id: &str) -> Result<(), InvalidInput> {
+    if id.len() > MAX_METADATA_ID_BYTES {
+        return Err(InvalidInput(format!(
+            "{what} is {} bytes; the limit is {MAX_METADATA_ID_BYTES}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(InvalidInput(format!("{what} contains control characters")));
+    }
+    Ok(())
+}
+
 /// A JSON payload within the size limit, checked without building it (for
 /// data that is stored as given).
 pub fn check_json_syntax(what: &str, bytes: &[u8]) -> Result<(), InvalidInput> {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cairn_cluster::Partition;
 use cairn_storage::{GroupId, Reader};
 
@@ -34,6 +35,55 @@ pub async fn load(
     stream: String,
     at: StateAt,
 ) -> Result<(AnyState, u64), NodeError> {
+    let loaded = load_with(partition, actor, upcasters, stream, at, None).await?;
+    Ok((loaded.state, loaded.version))
+}
+
+/// An actor's latest state, with the snapshots its replay crossed.
+pub struct Activated {
+    pub state: AnyState,
+    pub version: u64,
+    /// `(version, state)` at every multiple of the snapshot interval that the
+    /// replay passed after the newest stored snapshot: saving them makes the
+    /// next activation, and temporal queries, touch at most one interval of
+    /// events (streams written through the plain event-store API, or before
+    /// the type had snapshots, have none of their own).
+    pub crossed: Vec<(u64, Bytes)>,
+}
+
+/// At most this many bytes of crossed snapshots are kept from one replay;
+/// past it the replay only folds (the later intervals are snapshotted by
+/// the actor's own turns, or by its next activation).
+const CROSSED_BYTES: usize = 64 << 20;
+
+/// The actor's latest state for an activation, collecting the snapshots the
+/// replay crosses every `snapshot_every` events.
+pub async fn activate(
+    partition: &Partition,
+    actor: Arc<dyn DynActor>,
+    upcasters: Arc<Upcasters>,
+    stream: String,
+    snapshot_every: u64,
+) -> Result<Activated, NodeError> {
+    load_with(
+        partition,
+        actor,
+        upcasters,
+        stream,
+        StateAt::Latest,
+        Some(snapshot_every),
+    )
+    .await
+}
+
+async fn load_with(
+    partition: &Partition,
+    actor: Arc<dyn DynActor>,
+    upcasters: Arc<Upcasters>,
+    stream: String,
+    at: StateAt,
+    snapshot_every: Option<u64>,
+) -> Result<Activated, NodeError> {
     let name = stream.clone();
     let folded = partition
         .read_local(move |reader, group| {
@@ -45,14 +95,15 @@ pub async fn load(
                     None => return Ok(Err(NotThen)),
                 },
             };
-            Ok(Ok(fold(
+            let fold = Fold {
                 reader,
                 group,
-                actor.as_ref(),
-                &upcasters,
-                &stream,
-                max_version,
-            )?))
+                actor: actor.as_ref(),
+                upcasters: &upcasters,
+                stream: &stream,
+                snapshot_every,
+            };
+            Ok(Ok(fold.run(max_version)?))
         })
         .await?;
     match folded {
@@ -74,38 +125,64 @@ fn describe(at: StateAt) -> String {
     }
 }
 
-fn fold(
-    reader: &Reader,
+struct Fold<'a> {
+    reader: &'a Reader,
     group: GroupId,
-    actor: &dyn DynActor,
-    upcasters: &Upcasters,
-    stream: &str,
-    max_version: u64,
-) -> Result<Result<(AnyState, u64), NodeError>, cairn_storage::Error> {
-    let (mut state, mut version) = match reader.actor_snapshot(group, stream, max_version)? {
-        Some(snapshot) => match actor.decode_state(&snapshot.state) {
-            Ok(state) => (state, snapshot.version),
-            Err(e) => return Ok(Err(e.into())),
-        },
-        None => (actor.initial_state(), 0),
-    };
-    while version < max_version {
-        let want = PAGE.min((max_version - version).try_into().unwrap_or(usize::MAX));
-        let events = reader.read_stream(group, stream, version + 1, want)?;
-        if events.is_empty() {
-            break;
-        }
-        for mut event in events {
-            if let Err(e) = upcasters.upcast(&mut event) {
-                return Ok(Err(e.into()));
+    actor: &'a dyn DynActor,
+    upcasters: &'a Upcasters,
+    stream: &'a str,
+    /// Collect the snapshots crossed at this interval.
+    snapshot_every: Option<u64>,
+}
+
+impl Fold<'_> {
+    fn run(
+        &self,
+        max_version: u64,
+    ) -> Result<Result<Activated, NodeError>, cairn_storage::Error> {
+        let actor = self.actor;
+        let snapshot = self
+            .reader
+            .actor_snapshot(self.group, self.stream, max_version)?;
+        let (mut state, mut version) = match snapshot {
+            Some(snapshot) => match actor.decode_state(&snapshot.state) {
+                Ok(state) => (state, snapshot.version),
+                Err(e) => return Ok(Err(e.into())),
+            },
+            None => (actor.initial_state(), 0),
+        };
+        let mut crossed = Vec::new();
+        let mut crossed_bytes = 0;
+        while version < max_version {
+            let want = PAGE.min((max_version - version).try_into().unwrap_or(usize::MAX));
+            let events = self
+                .reader
+                .read_stream(self.group, self.stream, version + 1, want)?;
+            if events.is_empty() {
+                break;
             }
-            if let Err(e) = actor.apply(&mut state, &event.event_type, &event.data) {
-                return Ok(Err(e.into()));
+            for mut event in events {
+                if let Err(e) = self.upcasters.upcast(&mut event) {
+                    return Ok(Err(e.into()));
+                }
+                if let Err(e) = actor.apply(&mut state, &event.event_type, &event.data) {
+                    return Ok(Err(e.into()));
+                }
+                version = event.version;
+                let at_interval = self.snapshot_every.is_some_and(|every| version % every == 0);
+                if at_interval && crossed_bytes < CROSSED_BYTES {
+                    let bytes = Bytes::from(actor.encode_state(&state));
+                    crossed_bytes += bytes.len();
+                    crossed.push((version, bytes));
+                }
             }
-            version = event.version;
         }
+        Ok(Ok(Activated {
+            state,
+            version,
+            crossed,
+        }))
     }
-    Ok(Ok((state, version)))
 }
 
 /// The last version of `stream` written at or before `at_ms`, or `None` if

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, warn};
 
 use crate::actor::{ActorError, AnyState, DynActor};
 use crate::error::NodeError;
+use crate::ids::CommandIds;
 use crate::limits::check_actor_id;
 use crate::registry::{RegisteredType, Registry};
 use crate::replay::{self, StateAt};
@@ -50,11 +51,26 @@ pub struct AskOutcome {
     pub reply: Value,
     /// The actor's stream version after the command.
     pub version: u64,
+    /// The command's id had already been applied: nothing was written, and
+    /// `reply` is null.
+    pub duplicate: bool,
+}
+
+impl AskOutcome {
+    /// The answer to a command id that was already applied: nothing written,
+    /// a null reply, the stream's current version.
+    fn duplicate(version: u64) -> AskOutcome {
+        AskOutcome {
+            reply: Value::Null,
+            version,
+            duplicate: true,
+        }
+    }
 }
 
 struct Turn {
     command: Bytes,
-    correlation_id: String,
+    ids: CommandIds,
     reply: oneshot::Sender<Result<AskOutcome, NodeError>>,
 }
 
@@ -80,6 +96,8 @@ pub struct ActorRuntime {
 
 /// Turns queued per activation before callers wait.
 const TURN_QUEUE: usize = 1024;
+/// Most bytes of crossed snapshots replicated in one Raft entry.
+const SNAPSHOT_ENTRY_BYTES: usize = 1 << 20;
 /// How many times a call is retried when its activation went away under it.
 const REACTIVATIONS: usize = 3;
 
@@ -160,18 +178,26 @@ impl ActorRuntime {
         actor_type: &str,
         id: &str,
         command: Bytes,
-        correlation_id: String,
+        ids: CommandIds,
     ) -> Result<AskOutcome, NodeError> {
         let (key, registered) = self.resolve(actor_type, id)?;
         // The actor decodes (and so validates) the command; only its size is checked here.
         crate::limits::check_size("command", &command)?;
+        for (what, id) in [
+            ("command id", &ids.command_id),
+            ("correlation id", &ids.correlation_id),
+            ("causation id", &ids.causation_id),
+        ] {
+            crate::limits::check_metadata_id(what, id)?;
+        }
+        let ids = ids.complete();
         for _ in 0..REACTIVATIONS {
             let partition = self.leading_partition(&key)?;
             let turns = self.activation(&key, &registered, partition);
             let (reply, rx) = oneshot::channel();
             let turn = Turn {
                 command: command.clone(),
-                correlation_id: correlation_id.clone(),
+                ids: ids.clone(),
                 reply,
             };
             if turns.send(turn).await.is_err() {
@@ -331,31 +357,35 @@ impl ActivationTask {
         let stream = self.key.stream();
         let loaded = match self.partition.ensure_leader().await {
             Ok(()) => {
-                replay::load(
+                replay::activate(
                     &self.partition,
                     self.actor.clone(),
                     self.upcasters.clone(),
                     stream.clone(),
-                    StateAt::Latest,
+                    self.snapshot_every,
                 )
                 .await
             }
             Err(e) => Err(e.into()),
         };
         match loaded {
-            Ok((mut state, mut version)) => loop {
-                let turn = tokio::select! {
-                    turn = turns.recv() => turn,
-                    _ = tokio::time::sleep(self.passivate_after) => None,
-                    _ = self.stop.cancelled() => None,
-                };
-                let Some(turn) = turn else { break };
-                let (result, keep) = self.turn(&stream, &mut state, &mut version, &turn).await;
-                let _ = turn.reply.send(result);
-                if !keep {
-                    break;
+            Ok(activated) => {
+                self.save_crossed(&stream, activated.crossed);
+                let (mut state, mut version) = (activated.state, activated.version);
+                loop {
+                    let turn = tokio::select! {
+                        turn = turns.recv() => turn,
+                        _ = tokio::time::sleep(self.passivate_after) => None,
+                        _ = self.stop.cancelled() => None,
+                    };
+                    let Some(turn) = turn else { break };
+                    let (result, keep) = self.turn(&stream, &mut state, &mut version, &turn).await;
+                    let _ = turn.reply.send(result);
+                    if !keep {
+                        break;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 warn!("activation failed: {e}");
                 // Fail the calls already waiting with the same error.
@@ -383,59 +413,66 @@ impl ActivationTask {
         version: &mut u64,
         turn: &Turn,
     ) -> (Result<AskOutcome, NodeError>, bool) {
-        let (events, reply) = match self.actor.handle(&self.key.id, state, &turn.command) {
+        let decision = self.actor.handle(&self.key.id, state, &turn.command);
+        // A command that decides to write nothing is answered as is (running
+        // it again changes nothing). Otherwise, if its id was already applied
+        // (a retry) its first event is in the stream: answer "duplicate",
+        // with a null reply, rather than write again or refuse on the state
+        // that already includes it.
+        if !matches!(&decision, Ok((events, _)) if events.is_empty()) {
+            match self.already_applied(stream, &turn.ids).await {
+                Ok(false) => {}
+                Ok(true) => return (Ok(AskOutcome::duplicate(*version)), true),
+                Err(e) => return (Err(e.into()), false),
+            }
+        }
+        let (events, reply) = match decision {
             Ok(decision) => decision,
             Err(e) => return (Err(e.into()), true),
         };
-        if events.is_empty() {
-            return (
-                Ok(AskOutcome {
-                    reply,
-                    version: *version,
-                }),
-                true,
-            );
-        }
-        let command_id = uuid::Uuid::now_v7().to_string();
-        let correlation_id = if turn.correlation_id.is_empty() {
-            command_id.clone()
-        } else {
-            turn.correlation_id.clone()
+        let outcome = |version| AskOutcome {
+            reply: reply.clone(),
+            version,
+            duplicate: false,
         };
+        if events.is_empty() {
+            return (Ok(outcome(*version)), true);
+        }
+        let ids = &turn.ids;
         let append = StreamAppend {
             stream: stream.to_string(),
             expected: ExpectedVersion::Exact(*version),
             events: events
                 .iter()
-                .map(|e| NewEvent {
-                    id: uuid::Uuid::now_v7().to_string(),
+                .enumerate()
+                .map(|(i, e)| NewEvent {
+                    id: ids.event_id(i),
                     event_type: e.event_type.clone(),
                     data: Bytes::from(e.data.clone()),
                     metadata: self.upcasters.metadata_for(&e.event_type),
-                    correlation_id: correlation_id.clone(),
-                    causation_id: command_id.clone(),
+                    correlation_id: ids.correlation_id.clone(),
+                    causation_id: ids.causation_id.clone(),
                 })
                 .collect(),
         };
         match self.partition.append(append).await {
-            Ok(outcome) => {
+            // Already applied (a retry): the state includes it; nothing changes.
+            Ok(written) if written.duplicate => (Ok(AskOutcome::duplicate(*version)), true),
+            Err(ClusterError::Rejected(Rejection::IdempotencyConflict { .. })) => {
+                (Ok(AskOutcome::duplicate(*version)), true)
+            }
+            Ok(written) => {
                 for e in &events {
                     if let Err(err) = self.actor.apply(state, &e.event_type, &e.data) {
                         return (Err(err.into()), false);
                     }
                 }
                 let before = *version;
-                *version = outcome.last_version;
+                *version = written.last_version;
                 if before / self.snapshot_every != *version / self.snapshot_every {
                     self.snapshot(stream, state, *version);
                 }
-                (
-                    Ok(AskOutcome {
-                        reply,
-                        version: *version,
-                    }),
-                    true,
-                )
+                (Ok(outcome(*version)), true)
             }
             Err(ClusterError::Rejected(r @ Rejection::WrongExpectedVersion { .. })) => {
                 let actor = format!("{}/{}", self.key.actor_type, self.key.id);
@@ -449,6 +486,45 @@ impl ActivationTask {
             }
             Err(e) => (Err(e.into()), false),
         }
+    }
+
+    /// Whether the command with these ids already wrote its events here.
+    async fn already_applied(&self, stream: &str, ids: &CommandIds) -> Result<bool, ClusterError> {
+        let first_id = ids.event_id(0);
+        let stream = stream.to_string();
+        self.partition
+            .read_local(move |reader, group| reader.event_version(group, &stream, &first_id))
+            .await
+            .map(|found| found.is_some())
+    }
+
+    /// Replicates, in the background, the snapshots the activation's replay
+    /// crossed, in entries of at most [`SNAPSHOT_ENTRY_BYTES`].
+    fn save_crossed(&self, stream: &str, mut crossed: Vec<(u64, Bytes)>) {
+        if crossed.is_empty() {
+            return;
+        }
+        debug!(snapshots = crossed.len(), "saving the snapshots the replay crossed");
+        let partition = self.partition.clone();
+        let stream = stream.to_string();
+        tokio::spawn(async move {
+            while !crossed.is_empty() {
+                let mut bytes = 0;
+                let take = crossed
+                    .iter()
+                    .take_while(|(_, s)| {
+                        bytes += s.len();
+                        bytes <= SNAPSHOT_ENTRY_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let chunk: Vec<_> = crossed.drain(..take).collect();
+                if let Err(e) = partition.save_actor_snapshots(stream.clone(), chunk).await {
+                    debug!("crossed snapshots not saved: {e}");
+                    return;
+                }
+            }
+        });
     }
 
     /// Replicates a snapshot of the state in the background; a lost snapshot

@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::actor::EventSourced;
+use crate::bus::CommandBus;
+use crate::handler::{EventHandler, HandlerRunner};
 use crate::config::ServeConfig;
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::projection::builtin::{UserAnalytics, UsersByEmail};
@@ -46,6 +48,7 @@ pub struct NodeBuilder {
     tuning: RaftTuning,
     listener: Option<std::net::TcpListener>,
     projections: Vec<Arc<dyn Projection>>,
+    handlers: Vec<Arc<dyn EventHandler>>,
 }
 
 impl NodeBuilder {
@@ -59,6 +62,7 @@ impl NodeBuilder {
             tuning: RaftTuning::default(),
             listener: None,
             projections: vec![Arc::new(UserAnalytics), Arc::new(UsersByEmail)],
+            handlers: Vec::new(),
         }
     }
 
@@ -84,6 +88,13 @@ impl NodeBuilder {
     /// Adds a user-defined projection, queryable by its name.
     pub fn projection<P: Projection>(mut self, projection: P) -> NodeBuilder {
         self.projections.push(Arc::new(projection));
+        self
+    }
+
+    /// Adds an event handler: it reacts to committed events by sending
+    /// commands to actors (see [`crate::handler`]).
+    pub fn event_handler<H: EventHandler>(mut self, handler: H) -> NodeBuilder {
+        self.handlers.push(Arc::new(handler));
         self
     }
 
@@ -120,8 +131,10 @@ impl NodeBuilder {
             transport,
             tuning,
             projections,
+            handlers,
             listener,
         } = self;
+        check_handler_names(&handlers)?;
         check_config(&config)?;
         let listener = match listener {
             Some(listener) => {
@@ -176,6 +189,8 @@ impl NodeBuilder {
             },
         );
         let projections = ProjectionRunner::start(node.clone(), projections, upcasters.clone())?;
+        let bus = CommandBus::new(node.clone(), runtime.clone());
+        let handlers = HandlerRunner::start(node.clone(), handlers, bus.clone(), upcasters.clone());
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -214,11 +229,25 @@ impl NodeBuilder {
             addr: local_addr,
             node,
             runtime,
+            bus,
             projections,
+            handlers,
             stop: Some(stop_tx),
             server: Some(server),
         })
     }
+}
+
+fn check_handler_names(handlers: &[Arc<dyn EventHandler>]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for h in handlers {
+        anyhow::ensure!(
+            seen.insert(h.name()),
+            "two event handlers are named `{}`: names key their checkpoints, so make them unique",
+            h.name()
+        );
+    }
+    Ok(())
 }
 
 fn check_config(config: &ServeConfig) -> anyhow::Result<()> {
@@ -238,7 +267,9 @@ pub struct RunningNode {
     addr: SocketAddr,
     node: Arc<ClusterNode>,
     runtime: ActorRuntime,
+    bus: CommandBus,
     projections: ProjectionRunner,
+    handlers: HandlerRunner,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -259,6 +290,12 @@ impl RunningNode {
         &self.runtime
     }
 
+    /// The command bus: send commands to any actor of the cluster from this
+    /// process (routed to its partition's leader).
+    pub fn command_bus(&self) -> &CommandBus {
+        &self.bus
+    }
+
     /// Stops in order: stop accepting calls, drop activations, stop the Raft
     /// groups; the store closes when the last reference goes.
     pub async fn shutdown(mut self) {
@@ -268,6 +305,7 @@ impl RunningNode {
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         }
+        self.handlers.shutdown();
         self.runtime.shutdown();
         self.projections.shutdown();
         self.node.shutdown().await;

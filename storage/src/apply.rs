@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -250,20 +251,11 @@ impl<'a> Applier<'a> {
                 version,
                 state,
             } => {
-                match keys::actor_snapshot(self.group, &stream, version) {
-                    Ok(k) => {
-                        self.put(k, state.to_vec());
-                        // A newer snapshot may free older events for purging.
-                        self.trim_stored(&stream)?;
-                    }
-                    Err(keys::StreamTooLong) => {
-                        tracing::warn!(
-                            group = self.group,
-                            len = stream.len(),
-                            "actor snapshot of an over-long stream id dropped"
-                        );
-                    }
-                }
+                self.save_actor_snapshots(&stream, [(version, state)])?;
+                CommandResult::SnapshotSaved
+            }
+            Command::SaveActorSnapshots { stream, snapshots } => {
+                self.save_actor_snapshots(&stream, snapshots)?;
                 CommandResult::SnapshotSaved
             }
             Command::MetaPut { key, value } => {
@@ -282,6 +274,29 @@ impl<'a> Applier<'a> {
                 timestamp_ms,
             )?),
         })
+    }
+
+    /// Stores actor snapshots of `stream`; a newer snapshot may free older
+    /// events for purging.
+    fn save_actor_snapshots(
+        &mut self,
+        stream: &str,
+        snapshots: impl IntoIterator<Item = (u64, Bytes)>,
+    ) -> Result<(), Error> {
+        for (version, state) in snapshots {
+            match keys::actor_snapshot(self.group, stream, version) {
+                Ok(k) => self.put(k, state.to_vec()),
+                Err(keys::StreamTooLong) => {
+                    tracing::warn!(
+                        group = self.group,
+                        len = stream.len(),
+                        "actor snapshot of an over-long stream id dropped"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        self.trim_stored(stream)
     }
 
     /// Trims a stream whose info is stored, with the partition's last

@@ -118,6 +118,15 @@ pub enum Command {
         /// `max_age_ms` when this entry purges (never a replica's own clock).
         timestamp_ms: i64,
     },
+    /// Store several of an actor's states at once (the snapshots a long
+    /// replay crossed). Added last so the encoding of the other variants is
+    /// unchanged.
+    SaveActorSnapshots {
+        /// The actor's stream.
+        stream: String,
+        /// `(version, state)` pairs.
+        snapshots: Vec<(u64, Bytes)>,
+    },
 }
 
 /// Where an accepted append landed.

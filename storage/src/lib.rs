@@ -50,5 +50,5 @@ pub use projection_store::ProjectionChanges;
 pub use reader::Reader;
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachine;
-pub use store::Store;
+pub use store::{Compacted, Store};
 pub use type_config::{NodeId, TypeConfig};

@@ -41,6 +41,21 @@ impl Reader {
             .transpose()
     }
 
+    /// The version at which event `id` was written to `stream`, if it was
+    /// (and its index entry was not purged with it).
+    pub fn event_version(
+        &self,
+        group: GroupId,
+        stream: &str,
+        id: &str,
+    ) -> Result<Option<u64>, Error> {
+        let key = keys::event_id(group, stream, id).map_err(too_long(stream))?;
+        View::new(&self.store)
+            .get(CF_SM, &key)?
+            .map(|b| crate::error::decode_u64("event-id index", &b))
+            .transpose()
+    }
+
     /// Events of `stream` with version `>= from_version` (0 is treated as 1),
     /// at most `limit` of them, in version order. Events from before a soft
     /// delete are never returned, nor those beyond the stream's `max-count`

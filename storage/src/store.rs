@@ -28,6 +28,17 @@ pub(crate) const CF_NODE: &str = "node";
 /// Column family of node-local projection read models and checkpoints.
 pub(crate) const CF_PROJ: &str = "proj";
 
+const ALL_CFS: [&str; 5] = [CF_LOG, CF_SM, CF_SNAP, CF_NODE, CF_PROJ];
+
+/// What [`Store::compact`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// Bytes of SST files before the flush and compaction.
+    pub sst_bytes_before: u64,
+    /// Bytes of SST files after.
+    pub sst_bytes_after: u64,
+}
+
 /// The node's one RocksDB, holding the Raft log and the state machine of every
 /// group on the node (the `keys` module documents the layout).
 ///
@@ -198,6 +209,34 @@ impl Store {
                 handles: weak.strong_count(),
             }),
         }
+    }
+
+    /// Flushes every column family's memtable and compacts it fully, so that
+    /// purged and overwritten data leaves the disk. Blocks (run it off the
+    /// async workers); returns the bytes of SST files before and after.
+    pub fn compact(&self) -> Result<Compacted, Error> {
+        let db = self.db();
+        let sst_bytes = || -> Result<u64, Error> {
+            let mut total = 0;
+            for name in ALL_CFS {
+                total += db
+                    .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")?
+                    .unwrap_or(0);
+            }
+            Ok(total)
+        };
+        let before = sst_bytes()?;
+        for name in ALL_CFS {
+            let cf = self.cf(name);
+            db.flush_cf(cf)?;
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(Compacted {
+            sst_bytes_before: before,
+            sst_bytes_after: sst_bytes()?,
+        })
     }
 
     /// The directory the database lives in.

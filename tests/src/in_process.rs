@@ -22,6 +22,7 @@ pub struct TestCluster {
     partitions: u32,
     tuning: RaftTuning,
     configure: fn(&mut ServeConfig),
+    customize: fn(NodeBuilder) -> NodeBuilder,
 }
 
 /// Raft timing for tests: quick elections, and compaction after `snapshot_after` entries.
@@ -49,6 +50,18 @@ impl TestCluster {
         tuning: RaftTuning,
         configure: fn(&mut ServeConfig),
     ) -> TestCluster {
+        TestCluster::start_custom(n, partitions, tuning, configure, |b| b).await
+    }
+
+    /// Like [`TestCluster::start_with`], with `customize` applied to every
+    /// node's builder (to register actor types, projections, event handlers).
+    pub async fn start_custom(
+        n: u64,
+        partitions: u32,
+        tuning: RaftTuning,
+        configure: fn(&mut ServeConfig),
+        customize: fn(NodeBuilder) -> NodeBuilder,
+    ) -> TestCluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
             let listener =
@@ -69,6 +82,7 @@ impl TestCluster {
             partitions,
             tuning,
             configure,
+            customize,
         };
         let starts: Vec<_> = listeners
             .into_iter()
@@ -90,9 +104,10 @@ impl TestCluster {
         (self.configure)(&mut config);
         let dispatcher = RaftDispatcher::default();
         self.network.attach(id, dispatcher.clone());
-        NodeBuilder::new(config)
+        let builder = NodeBuilder::new(config)
             .raft_tuning(self.tuning.clone())
-            .raft_transport(self.network.transport(id), dispatcher)
+            .raft_transport(self.network.transport(id), dispatcher);
+        (self.customize)(builder)
     }
 
     /// The in-process network, to cut and heal links.

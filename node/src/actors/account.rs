@@ -21,6 +21,9 @@ pub enum AccountCommand {
     Open,
     Deposit { amount: f64 },
     Withdraw { amount: f64 },
+    /// Answers `{balance, open}` and records nothing (a read through the
+    /// actor: one turn, no write).
+    Balance,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,12 @@ impl EventSourced for AccountActor {
         command: AccountCommand,
     ) -> Result<Decision<AccountEvent>, Rejected> {
         let event = match command {
+            AccountCommand::Balance => {
+                return Ok(Decision::emit(
+                    Vec::new(),
+                    json!({ "balance": state.balance, "open": state.open }),
+                ));
+            }
             AccountCommand::Open if state.open => {
                 return Err(Rejected(format!("account `{id}` is already open")));
             }

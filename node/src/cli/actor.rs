@@ -1,6 +1,6 @@
 //! `cairn actor ask|state`.
 
-use cairn_client::StateAt;
+use cairn_client::{AskIds, StateAt};
 use clap::{Args, Subcommand};
 
 use super::{ServerArgs, output, parse};
@@ -26,9 +26,13 @@ pub enum ActorCommand {
         /// The command: a JSON object with a "type", e.g. '{"type":"DEPOSIT","amount":10}'.
         #[arg(value_name = "JSON_COMMAND")]
         command: String,
-        /// Correlation id for the events the command produces [default: a new one].
+        /// Correlation id for the events the command produces [default: the command id].
         #[arg(long, value_name = "ID")]
         correlation_id: Option<String>,
+        /// The command's id: sending it again with the same id does not apply
+        /// it twice (the reply then says "duplicate": true) [default: a new UUIDv7].
+        #[arg(long, value_name = "ID")]
+        command_id: Option<String>,
     },
     /// Print an actor's state: the current one, or as of a time or version.
     State {
@@ -53,13 +57,15 @@ pub async fn run(args: ActorArgs) -> anyhow::Result<()> {
             id,
             command,
             correlation_id,
+            command_id,
         } => {
             let command = parse::command(&command)?;
             let client = args.server.client().await?;
-            let correlation_id = correlation_id.unwrap_or_default();
-            let result = client
-                .ask_with_correlation(&actor_type, &id, &command, &correlation_id)
-                .await?;
+            let ids = AskIds {
+                command_id: command_id.unwrap_or_default(),
+                correlation_id: correlation_id.unwrap_or_default(),
+            };
+            let result = client.ask_with(&actor_type, &id, &command, ids).await?;
             output::json(&result)
         }
         ActorCommand::State {

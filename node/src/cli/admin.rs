@@ -1,4 +1,4 @@
-//! `cairn admin status`.
+//! `cairn admin status|compact`.
 
 use clap::{Args, Subcommand};
 
@@ -17,6 +17,10 @@ pub enum AdminCommand {
     /// Print the cluster as the node reached sees it: nodes, partitions,
     /// leaders, replicas and their lag.
     Status,
+    /// Flush and fully compact the RocksDB of every node in --server (one
+    /// after another), so deleted and purged events leave the disk; prints
+    /// each node's SST bytes before and after.
+    Compact,
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -24,6 +28,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Status => {
             let status = args.server.client().await?.status().await?;
             output::json(&status)
+        }
+        AdminCommand::Compact => {
+            let compacted = args.server.client().await?.compact().await?;
+            output::json(&compacted)
         }
     }
 }

@@ -2,9 +2,13 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use cairn_node::ServeConfig;
-use cairn_node::config::{DEFAULT_PARTITIONS, DEFAULT_REPLICATION, DEFAULT_SNAPSHOT_EVERY};
+use cairn_node::config::{
+    DEFAULT_MAX_ACTIVATIONS, DEFAULT_PARTITIONS, DEFAULT_PASSIVATE_AFTER, DEFAULT_REPLICATION,
+    DEFAULT_SNAPSHOT_EVERY,
+};
 use clap::Args;
 
 use super::parse::{self, UsageError};
@@ -41,6 +45,12 @@ pub struct ServeArgs {
     /// Snapshot an actor's state every this many of its events.
     #[arg(long, default_value_t = DEFAULT_SNAPSHOT_EVERY, value_name = "EVENTS")]
     pub snapshot_every: u64,
+    /// Passivate an actor after this many seconds without a call.
+    #[arg(long, default_value_t = DEFAULT_PASSIVATE_AFTER.as_secs_f64(), value_name = "SECONDS")]
+    pub passivate_after: f64,
+    /// Hold at most this many activations; the least recently used go first.
+    #[arg(long, default_value_t = DEFAULT_MAX_ACTIVATIONS, value_name = "N")]
+    pub max_activations: usize,
 }
 
 impl ServeArgs {
@@ -100,6 +110,17 @@ impl ServeArgs {
                 "invalid --snapshot-every 0: use a number of events >= 1".into(),
             ));
         }
+        if !(self.passivate_after.is_finite() && self.passivate_after > 0.0) {
+            return Err(UsageError(format!(
+                "invalid --passivate-after {}: use a number of seconds > 0, e.g. 300",
+                self.passivate_after
+            )));
+        }
+        if self.max_activations == 0 {
+            return Err(UsageError(
+                "invalid --max-activations 0: use a number >= 1".into(),
+            ));
+        }
         let mut config = ServeConfig::single(&listen, self.data_dir.clone());
         config.node_id = self.id;
         config.advertise = advertise;
@@ -107,6 +128,8 @@ impl ServeArgs {
         config.partitions = self.partitions;
         config.replication = self.replication;
         config.snapshot_every = self.snapshot_every;
+        config.passivate_after = Duration::from_secs_f64(self.passivate_after);
+        config.max_activations = self.max_activations;
         Ok(config)
     }
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::error::NodeError;
 use crate::limits::InvalidInput;
 use crate::replay::StateAt;
+use crate::ids::CommandIds;
 use crate::runtime::ActorRuntime;
 use crate::service::route::{Route, route};
 
@@ -28,11 +29,11 @@ impl ActorGrpcService {
 
     fn route_actor(&self, actor_type: &str, id: &str, forwarded: bool) -> Result<Route, Status> {
         let (key, _) = self.runtime.resolve(actor_type, id)?;
-        route(
+        Ok(route(
             &self.node,
             self.node.topology().partition_of(&key.stream()),
             forwarded,
-        )
+        )?)
     }
 }
 
@@ -48,13 +49,18 @@ impl ActorService for ActorGrpcService {
                         &request.actor_type,
                         &request.actor_id,
                         request.command,
-                        request.correlation_id,
+                        CommandIds {
+                            command_id: request.command_id,
+                            correlation_id: request.correlation_id,
+                            causation_id: request.causation_id,
+                        },
                     )
                     .await?;
                 let reply = serde_json::to_vec(&outcome.reply).expect("JSON values serialize");
                 Ok(Response::new(AskReply {
                     reply: reply.into(),
                     version: outcome.version,
+                    duplicate: outcome.duplicate,
                 }))
             }
             Route::Forward(channel) => {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use cairn_cluster::ClusterNode;
 use cairn_proto::v1::admin_service_server::AdminService;
-use cairn_proto::v1::{GroupStatus, NodeStatus, ReplicaLag, StatusReply, StatusRequest};
+use cairn_proto::v1::{
+    CompactReply, CompactRequest, GroupStatus, NodeStatus, ReplicaLag, StatusReply, StatusRequest,
+};
 use cairn_storage::{GroupId, META_GROUP, NodeId};
 use openraft::{BasicNode, RaftMetrics};
 use tonic::{Request, Response, Status};
@@ -55,6 +57,22 @@ impl AdminService for AdminGrpcService {
             partitions: (0..topology.partitions).map(group).collect(),
             metadata: Some(group(META_GROUP)),
             partition_count: topology.partitions,
+        }))
+    }
+
+    async fn compact(
+        &self,
+        _request: Request<CompactRequest>,
+    ) -> Result<Response<CompactReply>, Status> {
+        let store = self.node.store().clone();
+        let compacted = tokio::task::spawn_blocking(move || store.compact())
+            .await
+            .map_err(|e| Status::internal(format!("compaction task: {e}")))?
+            .map_err(|e| Status::internal(format!("compaction failed: {e}")))?;
+        Ok(Response::new(CompactReply {
+            node_id: self.node.node_id(),
+            sst_bytes_before: compacted.sst_bytes_before,
+            sst_bytes_after: compacted.sst_bytes_after,
         }))
     }
 }

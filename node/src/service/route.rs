@@ -3,7 +3,6 @@
 
 use cairn_cluster::{ClusterError, ClusterNode, Partition};
 use cairn_storage::GroupId;
-use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::error::NodeError;
@@ -18,30 +17,32 @@ pub enum Route {
 }
 
 /// Routes a call for `group`. A call that was already forwarded is never
-/// forwarded again: it fails as unavailable and the client retries.
-pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Route, Status> {
+/// forwarded again: it fails as unavailable and the caller retries.
+pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Route, NodeError> {
     let me = node.node_id();
     if let Some(partition) = node.partition(group).filter(|p| p.leader() == Some(me)) {
         return Ok(Route::Local(partition.clone()));
     }
     let leader = node.leader_of(group);
     if forwarded {
-        return Err(NodeError::from(ClusterError::NotLeader { group, leader }).into());
+        return Err(ClusterError::NotLeader { group, leader }.into());
     }
-    let target = match leader {
-        Some((id, addr)) if id != me => addr,
+    let (target, address) = match leader {
+        Some((id, addr)) if id != me => (id, addr),
         _ if node.partition(group).is_none() => node
             .topology()
             .replicas(group)
             .iter()
-            .filter_map(|id| node.topology().address(*id))
-            .next()
-            .ok_or_else(|| Status::from(NodeError::from(ClusterError::NoLeader { group })))?
-            .to_string(),
-        _ => return Err(NodeError::from(ClusterError::NoLeader { group }).into()),
+            .find_map(|id| Some((*id, node.topology().address(*id)?.to_string())))
+            .ok_or(ClusterError::NoLeader { group })?,
+        _ => return Err(ClusterError::NoLeader { group }.into()),
     };
-    let channel = node.channels().get(&target).map_err(|e| {
-        Status::unavailable(format!("leader of partition {group} at {target}: {e}"))
-    })?;
+    let channel = node
+        .channels()
+        .get(&address)
+        .map_err(|e| ClusterError::Transport {
+            node: target,
+            message: format!("leader of partition {group} at {address}: {e}"),
+        })?;
     Ok(Route::Forward(channel))
 }

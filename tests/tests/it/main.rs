@@ -2,8 +2,10 @@
 //! harnesses).
 
 mod bad_input;
+mod commands;
 mod in_process;
 mod process_cluster;
 mod projections;
 mod read_all;
 mod retention;
+mod snapshots;
