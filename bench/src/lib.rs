@@ -75,6 +75,19 @@ pub fn payload() -> serde_json::Value {
     serde_json::json!({ "p": "x".repeat(PAYLOAD_BYTES - 8) })
 }
 
+/// A payload of the same shape and size as [`payload`] whose string is 192
+/// random lowercase letters, different for every call: what compression
+/// can do with it is about what it can do with real data (less, if
+/// anything), where the `x…` of [`payload`] would compress to nothing.
+pub fn random_payload() -> serde_json::Value {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let letters: String = (0..PAYLOAD_BYTES - 8)
+        .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+        .collect();
+    serde_json::json!({ "p": letters })
+}
+
 /// Size in bytes of [`payload`] once serialized.
 pub const PAYLOAD_BYTES: usize = 200;
 
@@ -83,8 +96,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payload_is_200_bytes_of_json() {
-        let bytes = serde_json::to_vec(&payload()).expect("a JSON value serializes");
-        assert_eq!(bytes.len(), PAYLOAD_BYTES);
+    fn payloads_are_200_bytes_of_json() {
+        for payload in [payload(), random_payload()] {
+            let bytes = serde_json::to_vec(&payload).expect("a JSON value serializes");
+            assert_eq!(bytes.len(), PAYLOAD_BYTES);
+        }
+        assert_ne!(random_payload(), random_payload());
     }
 }

@@ -151,10 +151,10 @@ mod tests {
         let batch = PgAppend::new(&server, 2, 100, "b")
             .await
             .expect("connections");
-        let m = crate::measure(Arc::new(batch), spec(2))
+        let batches = crate::measure(Arc::new(batch), spec(2))
             .await
             .expect("runs");
-        assert!(m.ops > 0 && m.errors == 0, "{m:?}");
+        assert!(batches.ops > 0 && batches.errors == 0, "{batches:?}");
         let hot = PgHotStream::new(&server, 4, "h")
             .await
             .expect("connections");

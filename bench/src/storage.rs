@@ -10,7 +10,7 @@ use cairn_client::EventData;
 use crate::bulk::append_events;
 use crate::harness::Sizes;
 use crate::wait::wait_for;
-use crate::{CairnCluster, Fact, Facts, payload};
+use crate::{CairnCluster, Fact, Facts, random_payload};
 
 /// Events per append (and per stream).
 const BATCH: u64 = 100;
@@ -28,9 +28,8 @@ pub async fn run(cairn_bin: &Path, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
 async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Vec<Fact>> {
     let events = sizes.storage_events;
     let client = cluster.client_all().await?;
-    let data = payload();
     let stream = |index| format!("storage-{index}");
-    let event = move || EventData::new("BenchEvent", data.clone());
+    let event = || EventData::new("BenchEvent", random_payload());
     append_events(&client, events, BATCH, stream, event).await?;
     let c: &CairnCluster = cluster;
     wait_for(
@@ -54,7 +53,8 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     }
     let per_event = |bytes: u64| bytes as f64 / cluster.ids().count() as f64 / events as f64;
     let mut facts = Facts::new("storage");
-    let what = format!("data dirs after compaction / 3 / {events} events of 200 B JSON");
+    let what =
+        format!("data dirs after compaction / 3 / {events} events of 200 B JSON (random letters)");
     facts.record(
         what,
         per_event(total),
