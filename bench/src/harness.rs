@@ -63,7 +63,16 @@ const SMOKE: Scale = Scale {
     concurrency: &[4],
     duration: Duration::from_secs(1),
     warmup: Duration::from_millis(200),
-    sizes: QUICK_SIZES,
+    sizes: Sizes {
+        replay_events: 1_000,
+        big_events: 3_000,
+        temporal_queries: 5,
+        warm_activations: 5,
+        failover_writers: 4,
+        catch_up_events: 1_000,
+        storage_events: 1_000,
+        projection_writers: 8,
+    },
 };
 
 /// The sizes of the workloads that are not a concurrency sweep.
@@ -184,7 +193,7 @@ pub struct RunOptions {
     /// 2 s per point, 1 and 16 workers, small activation/failover/storage sizes.
     pub quick: bool,
     /// What CI runs: every workload at its smallest (4 workers, 1 s per
-    /// point, the quick sizes); fails if any operation failed.
+    /// point, a few thousand events); fails if any operation failed.
     pub smoke: bool,
     /// The measured window per point, instead of the scale's.
     pub duration: Option<Duration>,

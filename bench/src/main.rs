@@ -32,8 +32,8 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// What CI runs: every workload at its smallest (4 workers, 1 s per
-    /// point, the --quick sizes). Never judges a number; fails only if an
-    /// operation failed.
+    /// point, a few thousand events). Never judges a number; fails only if
+    /// an operation failed.
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
     /// Measured seconds per point [default: 10; 2 with --quick; 1 with --smoke].
