@@ -107,15 +107,7 @@ impl Upcasters {
             event_type: event_type.to_string(),
             message,
         };
-        let mut meta: Value = if metadata.is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(metadata).map_err(|e| malformed(format!("metadata: {e}")))?
-        };
-        let version = meta
-            .get("schema_version")
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
+        let version = schema_version(metadata).map_err(malformed)?;
         if version > known {
             return Err(UpcastError::TooNew {
                 event_id: event_id.to_string(),
@@ -127,6 +119,11 @@ impl Upcasters {
         if version == known {
             return Ok(());
         }
+        let mut meta: Value = if metadata.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(metadata).map_err(|e| malformed(format!("metadata: {e}")))?
+        };
         let chain = &self.chains[event_type];
         let mut value: Value =
             serde_json::from_slice(data).map_err(|e| malformed(format!("data: {e}")))?;
@@ -147,6 +144,25 @@ impl Upcasters {
             r#"{{"schema_version":{}}}"#,
             self.current_version(event_type)
         ))
+    }
+}
+
+/// The `schema_version` in an event's metadata (1 when absent), read
+/// without building the whole metadata: replay reads millions of these.
+fn schema_version(metadata: &[u8]) -> Result<u64, String> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        schema_version: Option<Value>,
+    }
+    if metadata.is_empty() {
+        return Ok(1);
+    }
+    match serde_json::from_slice::<Versioned>(metadata) {
+        Ok(m) => Ok(m.schema_version.as_ref().and_then(Value::as_u64).unwrap_or(1)),
+        // Not an object: no version in it, as long as it is JSON at all.
+        Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(metadata)
+            .map(|_| 1)
+            .map_err(|e| format!("metadata: {e}")),
     }
 }
 
