@@ -26,6 +26,8 @@ const SNAPSHOT_EVERY: u64 = 100;
 /// The actor without snapshots, and the long one.
 const REPLAY_ID: &str = "replay";
 const BIG_ID: &str = "big";
+/// Timeout of a timed call: a cold replay of 1M events may take a while.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the replicas may take to apply the snapshots the first
 /// activation of the long stream saved.
 const SNAPSHOTS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -142,7 +144,7 @@ async fn write_account(client: &Client, id: &str, events: u64) -> anyhow::Result
 /// connection already open.
 async fn leader_client(cluster: &CairnCluster, id: &str) -> anyhow::Result<Client> {
     let leader = cluster.leader_of(&format!("account-{id}")).await?;
-    let client = cluster.client(leader).await?;
+    let client = cluster.client(leader).await?.with_timeout(CALL_TIMEOUT);
     client.status().await?;
     Ok(client)
 }
