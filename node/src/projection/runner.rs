@@ -9,7 +9,7 @@ use cairn_cluster::{ClusterError, ClusterNode, Partition, now_ms};
 use cairn_storage::{GroupId, Store};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
 
@@ -21,6 +21,9 @@ use crate::upcast::Upcasters;
 const BATCH: usize = 1000;
 /// How long a query waits for a read model to catch up with the partition.
 const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long a caught-up fold waits after new entries are applied, to take
+/// the entries that follow in the same batch.
+const LINGER: Duration = Duration::from_millis(20);
 /// Pause after a failed batch before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -32,6 +35,8 @@ struct Slot {
     lock: Arc<Mutex<()>>,
     /// The checkpoint after the last committed batch.
     checkpoint: watch::Sender<u64>,
+    /// A query is waiting for this read model: fold now, without lingering.
+    wanted: Arc<Notify>,
 }
 
 /// Where a projection stands on one partition of this node.
@@ -83,6 +88,7 @@ impl ProjectionRunner {
                     partition: partition.clone(),
                     lock: Arc::default(),
                     checkpoint: watch::Sender::new(checkpoint),
+                    wanted: Arc::default(),
                 };
                 slots.insert((projection.name(), group), slot);
             }
@@ -152,10 +158,19 @@ impl ProjectionRunner {
                 }
                 Err(_) => return,
             }
-            // Caught up: wait for the partition to apply more.
+            // Caught up: wait for the partition to apply more, then linger a
+            // little so that a busy partition is folded in batches rather
+            // than once per Raft entry (each fold is a scan and a write),
+            // unless a query is waiting for this model.
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
+                _ = slot.wanted.notified() => continue,
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = slot.wanted.notified() => {}
             }
         }
     }
@@ -181,6 +196,9 @@ impl ProjectionRunner {
             .read_local(|reader, group| reader.last_position(group))
             .await?;
         let mut checkpoint = slot.checkpoint.subscribe();
+        if *checkpoint.borrow() < target {
+            slot.wanted.notify_one();
+        }
         tokio::time::timeout(CATCH_UP, checkpoint.wait_for(|c| *c >= target))
             .await
             .map_err(|_| NodeError::ProjectionBehind {
