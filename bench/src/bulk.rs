@@ -12,11 +12,14 @@ use tokio::time::Instant;
 
 /// Appends in flight at once in [`append_events`].
 pub const WRITERS: usize = 4;
+/// Timeout of one append, its retries included (appends are idempotent):
+/// a node busy with a long stream may take its time.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Appends `total` events made by `event`, `per_append` in each append
 /// (expected version `any`), the `i`-th append to stream `stream(i)`,
-/// [`WRITERS`] appends at a time, through `client`; returns how long they
-/// took. Appends to one stream may land in any order.
+/// [`WRITERS`] appends at a time, through `client` (with a long timeout);
+/// returns how long they took. Appends to one stream may land in any order.
 pub async fn append_events(
     client: &Client,
     total: u64,
@@ -36,7 +39,8 @@ pub async fn append_events(
     let started = Instant::now();
     let mut writers = JoinSet::new();
     for _ in 0..WRITERS {
-        let (client, make, next) = (client.clone(), Arc::clone(&make), Arc::clone(&next));
+        let client = client.clone().with_timeout(APPEND_TIMEOUT);
+        let (make, next) = (Arc::clone(&make), Arc::clone(&next));
         writers.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);

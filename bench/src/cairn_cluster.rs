@@ -118,16 +118,30 @@ impl CairnCluster {
     }
 
     /// The node leading the partition of `stream` (which must exist).
+    /// Retried until known: right after a restart a node may still fail a
+    /// call it forwards.
     pub async fn leader_of(&self, stream: &str) -> anyhow::Result<u64> {
-        let client = self.client_all().await?;
-        let partition = client.info(stream).await?.partition;
-        let status = client.status().await?;
-        status
-            .partitions
-            .iter()
-            .find(|p| p.id == partition)
-            .and_then(|p| p.leader)
-            .with_context(|| format!("partition {partition} of {stream} has no leader"))
+        let client = self.client_all().await?.with_timeout(STATUS_TIMEOUT);
+        let what = format!("the leader of {stream}'s partition is known");
+        wait_for(&what, READY_TIMEOUT, POLL, || {
+            let client = &client;
+            async move {
+                let partition = match client.info(stream).await {
+                    Ok(info) => info.partition,
+                    Err(e) => return Ok(Err(format!("info: {e}"))),
+                };
+                Ok(match client.status().await {
+                    Ok(status) => status
+                        .partitions
+                        .iter()
+                        .find(|p| p.id == partition)
+                        .and_then(|p| p.leader)
+                        .ok_or_else(|| format!("partition {partition} has no leader")),
+                    Err(e) => Err(format!("status: {e}")),
+                })
+            }
+        })
+        .await
     }
 
     /// Whether every replica of every partition has applied all of its
