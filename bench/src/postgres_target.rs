@@ -139,7 +139,6 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    #[ignore = "needs PostgreSQL (installed with apt-get if missing)"]
     async fn appends_batches_and_hot_inserts_write_one_row_per_event() {
         let bin_dir = ensure_postgres(None).await.expect("PostgreSQL");
         let server = PostgresServer::start(&bin_dir).await.expect("a server");

@@ -28,8 +28,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a TCP connection to one server before trying the next.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after every server has failed once; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Largest reply accepted (a page of events can be big).
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -559,6 +559,9 @@ fn admin(channel: Channel) -> AdminServiceClient<Channel> {
 /// underlying error as the status's source only in the former case.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
+        // A connection that broke mid-call (the server restarted) can come
+        // back as a bare `Unknown: transport error`.
+        || (status.code() == tonic::Code::Unknown && status.message().contains("transport error"))
 }
 
 /// The innermost cause of a transport failure, e.g. "connection refused".

@@ -99,7 +99,11 @@ impl ClusterNode {
                     config.tuning.snapshot_after_entries,
                 ),
                 max_in_snapshot_log_to_keep: config.tuning.keep_entries_after_snapshot,
-                max_payload_entries: 256,
+                // With entries of up to ~1 MiB, one AppendEntries carries at
+                // most ~64 MiB, well inside the Raft RPC deadline even on a
+                // slow machine (256 entries of 4 MiB once stalled a partition
+                // behind RPCs that always timed out).
+                max_payload_entries: 64,
                 ..Default::default()
             }
             .validate()

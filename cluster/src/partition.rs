@@ -19,7 +19,7 @@ use crate::error::ClusterError;
 /// Most appends group-committed into one Raft entry.
 const MAX_APPENDS_PER_ENTRY: usize = 2048;
 /// Most payload bytes group-committed into one Raft entry.
-const MAX_BYTES_PER_ENTRY: usize = 4 << 20;
+const MAX_BYTES_PER_ENTRY: usize = 1 << 20;
 /// Most entries proposed and not yet applied; beyond it appends queue up and
 /// form bigger entries.
 const MAX_ENTRIES_IN_FLIGHT: usize = 16;
