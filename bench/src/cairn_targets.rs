@@ -1,6 +1,6 @@
 //! The Cairn workloads: [`CairnAppend`] (single events or batches to
 //! distinct streams), [`CairnHotStream`] (one stream, exact expected
-//! versions), [`CairnAsk`] (`DEPOSIT` to `account` actors) and
+//! versions), [`CairnAsk`] (`BALANCE` to `account` actors) and
 //! [`CairnUserAsk`] (`LOGIN` and `UPDATE_USER` to `user` actors).
 
 use anyhow::Context;
@@ -77,13 +77,15 @@ impl Target for CairnAppend {
     }
 }
 
-/// `DEPOSIT {amount: 1}` asks, each worker to its own `account` actor
-/// (`<prefix>-<worker>`, opened in [`Target::prepare`]). Every ask is a turn
-/// that appends one event and replies once it is committed.
+/// `BALANCE` asks, each worker to its own active `account` actor
+/// (`<prefix>-<worker>`, opened in [`Target::prepare`]): issue 4's "pure
+/// routing + turn", a turn that records nothing. Through one node, the
+/// clients do not route to partition leaders, so that node forwards what it
+/// does not lead.
 pub struct CairnAsk {
     clients: Vec<Client>,
     prefix: String,
-    deposit: Value,
+    command: Value,
     spread: bool,
 }
 
@@ -95,10 +97,14 @@ impl CairnAsk {
         concurrency: usize,
         prefix: &str,
     ) -> anyhow::Result<CairnAsk> {
+        let clients = client_pool(servers, concurrency).await?;
         Ok(CairnAsk {
-            clients: client_pool(servers, concurrency).await?,
+            clients: clients
+                .into_iter()
+                .map(Client::without_leader_routing)
+                .collect(),
             prefix: prefix.to_string(),
-            deposit: json!({ "type": "DEPOSIT", "amount": 1 }),
+            command: json!({ "type": "BALANCE" }),
             spread: false,
         })
     }
@@ -114,7 +120,7 @@ impl CairnAsk {
         Ok(CairnAsk {
             clients: pool_of(servers, connections).await?,
             prefix: prefix.to_string(),
-            deposit: json!({ "type": "DEPOSIT", "amount": 1 }),
+            command: json!({ "type": "BALANCE" }),
             spread: true,
         })
     }
@@ -144,9 +150,9 @@ impl Target for CairnAsk {
     async fn op(&self, worker: usize, seq: u64) -> anyhow::Result<()> {
         let (client, id) = self.account(worker, seq);
         client
-            .ask("account", &id, &self.deposit)
+            .ask("account", &id, &self.command)
             .await
-            .with_context(|| format!("depositing to account {id}"))?;
+            .with_context(|| format!("asking account {id} for its balance"))?;
         Ok(())
     }
 }

@@ -109,7 +109,8 @@ pub enum Workload {
     /// Appends of 100 events of 200 bytes, each to a new stream
     /// (PostgreSQL: 100 rows in one statement).
     Batch,
-    /// `DEPOSIT` asks to `account` actors, one per worker, all through node 1.
+    /// `BALANCE` asks (a turn that records nothing) to active `account`
+    /// actors, one per worker, all through node 1.
     Ask,
     /// The same asks, each worker's calls spread over all three nodes.
     AskSpread,
@@ -157,8 +158,8 @@ impl Workload {
             Workload::Append => "append 1×200 B (ops/s)",
             Workload::Hot => "hot stream, expected version (appends/s)",
             Workload::Batch => "append 100×200 B (events/s)",
-            Workload::Ask => "ask DEPOSIT, 1 node (asks/s)",
-            Workload::AskSpread => "ask DEPOSIT, 3 nodes (asks/s)",
+            Workload::Ask => "ask BALANCE, 1 node (asks/s)",
+            Workload::AskSpread => "ask BALANCE, 3 nodes (asks/s)",
             _ => "",
         }
     }
