@@ -17,8 +17,8 @@ use crate::routing::Routes;
 use crate::subscription::Position;
 use crate::wire::json_bytes;
 use crate::{
-    AppendResult, AskIds, AskResult, Error, EventData, EventFilter, ExpectedVersion, ReadAll,
-    Compacted, ReadAllResult, ReadResult, RecordedEvent, StateAt, StateResult, Status, StreamInfo,
+    AppendResult, AskIds, AskResult, Compacted, Error, EventData, EventFilter, ExpectedVersion,
+    ReadAll, ReadAllResult, ReadResult, RecordedEvent, StateAt, StateResult, Status, StreamInfo,
     SubscribeTo, Subscription, parse_servers,
 };
 
@@ -441,7 +441,11 @@ impl Client {
                         if is_transport_failure(&status)
                             || status.code() == tonic::Code::Unavailable =>
                     {
-                        tracing::debug!(stream, message = status.message(), "leader route failed; using the server list");
+                        tracing::debug!(
+                            stream,
+                            message = status.message(),
+                            "leader route failed; using the server list"
+                        );
                         routes.invalidate();
                     }
                     Ok(Err(status)) => return Err(Error::from(status)),

@@ -67,7 +67,11 @@ impl Routes {
     }
 
     /// Installs what a status reply says, and releases the refresh claim.
-    pub(crate) fn learn(&self, status: Option<&crate::Status>, endpoint: impl Fn(&str) -> Option<Endpoint>) {
+    pub(crate) fn learn(
+        &self,
+        status: Option<&crate::Status>,
+        endpoint: impl Fn(&str) -> Option<Endpoint>,
+    ) {
         if let Some(status) = status {
             let addresses: HashMap<u64, &str> = status
                 .nodes
@@ -112,8 +116,9 @@ mod tests {
     fn streams_spread_over_every_partition() {
         // (That it equals the cluster's function is tested in cairn-tests,
         // which depends on both.)
-        let spread: std::collections::HashSet<_> =
-            (0..200).map(|i| partition_of(&format!("s-{i}"), 16)).collect();
+        let spread: std::collections::HashSet<_> = (0..200)
+            .map(|i| partition_of(&format!("s-{i}"), 16))
+            .collect();
         assert_eq!(spread.len(), 16);
         assert_eq!(partition_of("anything", 1), 0);
     }

@@ -13,8 +13,8 @@ use cairn_storage::RecordedEvent;
 use serde::Serialize;
 
 use crate::error::NodeError;
-use crate::limits::InvalidInput;
 use crate::ids::CommandIds;
+use crate::limits::InvalidInput;
 use crate::runtime::{ActorRuntime, AskOutcome};
 use crate::service::route::{Route, route};
 
@@ -124,7 +124,9 @@ impl CommandBus {
     }
 
     async fn send_once(&self, command: &ActorCommand) -> Result<AskOutcome, NodeError> {
-        let (key, _) = self.runtime.resolve(&command.actor_type, &command.actor_id)?;
+        let (key, _) = self
+            .runtime
+            .resolve(&command.actor_type, &command.actor_id)?;
         let group = self.node.topology().partition_of(&key.stream());
         match route(&self.node, group, false)? {
             Route::Local(_) => {

@@ -82,7 +82,8 @@ impl HandlerRunner {
                     upcasters: upcasters.clone(),
                     stop: stop.clone(),
                 };
-                let span = tracing::debug_span!("handler", name = handler.name(), partition = group);
+                let span =
+                    tracing::debug_span!("handler", name = handler.name(), partition = group);
                 tokio::spawn(run.run().instrument(span));
             }
         }

@@ -35,10 +35,10 @@ pub mod upcast;
 
 pub use actor::{Decision, EventSourced, Rejected};
 pub use bus::{ActorCommand, CommandBus};
-pub use handler::{EventHandler, HandlerError};
 pub use config::ServeConfig;
 pub use error::NodeError;
-pub use registry::Registry;
+pub use handler::{EventHandler, HandlerError};
 pub use ids::CommandIds;
+pub use registry::Registry;
 pub use runtime::{ActorRuntime, AskOutcome};
 pub use server::{NodeBuilder, RunningNode};

@@ -136,10 +136,7 @@ struct Fold<'a> {
 }
 
 impl Fold<'_> {
-    fn run(
-        &self,
-        max_version: u64,
-    ) -> Result<Result<Activated, NodeError>, cairn_storage::Error> {
+    fn run(&self, max_version: u64) -> Result<Result<Activated, NodeError>, cairn_storage::Error> {
         let actor = self.actor;
         let snapshot = self
             .reader
@@ -169,7 +166,9 @@ impl Fold<'_> {
                     return Ok(Err(e.into()));
                 }
                 version = event.version;
-                let at_interval = self.snapshot_every.is_some_and(|every| version % every == 0);
+                let at_interval = self
+                    .snapshot_every
+                    .is_some_and(|every| version % every == 0);
                 if at_interval && crossed_bytes < CROSSED_BYTES {
                     let bytes = Bytes::from(actor.encode_state(&state));
                     crossed_bytes += bytes.len();

@@ -504,7 +504,10 @@ impl ActivationTask {
         if crossed.is_empty() {
             return;
         }
-        debug!(snapshots = crossed.len(), "saving the snapshots the replay crossed");
+        debug!(
+            snapshots = crossed.len(),
+            "saving the snapshots the replay crossed"
+        );
         let partition = self.partition.clone();
         let stream = stream.to_string();
         tokio::spawn(async move {

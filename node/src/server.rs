@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::actor::EventSourced;
 use crate::bus::CommandBus;
-use crate::handler::{EventHandler, HandlerRunner};
 use crate::config::ServeConfig;
+use crate::handler::{EventHandler, HandlerRunner};
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::projection::builtin::{UserAnalytics, UsersByEmail};
 use crate::projection::{Projection, ProjectionRunner};

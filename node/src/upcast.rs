@@ -158,7 +158,11 @@ fn schema_version(metadata: &[u8]) -> Result<u64, String> {
         return Ok(1);
     }
     match serde_json::from_slice::<Versioned>(metadata) {
-        Ok(m) => Ok(m.schema_version.as_ref().and_then(Value::as_u64).unwrap_or(1)),
+        Ok(m) => Ok(m
+            .schema_version
+            .as_ref()
+            .and_then(Value::as_u64)
+            .unwrap_or(1)),
         // Not an object: no version in it, as long as it is JSON at all.
         Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(metadata)
             .map(|_| 1)

@@ -19,8 +19,12 @@ pub struct AccountState {
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum AccountCommand {
     Open,
-    Deposit { amount: f64 },
-    Withdraw { amount: f64 },
+    Deposit {
+        amount: f64,
+    },
+    Withdraw {
+        amount: f64,
+    },
     /// Answers `{balance, open}` and records nothing (a read through the
     /// actor: one turn, no write).
     Balance,

@@ -10,9 +10,9 @@ use cairn_proto::v1::{AskReply, AskRequest, GetStateReply, GetStateRequest};
 use tonic::{Request, Response, Status};
 
 use crate::error::NodeError;
+use crate::ids::CommandIds;
 use crate::limits::InvalidInput;
 use crate::replay::StateAt;
-use crate::ids::CommandIds;
 use crate::runtime::ActorRuntime;
 use crate::service::route::{Route, route};
 

@@ -49,7 +49,8 @@ fn with_welcome_bonus(builder: NodeBuilder) -> NodeBuilder {
 }
 
 async fn create_user(client: &Client, id: &str, correlation: &str) -> RecordedEvent {
-    let command = json!({"type":"CREATE_USER","userId": id,"name": id,"email": format!("{id}@example.com")});
+    let command =
+        json!({"type":"CREATE_USER","userId": id,"name": id,"email": format!("{id}@example.com")});
     client
         .ask_with(
             "user",
@@ -59,7 +60,10 @@ async fn create_user(client: &Client, id: &str, correlation: &str) -> RecordedEv
         )
         .await
         .unwrap_or_else(|e| panic!("create user {id}: {e}"));
-    let read = client.read(&format!("user-{id}"), 1, 1).await.expect("read");
+    let read = client
+        .read(&format!("user-{id}"), 1, 1)
+        .await
+        .expect("read");
     read.events.into_iter().next().expect("USER_CREATED")
 }
 
@@ -112,7 +116,10 @@ async fn a_handler_reacts_once_to_each_event_with_the_event_as_causation_across_
             "account {id} got exactly one bonus"
         );
         for event in &events {
-            assert_eq!(event.causation_id.as_deref(), Some(user_created.id.as_str()));
+            assert_eq!(
+                event.causation_id.as_deref(),
+                Some(user_created.id.as_str())
+            );
             assert_eq!(
                 event.correlation_id.as_deref(),
                 Some(format!("signup-{id}").as_str()),
@@ -150,7 +157,10 @@ async fn a_command_id_is_applied_once_however_often_it_is_sent() {
             .ask_with("account", "once", &deposit, AskIds::command("deposit-1"))
             .await
             .expect("send again");
-        assert!(again.duplicate, "a resend through node {node} is a duplicate");
+        assert!(
+            again.duplicate,
+            "a resend through node {node} is a duplicate"
+        );
         assert_eq!(again.version, first.version);
     }
     let other = client
@@ -187,11 +197,15 @@ async fn the_command_bus_reaches_an_actor_from_a_node_that_does_not_lead_it() {
         .await
     };
     send(json!({"type":"OPEN"})).await.expect("open");
-    let deposit = send(json!({"type":"DEPOSIT","amount":7})).await.expect("deposit");
+    let deposit = send(json!({"type":"DEPOSIT","amount":7}))
+        .await
+        .expect("deposit");
     assert_eq!(deposit.version, 2);
     let refused = send(json!({"type":"WITHDRAW","amount":70})).await;
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_string().contains("insufficient")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("insufficient")),
         "the actor's refusal comes back through the bus: {refused:?}"
     );
     let events = cluster
