@@ -21,8 +21,10 @@ const MAX_APPENDS_PER_ENTRY: usize = 2048;
 /// Most payload bytes group-committed into one Raft entry.
 const MAX_BYTES_PER_ENTRY: usize = 1 << 20;
 /// Most entries proposed and not yet applied; beyond it appends queue up and
-/// form bigger entries.
-const MAX_ENTRIES_IN_FLIGHT: usize = 16;
+/// form bigger entries. 4 beat 16 in 6 of 7 back-to-back pairs of runs with
+/// 16 and 256 writers (up to 1.9x at 256): with 16, nearly every entry
+/// carried one append, each paying a whole Raft entry on three nodes.
+const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 /// Appends waiting for a proposal; beyond it callers wait (backpressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
 
