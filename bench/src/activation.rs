@@ -71,14 +71,7 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     cluster.restart().await?;
     let took = time_ask(cluster, REPLAY_ID).await?;
     let what = format!("cold replay of {replay} events without snapshots (first call)");
-    facts.record(format!("{what}: time"), millis(took), "ms", None);
-    let rate = replay as f64 / took.as_secs_f64();
-    facts.record(
-        format!("{what}: rate"),
-        rate,
-        "events/s",
-        Some("≥ 1M events/s"),
-    );
+    facts.record_rate(&what, replay, took, Some("≥ 1M events/s"));
 
     let took = time_ask(cluster, BIG_ID).await?;
     let what = format!(

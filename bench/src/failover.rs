@@ -116,13 +116,6 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     let behind = written + down_load;
     let what =
         format!("restarted node catches up on the {behind} events written while it was down");
-    facts.record(format!("{what}: time"), millis(catch_up), "ms", None);
-    let rate = behind as f64 / catch_up.as_secs_f64();
-    facts.record(
-        format!("{what}: rate"),
-        rate,
-        "events/s",
-        Some("≥ 100k events/s"),
-    );
+    facts.record_rate(&what, behind as u64, catch_up, Some("≥ 100k events/s"));
     Ok(facts.into_vec())
 }

@@ -212,6 +212,20 @@ impl Facts {
         self.facts.push(fact);
     }
 
+    /// Records how long `what` took over `count` events, and the rate:
+    /// `<what>: time` in ms and `<what>: rate` in events/s (with `target`).
+    pub fn record_rate(
+        &mut self,
+        what: &str,
+        count: u64,
+        took: std::time::Duration,
+        target: Option<&str>,
+    ) {
+        self.record(format!("{what}: time"), millis(took), "ms", None);
+        let rate = count as f64 / took.as_secs_f64();
+        self.record(format!("{what}: rate"), rate, "events/s", target);
+    }
+
     /// The facts recorded, in order.
     pub fn into_vec(self) -> Vec<Fact> {
         self.facts

@@ -5,7 +5,8 @@
 //! Each handler runs, for every partition, on that partition's leader only:
 //! it reads the partition log from its checkpoint, asks the handler which
 //! commands an event calls for, sends them through the [`CommandBus`], and
-//! then records the checkpoint through the partition's Raft group, so a new
+//! then records the checkpoint through the partition's Raft group (after a
+//! page that sent commands, else every few thousand events), so a new
 //! leader resumes where the old one stopped. Delivery is at least once; the
 //! commands of one event get fixed ids (derived from the handler's name, the
 //! event's id and the command's index), so a
@@ -46,8 +47,11 @@ pub trait EventHandler: Send + Sync + 'static {
 #[error("{0}")]
 pub struct HandlerError(pub String);
 
-/// Events read per page; the checkpoint is recorded after each page.
+/// Events read per page.
 const PAGE: usize = 256;
+/// The checkpoint is recorded after a page that sent commands, and at least
+/// every this many log positions.
+const RECORD_EVERY: u64 = 4096;
 /// Pause after a failure before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -144,6 +148,7 @@ impl Run {
                     .map_or(0, u64::from_be_bytes))
             })
             .await?;
+        let mut recorded = checkpoint;
         info!(checkpoint, "handling events");
         let mut applied = self.partition.metrics();
         loop {
@@ -168,41 +173,50 @@ impl Run {
                 }
                 continue;
             };
+            let mut sent = false;
             for event in events {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
-                self.react(event).await?;
+                sent |= self.react(event).await?;
             }
-            self.partition
-                .write(Command::MetaPut {
-                    key: checkpoint_key(self.handler.name()),
-                    value: last.to_be_bytes().to_vec().into(),
-                })
-                .await?;
+            // Record the checkpoint through Raft once commands were sent;
+            // a run of events the handler ignores only every RECORD_EVERY
+            // events (a new leader re-reads at most that many).
+            if sent || last - recorded >= RECORD_EVERY {
+                self.partition
+                    .write(Command::MetaPut {
+                        key: checkpoint_key(self.handler.name()),
+                        value: last.to_be_bytes().to_vec().into(),
+                    })
+                    .await?;
+                recorded = last;
+            }
             checkpoint = last;
         }
     }
 
-    /// Sends the commands one event calls for. Fails only with an error
-    /// worth retrying the event for (no leader for the target actor); a
-    /// command its actor refuses or cannot take is logged and skipped.
-    async fn react(&self, mut event: RecordedEvent) -> Result<(), NodeError> {
+    /// Sends the commands one event calls for; says whether there were any.
+    /// Fails only with an error worth retrying the event for (no leader for
+    /// the target actor); a command its actor refuses or cannot take is
+    /// logged and skipped.
+    async fn react(&self, mut event: RecordedEvent) -> Result<bool, NodeError> {
         let name = self.handler.name();
         if let Err(e) = self.upcasters.upcast(&mut event) {
             warn!(event = %event.id, "event skipped: {e}");
-            return Ok(());
+            return Ok(false);
         }
         if !self.handler.accepts(&event) {
-            return Ok(());
+            return Ok(false);
         }
         let commands = match self.handler.handle(&event) {
             Ok(commands) => commands,
             Err(e) => {
                 warn!(event = %event.id, "handler failed on the event, skipped: {e}");
-                return Ok(());
+                return Ok(false);
             }
         };
+        let any = !commands.is_empty();
         for (n, command) in commands.into_iter().enumerate() {
             let millis = u64::try_from(event.timestamp_ms).unwrap_or(0);
             let id = derived_v7(millis, &format!("{name}/{}/{n}", event.id));
@@ -216,6 +230,6 @@ impl Run {
                 Err(e) => warn!(event = %event.id, %target, "command not applied: {e}"),
             }
         }
-        Ok(())
+        Ok(any)
     }
 }
