@@ -11,12 +11,14 @@
 //! - [`network`]: openraft's network for one group over a transport.
 //! - [`dispatcher`]: [`RaftDispatcher`] routes incoming RPCs to the group's Raft; [`RaftGrpcService`].
 //! - [`partition`]: [`Partition`], a local replica: group-committed appends, linearizable reads.
+//! - `log_truncation`: when each replica snapshots and drops its Raft log.
 //! - [`node`]: [`ClusterNode`], all of a node's groups, bootstrap, identity checks.
 //! - [`ClusterError`] (module [`error`]): what cluster operations fail with.
 
 pub mod dispatcher;
 pub mod error;
 pub mod local_network;
+mod log_truncation;
 pub mod network;
 pub mod node;
 pub mod partition;

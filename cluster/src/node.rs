@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::dispatcher::RaftDispatcher;
 use crate::error::ClusterError;
+use crate::log_truncation;
 use crate::network::GroupNetworkFactory;
 use crate::partition::Partition;
 use crate::topology::Topology;
@@ -24,11 +25,15 @@ pub struct RaftTuning {
     pub heartbeat: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
-    /// Build a Raft snapshot (and compact the log) after this many entries.
-    pub snapshot_after_entries: u64,
-    /// Entries kept in the log behind the latest snapshot, so a briefly lagging
-    /// follower catches up from the log rather than by snapshot.
-    pub keep_entries_after_snapshot: u64,
+    /// Most entries a leader keeps for a follower that lags behind; a
+    /// follower further behind catches up by snapshot instead (see the
+    /// `log_truncation` module).
+    pub max_lag_entries: u64,
+    /// Entries a follower keeps behind what it has applied, for the other
+    /// follower in case it becomes leader.
+    pub follower_keep_entries: u64,
+    /// How often each replica snapshots and truncates its log.
+    pub truncate_every: Duration,
 }
 
 impl Default for RaftTuning {
@@ -37,8 +42,9 @@ impl Default for RaftTuning {
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
-            snapshot_after_entries: 20_000,
-            keep_entries_after_snapshot: 1_000,
+            max_lag_entries: 20_000,
+            follower_keep_entries: 16,
+            truncate_every: Duration::from_millis(500),
         }
     }
 }
@@ -95,10 +101,10 @@ impl ClusterNode {
                 heartbeat_interval: config.tuning.heartbeat.as_millis() as u64,
                 election_timeout_min: config.tuning.election_timeout_min.as_millis() as u64,
                 election_timeout_max: config.tuning.election_timeout_max.as_millis() as u64,
-                snapshot_policy: SnapshotPolicy::LogsSinceLast(
-                    config.tuning.snapshot_after_entries,
-                ),
-                max_in_snapshot_log_to_keep: config.tuning.keep_entries_after_snapshot,
+                // Snapshots and log purges are driven by `log_truncation`
+                // alone: openraft neither builds nor purges on its own.
+                snapshot_policy: SnapshotPolicy::Never,
+                max_in_snapshot_log_to_keep: u64::MAX,
                 // With entries of up to ~1 MiB, one AppendEntries carries at
                 // most ~64 MiB, well inside the Raft RPC deadline even on a
                 // slow machine (256 entries of 4 MiB once stalled a partition
@@ -110,6 +116,7 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?,
         );
 
+        let stop = CancellationToken::new();
         let mut partitions = HashMap::new();
         for group in topology.groups_of(me) {
             let raft = Raft::new(
@@ -123,6 +130,7 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
             dispatcher.register(group, raft.clone());
             bootstrap(&topology, group, me, &raft).await?;
+            log_truncation::spawn(group, raft.clone(), config.tuning.clone(), stop.clone());
             if group != META_GROUP {
                 partitions.insert(group, Partition::new(group, raft, store.reader()));
             }
@@ -139,7 +147,7 @@ impl ClusterNode {
             partitions,
             channels,
             store,
-            stop: CancellationToken::new(),
+            stop,
         };
         node.spawn_topology_recorder();
         Ok(node)

@@ -61,6 +61,16 @@ pub(crate) fn apply_entries(
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let log_id = entry.log_id;
+        // An installed snapshot can be newer than its meta (see the
+        // `snapshot` module): openraft then sends entries whose effects the
+        // state already holds. They are committed, so identical: skip them.
+        if applied
+            .last_applied
+            .is_some_and(|done| log_id.index <= done.index)
+        {
+            results.push(CommandResult::None);
+            continue;
+        }
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::None,
             EntryPayload::Membership(m) => {

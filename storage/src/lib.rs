@@ -16,7 +16,8 @@
 //! - `apply`: the event store's write rules, applied to committed entries.
 //! - `retention`: which events `max-count`, `max-age` and actor snapshots keep
 //!   readable (shared by reads and purges).
-//! - `snapshot`: [`SnapshotBuilder`] and the Raft snapshot format.
+//! - `snapshot`: [`SnapshotBuilder`], the Raft snapshot format, installing one.
+//! - `snapshot_bytes`: [`SnapshotBytes`], a snapshot's data, serialized when first read.
 //! - `reader`: [`Reader`], reads of the applied state.
 //! - `projection_store`: node-local projection read models and checkpoints on [`Store`].
 //! - `error`: [`Error`].
@@ -33,6 +34,7 @@ mod projection_store;
 mod reader;
 mod retention;
 mod snapshot;
+mod snapshot_bytes;
 mod state_machine;
 mod store;
 mod syncer;
@@ -49,6 +51,7 @@ pub use log_store::LogStore;
 pub use projection_store::ProjectionChanges;
 pub use reader::Reader;
 pub use snapshot::SnapshotBuilder;
+pub use snapshot_bytes::SnapshotBytes;
 pub use state_machine::StateMachine;
 pub use store::{Compacted, Store};
 pub use type_config::{NodeId, TypeConfig};

@@ -1,5 +1,13 @@
-//! Raft snapshots of a group's state machine: building them from a consistent
-//! RocksDB view, their byte format, storing the latest, installing one.
+//! Raft snapshots of a group's state machine.
+//!
+//! A snapshot is the group's state machine itself: building one records its
+//! meta (the last applied log id and membership) and copies nothing, so it
+//! costs the same for a partition of any size and the log can be compacted
+//! as often as the cluster likes. Its bytes are serialized from the live
+//! state only when a lagging follower needs them ([`SnapshotBytes`]), and
+//! are then at least as new as the meta. Installing bytes newer than their
+//! meta is correct because every applied entry is committed, and the state
+//! machine skips entries it has already applied (`apply_entries`).
 //!
 //! # Format
 //! ```text
@@ -10,7 +18,6 @@
 //! Keys are stored without their group prefix, so a snapshot holds exactly one
 //! group's state-machine range (see the `keys` module) and nothing else.
 
-use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::{
@@ -18,10 +25,11 @@ use openraft::{
 };
 use rocksdb::WriteBatch;
 
-use crate::apply::AppliedState;
+use crate::apply::{AppliedState, read_applied};
 use crate::command::GroupId;
 use crate::error::{Error, blocking, decode, encode};
 use crate::keys;
+use crate::snapshot_bytes::SnapshotBytes;
 use crate::store::{CF_SM, CF_SNAP, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
 
@@ -36,9 +44,9 @@ type Pair<'a> = (&'a [u8], &'a [u8]);
 
 /// Builds Raft snapshots of one group's state machine.
 ///
-/// A built snapshot is the group's whole state as of one applied log id (taken
-/// from a RocksDB snapshot, so concurrent applies do not tear it), and it
-/// becomes the group's current snapshot, which survives restarts.
+/// A built snapshot stands for the group's state as of its last applied log
+/// id, and becomes the group's current snapshot, which survives restarts.
+/// Building one reads and writes one key.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     store: Store,
@@ -55,9 +63,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let store = self.store.clone();
         let group = self.group;
-        blocking(move || build(&store, group))
+        let meta = blocking(move || build(&store, group))
             .await
-            .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write))
+            .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotBytes::of_group(self.store.clone(), self.group)),
+        })
     }
 }
 
@@ -68,14 +80,31 @@ fn put_u32(out: &mut Vec<u8>, n: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Records the group's applied state as its current snapshot.
+#[tracing::instrument(level = "debug", skip_all, fields(partition = group))]
+fn build(store: &Store, group: GroupId) -> Result<Meta, Error> {
+    let applied = read_applied(store, group)?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let snapshot_id = match &applied.last_applied {
+        Some(id) => format!("{group}-{}-{}-{nanos:x}", id.leader_id, id.index),
+        None => format!("{group}-none-{nanos:x}"),
+    };
+    let meta = Meta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.last_membership,
+        snapshot_id,
+    };
+    save_current(store, group, &meta)?;
+    Ok(meta)
+}
+
 /// Serializes the group's state-machine range as of one consistent view.
 #[tracing::instrument(level = "debug", skip_all, fields(partition = group))]
-fn build(store: &Store, group: GroupId) -> Result<Snapshot<TypeConfig>, Error> {
+pub(crate) fn serialize(store: &Store, group: GroupId) -> Result<Vec<u8>, Error> {
     let view = View::new(store);
-    let applied: AppliedState = match view.get(CF_SM, &keys::applied(group))? {
-        Some(b) => decode("applied state", &b)?,
-        None => AppliedState::default(),
-    };
     let mut data = Vec::with_capacity(1024);
     data.extend_from_slice(MAGIC);
     let mut count: u64 = 0;
@@ -93,30 +122,12 @@ fn build(store: &Store, group: GroupId) -> Result<Snapshot<TypeConfig>, Error> {
     })?;
     data.extend_from_slice(&END_MARK.to_be_bytes());
     data.extend_from_slice(&count.to_be_bytes());
-
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let snapshot_id = match &applied.last_applied {
-        Some(id) => format!("{group}-{}-{}-{nanos:x}", id.leader_id, id.index),
-        None => format!("{group}-none-{nanos:x}"),
-    };
-    let meta = Meta {
-        last_log_id: applied.last_applied,
-        last_membership: applied.last_membership,
-        snapshot_id,
-    };
-    save_current(store, group, &meta, &data)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(data)),
-    })
+    Ok(data)
 }
 
-/// Makes (meta, data) the group's current snapshot unless a newer one is
-/// already stored.
-fn save_current(store: &Store, group: GroupId, meta: &Meta, data: &[u8]) -> Result<(), Error> {
+/// Makes `meta` the group's current snapshot unless a newer one is already
+/// stored.
+fn save_current(store: &Store, group: GroupId, meta: &Meta) -> Result<(), Error> {
     let _guard = store
         .inner
         .snapshot_lock
@@ -128,7 +139,7 @@ fn save_current(store: &Store, group: GroupId, meta: &Meta, data: &[u8]) -> Resu
         return Ok(());
     }
     let mut batch = WriteBatch::default();
-    put_current(store, &mut batch, group, meta, data)?;
+    put_current(store, &mut batch, group, meta)?;
     store.write(batch, false)
 }
 
@@ -137,7 +148,6 @@ fn put_current(
     batch: &mut WriteBatch,
     group: GroupId,
     meta: &Meta,
-    data: &[u8],
 ) -> Result<(), Error> {
     let cf = store.cf(CF_SNAP);
     batch.put_cf(
@@ -145,7 +155,8 @@ fn put_current(
         keys::raft_snapshot_meta(group),
         encode("snapshot meta", meta)?,
     );
-    batch.put_cf(cf, keys::raft_snapshot_data(group), data);
+    // Versions before lazy snapshots kept a serialized copy here.
+    batch.delete_cf(cf, keys::raft_snapshot_data(group));
     Ok(())
 }
 
@@ -159,27 +170,15 @@ fn current_meta(store: &Store, group: GroupId) -> Result<Option<Meta>, Error> {
     }
 }
 
-/// The group's current snapshot (the last one built or installed), if any.
+/// The group's current snapshot (the last one built or installed), if any;
+/// its bytes are serialized when first read.
 pub(crate) fn current(
     store: &Store,
     group: GroupId,
 ) -> Result<Option<Snapshot<TypeConfig>>, Error> {
-    let view = View::new(store);
-    let Some(meta) = view.get(CF_SNAP, &keys::raft_snapshot_meta(group))? else {
-        return Ok(None);
-    };
-    let meta: Meta = decode("snapshot meta", &meta)?;
-    let data = view
-        .get(CF_SNAP, &keys::raft_snapshot_data(group))?
-        .ok_or_else(|| {
-            Error::Corrupt(format!(
-                "snapshot {} has meta but no data",
-                meta.snapshot_id
-            ))
-        })?;
-    Ok(Some(Snapshot {
+    Ok(current_meta(store, group)?.map(|meta| Snapshot {
         meta,
-        snapshot: Box::new(Cursor::new(data)),
+        snapshot: Box::new(SnapshotBytes::of_group(store.clone(), group)),
     }))
 }
 
@@ -222,8 +221,12 @@ fn parse(data: &[u8]) -> Result<Vec<Pair<'_>>, Error> {
 }
 
 /// Replaces the group's whole state-machine state with the snapshot's, and
-/// makes it the current snapshot, in one synced write. A malformed snapshot
-/// changes nothing.
+/// makes `meta` the current snapshot, in one synced write. A malformed
+/// snapshot, or one whose state is older than its meta, changes nothing.
+///
+/// The state may be newer than `meta` (it was serialized when sent, not when
+/// built): the group's applied log id is then the state's own, and openraft's
+/// re-sending of the entries in between is skipped by `apply_entries`.
 #[tracing::instrument(level = "debug", skip_all, fields(partition = group, snapshot = %meta.snapshot_id))]
 pub(crate) fn install(
     store: &Store,
@@ -234,6 +237,11 @@ pub(crate) fn install(
     let pairs = parse(&data)?;
     let sm = store.cf(CF_SM);
     let (start, end) = keys::group_range(group);
+    let applied_key = keys::applied(group);
+    let mut applied = AppliedState {
+        last_applied: meta.last_log_id,
+        last_membership: meta.last_membership.clone(),
+    };
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(sm, &start, &end);
     let prefix = group.to_be_bytes();
@@ -246,19 +254,26 @@ pub(crate) fn install(
                 "key outside the group's range".into(),
             ));
         }
+        if key == applied_key {
+            let state: AppliedState = decode("applied state", v)?;
+            if state.last_applied < meta.last_log_id {
+                return Err(Error::InvalidSnapshot(format!(
+                    "state applied up to {:?}, older than the snapshot's {:?}",
+                    state.last_applied, meta.last_log_id
+                )));
+            }
+            applied = state;
+            continue;
+        }
         batch.put_cf(sm, key, v);
     }
-    let applied = AppliedState {
-        last_applied: meta.last_log_id,
-        last_membership: meta.last_membership.clone(),
-    };
-    batch.put_cf(sm, keys::applied(group), encode("applied state", &applied)?);
+    batch.put_cf(sm, applied_key, encode("applied state", &applied)?);
     let _guard = store
         .inner
         .snapshot_lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    put_current(store, &mut batch, group, meta, &data)?;
+    put_current(store, &mut batch, group, meta)?;
     store.write(batch, true)
 }
 

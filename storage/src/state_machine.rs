@@ -2,8 +2,6 @@
 //! column family of the node's [`Store`]. For a partition it *is* the event
 //! store; for the metadata group it holds the key-value map.
 
-use std::io::Cursor;
-
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, Snapshot, SnapshotMeta,
@@ -14,6 +12,7 @@ use crate::apply::{apply_entries, read_applied};
 use crate::command::{CommandResult, GroupId};
 use crate::error::{Error, blocking};
 use crate::snapshot::{self, SnapshotBuilder};
+use crate::snapshot_bytes::SnapshotBytes;
 use crate::store::Store;
 use crate::type_config::{NodeId, TypeConfig};
 
@@ -82,22 +81,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotBytes>, StorageError<NodeId>> {
+        Ok(Box::new(SnapshotBytes::from_bytes(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError<NodeId>> {
-        snapshot::install_async(
-            self.store.clone(),
-            self.group,
-            meta.clone(),
-            snapshot.into_inner(),
-        )
-        .await
+        let sig = meta.signature();
+        let data = snapshot.into_bytes().await.map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(Some(sig)), ErrorVerb::Read, e)
+        })?;
+        snapshot::install_async(self.store.clone(), self.group, meta.clone(), data).await
     }
 
     async fn get_current_snapshot(

@@ -1,6 +1,9 @@
 //! Durability: a Raft snapshot installed elsewhere reads identically, and
 //! a restart keeps everything.
 
+use cairn_storage::SnapshotBytes;
+use tokio::io::AsyncWriteExt;
+
 use super::*;
 
 /// Populates a node with a bit of everything.
@@ -54,9 +57,9 @@ async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
     };
     other.apply(vec![e]).await?;
 
+    let bytes = snap.snapshot.into_bytes().await?;
     let mut data = follower.sm.begin_receiving_snapshot().await?;
-    assert!(data.get_ref().is_empty());
-    data.get_mut().extend_from_slice(snap.snapshot.get_ref());
+    data.write_all(&bytes).await?;
     follower.sm.install_snapshot(&snap.meta, data).await?;
 
     assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
@@ -87,11 +90,59 @@ async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
 
     // A damaged snapshot is refused and changes nothing.
     let before = follower.observable(STREAMS)?;
-    let mut bad = follower.sm.begin_receiving_snapshot().await?;
-    bad.get_mut()
-        .extend_from_slice(&snap.snapshot.get_ref()[..snap.snapshot.get_ref().len() - 3]);
+    let bad = Box::new(SnapshotBytes::from_bytes(bytes[..bytes.len() - 3].to_vec()));
     assert!(follower.sm.install_snapshot(&snap.meta, bad).await.is_err());
     assert_eq!(follower.observable(STREAMS)?, before);
+    Ok(())
+}
+
+/// A snapshot's bytes are serialized when sent, so they can hold entries
+/// applied after its meta was built. Installed, they read like the leader,
+/// and the entries openraft then re-sends (after the meta) change nothing.
+#[tokio::test]
+async fn a_snapshot_newer_than_its_meta_installs_and_skips_resent_entries() -> Result<()> {
+    let mut leader = Node::new()?;
+    populate(&mut leader).await?;
+    let snap = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+    // Applied after the build, before the bytes are read.
+    let later = vec![
+        leader.entry(EntryPayload::Normal(append_cmd(TS, "a", Exact(4), &["7"]))),
+        leader.entry(EntryPayload::Normal(append_cmd(TS, "d", NoStream, &["8"]))),
+    ];
+    leader.sm.apply(later.clone()).await?;
+    let bytes = snap.snapshot.into_bytes().await?;
+
+    let mut follower = Node::new()?;
+    let data = Box::new(SnapshotBytes::from_bytes(bytes.clone()));
+    follower.sm.install_snapshot(&snap.meta, data).await?;
+    assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
+    assert_eq!(
+        follower.sm.applied_state().await?,
+        leader.sm.applied_state().await?,
+        "applied up to the state's own log id, not the meta's"
+    );
+    let results = follower.sm.apply(later).await?;
+    assert!(results.iter().all(|r| matches!(r, CommandResult::None)));
+    assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
+
+    // Bytes older than the meta they come with are refused.
+    let mut newer_meta = snap.meta.clone();
+    newer_meta.last_log_id = leader.sm.applied_state().await?.0.map(|mut id| {
+        id.index += 1;
+        id
+    });
+    let stale = Box::new(SnapshotBytes::from_bytes(bytes));
+    let mut other = Node::new()?;
+    assert!(other.sm.install_snapshot(&newer_meta, stale).await.is_err());
+    assert_eq!(
+        other.observable(STREAMS)?,
+        Node::new()?.observable(STREAMS)?
+    );
     Ok(())
 }
 
@@ -100,6 +151,7 @@ async fn restart_keeps_everything() -> Result<()> {
     let mut n = Node::new()?;
     populate(&mut n).await?;
     let snap = n.sm.get_snapshot_builder().await.build_snapshot().await?;
+    let snap_bytes = snap.snapshot.into_bytes().await?;
     let mut log = n.store.log_store(G);
     log.save_vote(&Vote::new(4, 2)).await?;
     n.store.put_node_meta("node_id", b"2")?;
@@ -122,7 +174,7 @@ async fn restart_keeps_everything() -> Result<()> {
             .await?
             .context("snapshot survives restart")?;
     assert_eq!(current.meta, snap.meta);
-    assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
+    assert_eq!(current.snapshot.into_bytes().await?, snap_bytes);
     assert_eq!(
         n.store.log_store(G).read_vote().await?,
         Some(Vote::new(4, 2))

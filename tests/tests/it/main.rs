@@ -4,6 +4,7 @@
 mod bad_input;
 mod commands;
 mod in_process;
+mod log_truncation;
 mod process_cluster;
 mod projections;
 mod read_all;

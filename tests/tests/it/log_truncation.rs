@@ -1,0 +1,170 @@
+//! Raft log truncation on a real 3-node in-process cluster: every replica
+//! drops the log once no replica needs it, the leader keeps it for a follower
+//! that is down, and everything stays readable on every replica.
+
+use std::time::Duration;
+
+use cairn_client::{EventData, ExpectedVersion};
+use cairn_cluster::Partition;
+use cairn_storage::NodeId;
+use cairn_tests::in_process::test_tuning;
+use cairn_tests::{TestCluster, eventually};
+use serde_json::json;
+
+/// Entries a follower keeps behind what it applied (`test_tuning`).
+const FOLLOWER_KEEP: u64 = 16;
+
+fn replica(cluster: &TestCluster, id: NodeId) -> &Partition {
+    cluster.node(id).cluster().partition(0).expect("replica")
+}
+
+fn purged(cluster: &TestCluster, id: NodeId) -> u64 {
+    let metrics = replica(cluster, id).metrics();
+    let purged = metrics.borrow().purged.map_or(0, |p| p.index);
+    purged
+}
+
+async fn append_ticks(client: &cairn_client::Client, range: std::ops::Range<u32>) {
+    for i in range {
+        let event = EventData::new("Tick", json!({ "i": i }));
+        client
+            .append(
+                &format!("ticks-{}", i % 5),
+                vec![event],
+                ExpectedVersion::Any,
+            )
+            .await
+            .expect("append");
+    }
+}
+
+async fn events_on(cluster: &TestCluster, id: NodeId) -> usize {
+    replica(cluster, id)
+        .read_local(|reader, group| reader.read_partition_log(group, 1, 10_000))
+        .await
+        .expect("read the local partition log")
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_drops_its_log_once_all_have_applied_it() {
+    let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
+    let leader = cluster.leader_of(0).await;
+    append_ticks(&cluster.client(leader).await, 0..150).await;
+    let target = cluster.applied(leader, 0);
+    assert!(target >= 150, "one entry per append at least");
+
+    eventually(
+        "every replica to truncate its log",
+        Duration::from_secs(20),
+        || async {
+            let states: Vec<_> = cluster
+                .running()
+                .into_iter()
+                .map(|id| (id, purged(&cluster, id)))
+                .collect();
+            let done = states.iter().all(|&(id, purged)| {
+                let keep = if id == leader { 0 } else { FOLLOWER_KEEP };
+                purged >= target - keep
+            });
+            if done {
+                Ok(())
+            } else {
+                Err(format!("purged by node: {states:?}, applied {target}"))
+            }
+        },
+    )
+    .await;
+    for id in cluster.running() {
+        assert_eq!(
+            events_on(&cluster, id).await,
+            150,
+            "node {id} reads every event"
+        );
+    }
+    // Still a working group: it appends and replicates after truncation.
+    append_ticks(&cluster.client(leader).await, 150..160).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
+    let mut cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
+    let leader = cluster.leader_of(0).await;
+    let client = cluster.client(leader).await;
+    append_ticks(&client, 0..20).await;
+    let followers: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let (down, up) = (followers[0], followers[1]);
+    let caught_up = cluster.applied(leader, 0);
+    eventually(
+        "the follower to apply everything",
+        Duration::from_secs(10),
+        || async {
+            let applied = cluster.applied(down, 0);
+            if applied >= caught_up {
+                Ok(())
+            } else {
+                Err(format!("applied {applied} of {caught_up}"))
+            }
+        },
+    )
+    .await;
+    cluster.stop(down).await;
+
+    append_ticks(&client, 20..120).await;
+    let target = cluster.applied(leader, 0);
+    eventually(
+        "the live follower to truncate",
+        Duration::from_secs(20),
+        || async {
+            let purged = purged(&cluster, up);
+            if purged + FOLLOWER_KEEP >= target {
+                Ok(())
+            } else {
+                Err(format!("purged {purged}, applied {target}"))
+            }
+        },
+    )
+    .await;
+    let kept_from = purged(&cluster, leader) + 1;
+    assert!(
+        kept_from <= caught_up + 1,
+        "the leader dropped entries the stopped follower lacks: it keeps from {kept_from}, \
+         the follower has up to {caught_up}"
+    );
+
+    cluster.restart(down).await;
+    eventually(
+        "the restarted follower to catch up",
+        Duration::from_secs(30),
+        || async {
+            let applied = cluster.applied(down, 0);
+            if applied >= target {
+                Ok(())
+            } else {
+                Err(format!("applied {applied} of {target}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(events_on(&cluster, down).await, 120);
+    // Once it has everything, the leader lets the rest of its log go.
+    eventually(
+        "the leader to truncate",
+        Duration::from_secs(20),
+        || async {
+            let purged = purged(&cluster, leader);
+            if purged >= target {
+                Ok(())
+            } else {
+                Err(format!("purged {purged}, applied {target}"))
+            }
+        },
+    )
+    .await;
+    cluster.shutdown().await;
+}
