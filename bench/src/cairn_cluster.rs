@@ -148,14 +148,10 @@ impl CairnCluster {
     /// leader's log, as each node reports its own applied index:
     /// `Ok(total length of the leaders' logs)`, or `Err(what lags)`.
     pub async fn replicas_caught_up(&self) -> anyhow::Result<Result<u64, String>> {
-        let mut statuses = Vec::new();
-        for id in self.ids() {
-            let client = self.client(id).await?.with_timeout(STATUS_TIMEOUT);
-            match client.status().await {
-                Ok(status) => statuses.push(status),
-                Err(e) => return Ok(Err(format!("node {id}: {e}"))),
-            }
-        }
+        let statuses = match self.statuses().await? {
+            Ok(statuses) => statuses,
+            Err(why) => return Ok(Err(why)),
+        };
         let mut logs = 0;
         for partition in &statuses[0].partitions {
             let Some(leader) = partition.leader else {
@@ -177,6 +173,44 @@ impl CairnCluster {
             logs += last;
         }
         Ok(Ok(logs))
+    }
+
+    /// `Ok(Ok(()))` once every replica has truncated its Raft log up to what
+    /// it applied (the cluster's steady state once writes pause: see
+    /// `cluster/src/log_truncation.rs`), else why not.
+    pub async fn logs_truncated(&self) -> anyhow::Result<Result<(), String>> {
+        let statuses = match self.statuses().await? {
+            Ok(statuses) => statuses,
+            Err(why) => return Ok(Err(why)),
+        };
+        for status in &statuses {
+            for p in &status.partitions {
+                let holds = p.replicas.contains(&status.node_id);
+                if holds && p.purged_index < p.applied_index {
+                    return Ok(Err(format!(
+                        "node {} keeps partition {}'s log from {} (applied {})",
+                        status.node_id,
+                        p.id,
+                        p.purged_index + 1,
+                        p.applied_index
+                    )));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Every node's status, or which node did not answer.
+    async fn statuses(&self) -> anyhow::Result<Result<Vec<Status>, String>> {
+        let mut statuses = Vec::new();
+        for id in self.ids() {
+            let client = self.client(id).await?.with_timeout(STATUS_TIMEOUT);
+            match client.status().await {
+                Ok(status) => statuses.push(status),
+                Err(e) => return Ok(Err(format!("node {id}: {e}"))),
+            }
+        }
+        Ok(Ok(statuses))
     }
 
     /// Number of partitions the cluster was created with.

@@ -39,6 +39,13 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
         || c.replicas_caught_up(),
     )
     .await?;
+    wait_for(
+        "every replica has truncated its Raft log",
+        APPLY_TIMEOUT,
+        Duration::from_millis(100),
+        || c.logs_truncated(),
+    )
+    .await?;
     let compacted = client
         .with_timeout(Duration::from_secs(600))
         .compact()
@@ -63,6 +70,19 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     );
     let what = "of which SST files (as the nodes report them)";
     facts.record(what, per_event(sst), "bytes/event", None);
+    let family = |name: &str| -> u64 {
+        let bytes = compacted.iter().map(|c| c.sst_bytes_by_family.get(name));
+        bytes.map(|b| b.copied().unwrap_or(0)).sum()
+    };
+    for (name, what) in [
+        (
+            "sm",
+            "of which the event store (events, indexes, stream info)",
+        ),
+        ("log", "of which Raft logs"),
+    ] {
+        facts.record(what, per_event(family(name)), "bytes/event", None);
+    }
     Ok(facts.into_vec())
 }
 

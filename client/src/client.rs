@@ -419,6 +419,7 @@ impl Client {
                 node_id: reply.node_id,
                 sst_bytes_before: reply.sst_bytes_before,
                 sst_bytes_after: reply.sst_bytes_after,
+                sst_bytes_by_family: reply.sst_bytes_by_family.into_iter().collect(),
             });
         }
         Ok(done)

@@ -1,5 +1,7 @@
 //! The typed cluster status, as `cairn admin status` prints it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The cluster as one node sees it.
@@ -50,6 +52,10 @@ pub struct GroupStatus {
     pub applied_index: u64,
     /// How far each replica is behind (known on the leader only).
     pub lag: Vec<ReplicaLag>,
+    /// The answering node's Raft log holds no entry at or below this index
+    /// (it is truncated once no replica needs the entries).
+    #[serde(default)]
+    pub purged_index: u64,
 }
 
 /// How many log entries a replica is behind its leader.
@@ -63,7 +69,7 @@ pub struct ReplicaLag {
 }
 
 /// What `compact` did on one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Compacted {
     /// The node compacted.
@@ -72,4 +78,7 @@ pub struct Compacted {
     pub sst_bytes_before: u64,
     /// Bytes of its SST files after.
     pub sst_bytes_after: u64,
+    /// Bytes of its SST files after, by RocksDB column family: `sm` (the
+    /// event store), `log` (Raft logs), `proj` (read models), `snap`, `node`.
+    pub sst_bytes_by_family: BTreeMap<String, u64>,
 }

@@ -208,6 +208,7 @@ impl From<pb::GroupStatus> for GroupStatus {
             last_log_index: g.last_log_index,
             committed_index: g.committed_index,
             applied_index: g.applied_index,
+            purged_index: g.purged_index,
             lag: g
                 .lag
                 .into_iter()
@@ -276,6 +277,7 @@ mod tests {
                 last_log_index: 3,
                 committed_index: 3,
                 applied_index: 3,
+                purged_index: 2,
                 lag: vec![pb::ReplicaLag {
                     node_id: 1,
                     entries_behind: 0,

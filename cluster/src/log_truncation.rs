@@ -9,22 +9,28 @@
 //!   follower that was down catches up from the log, unless it lags more than
 //!   [`RaftTuning::max_lag_entries`]: then it gets a snapshot instead, and
 //!   the leader's log stays bounded;
-//! - **a follower** keeps [`RaftTuning::follower_keep_entries`] behind what it
-//!   has applied: if it becomes leader, the other follower (at most a few
-//!   entries in flight behind it) still catches up from the log.
+//! - **a follower** keeps what it applied in the last
+//!   [`RaftTuning::follower_keep`]: if it becomes leader, the other follower
+//!   (in a healthy group, a few entries in flight behind it) still catches up
+//!   from the log; once writes pause, followers hold no log either.
+
+use std::collections::VecDeque;
 
 use cairn_storage::{GroupId, NodeId, TypeConfig};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::node::RaftTuning;
 
 /// The log index up to which (inclusive) this replica may drop its log, by
-/// the policy in the module docs; `None` while nothing may go.
+/// the policy in the module docs, given what it had applied
+/// `tuning.follower_keep` ago; `None` while nothing may go.
 pub(crate) fn truncation_point(
     metrics: &RaftMetrics<NodeId, BasicNode>,
     tuning: &RaftTuning,
+    applied_keep_ago: u64,
 ) -> Option<u64> {
     let applied = metrics.last_applied?.index;
     let upto = if metrics.state == ServerState::Leader {
@@ -45,7 +51,7 @@ pub(crate) fn truncation_point(
             .min(applied)
             .max(applied.saturating_sub(tuning.max_lag_entries))
     } else {
-        applied.saturating_sub(tuning.follower_keep_entries)
+        applied_keep_ago.min(applied)
     };
     let purged = metrics.purged.map_or(0, |p| p.index);
     (upto > purged).then_some(upto)
@@ -61,13 +67,25 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(tuning.truncate_every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What was applied when, over the last `follower_keep`, and the
+        // newest applied index at least that old.
+        let mut history: VecDeque<(Instant, u64)> = VecDeque::new();
+        let mut applied_keep_ago = 0;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
             let metrics = raft.metrics().borrow().clone();
-            let Some(upto) = truncation_point(&metrics, &tuning) else {
+            let now = Instant::now();
+            history.push_back((now, metrics.last_applied.map_or(0, |l| l.index)));
+            while let Some(&(at, applied)) = history.front()
+                && now.duration_since(at) >= tuning.follower_keep
+            {
+                applied_keep_ago = applied;
+                history.pop_front();
+            }
+            let Some(upto) = truncation_point(&metrics, &tuning, applied_keep_ago) else {
                 continue;
             };
             // The log can only be purged up to the latest snapshot (openraft
@@ -117,7 +135,7 @@ mod tests {
     fn tuning(max_lag_entries: u64) -> RaftTuning {
         RaftTuning {
             max_lag_entries,
-            follower_keep_entries: 16,
+            follower_keep: Duration::from_secs(1),
             truncate_every: Duration::from_millis(100),
             ..RaftTuning::default()
         }
@@ -127,23 +145,22 @@ mod tests {
     fn a_leader_keeps_what_its_slowest_voter_lacks_up_to_the_lag_bound() {
         let mut m = metrics(ServerState::Leader);
         m.replication = Some(BTreeMap::from([(2, log_id(1000)), (3, log_id(700))]));
-        assert_eq!(truncation_point(&m, &tuning(10_000)), Some(700));
+        assert_eq!(truncation_point(&m, &tuning(10_000), 0), Some(700));
         // A voter the leader has heard nothing from holds the log back too...
         m.replication = Some(BTreeMap::from([(2, log_id(1000)), (3, None)]));
-        assert_eq!(truncation_point(&m, &tuning(10_000)), None);
+        assert_eq!(truncation_point(&m, &tuning(10_000), 0), None);
         // ...but no further than the lag bound: beyond it, a snapshot.
-        assert_eq!(truncation_point(&m, &tuning(500)), Some(500));
+        assert_eq!(truncation_point(&m, &tuning(500), 0), Some(500));
         // All caught up: everything goes.
         m.replication = Some(BTreeMap::from([(2, log_id(1000)), (3, log_id(1000))]));
-        assert_eq!(truncation_point(&m, &tuning(10_000)), Some(1000));
+        assert_eq!(truncation_point(&m, &tuning(10_000), 0), Some(1000));
     }
 
     #[test]
-    fn a_follower_keeps_a_few_entries_behind_what_it_applied() {
+    fn a_follower_keeps_what_it_applied_lately() {
         let m = metrics(ServerState::Follower);
-        assert_eq!(truncation_point(&m, &tuning(10_000)), Some(1000 - 16));
-        let mut m = metrics(ServerState::Follower);
-        m.purged = log_id(990);
-        assert_eq!(truncation_point(&m, &tuning(10_000)), None);
+        assert_eq!(truncation_point(&m, &tuning(10_000), 900), Some(900));
+        assert_eq!(truncation_point(&m, &tuning(10_000), 100), None);
+        assert_eq!(truncation_point(&m, &tuning(10_000), 0), None);
     }
 }

@@ -29,9 +29,9 @@ pub struct RaftTuning {
     /// follower further behind catches up by snapshot instead (see the
     /// `log_truncation` module).
     pub max_lag_entries: u64,
-    /// Entries a follower keeps behind what it has applied, for the other
+    /// A follower keeps the entries it applied this recently, for the other
     /// follower in case it becomes leader.
-    pub follower_keep_entries: u64,
+    pub follower_keep: Duration,
     /// How often each replica snapshots and truncates its log.
     pub truncate_every: Duration,
 }
@@ -43,7 +43,7 @@ impl Default for RaftTuning {
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
             max_lag_entries: 20_000,
-            follower_keep_entries: 16,
+            follower_keep: Duration::from_secs(2),
             truncate_every: Duration::from_millis(500),
         }
     }

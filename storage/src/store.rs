@@ -1,5 +1,6 @@
 //! [`Store`]: the node's one RocksDB, shared by every Raft group on the node.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,12 +32,15 @@ pub(crate) const CF_PROJ: &str = "proj";
 const ALL_CFS: [&str; 5] = [CF_LOG, CF_SM, CF_SNAP, CF_NODE, CF_PROJ];
 
 /// What [`Store::compact`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compacted {
     /// Bytes of SST files before the flush and compaction.
     pub sst_bytes_before: u64,
     /// Bytes of SST files after.
     pub sst_bytes_after: u64,
+    /// Bytes of SST files after, by column family (`sm`: the event store,
+    /// `log`: Raft logs, `proj`: read models, `snap`, `node`).
+    pub sst_bytes_by_family: BTreeMap<String, u64>,
 }
 
 /// The node's one RocksDB, holding the Raft log and the state machine of every
@@ -87,7 +91,13 @@ fn cf_options(cache: &Cache, write_buffer: usize, bloom: bool) -> Options {
     o.set_write_buffer_size(write_buffer);
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    // Most data ends up in the bottom level; zstd level 6 there and 16 KiB
+    // blocks (RocksDB's default is 4 KiB) took the event store of the
+    // storage benchmark from 171 to 161 bytes per 200-byte event. A zstd
+    // dictionary did not help further.
+    o.set_bottommost_compression_options(-14, 6, 0, 0, true);
     let mut t = BlockBasedOptions::default();
+    t.set_block_size(16 << 10);
     t.set_block_cache(cache);
     if bloom {
         t.set_bloom_filter(10.0, false);
@@ -216,16 +226,17 @@ impl Store {
     /// async workers); returns the bytes of SST files before and after.
     pub fn compact(&self) -> Result<Compacted, Error> {
         let db = self.db();
-        let sst_bytes = || -> Result<u64, Error> {
-            let mut total = 0;
+        let sst_bytes = || -> Result<BTreeMap<String, u64>, Error> {
+            let mut by_family = BTreeMap::new();
             for name in ALL_CFS {
-                total += db
+                let bytes = db
                     .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")?
                     .unwrap_or(0);
+                by_family.insert(name.to_owned(), bytes);
             }
-            Ok(total)
+            Ok(by_family)
         };
-        let before = sst_bytes()?;
+        let before = sst_bytes()?.values().sum();
         for name in ALL_CFS {
             let cf = self.cf(name);
             db.flush_cf(cf)?;
@@ -233,9 +244,11 @@ impl Store {
             options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
         }
+        let after = sst_bytes()?;
         Ok(Compacted {
             sst_bytes_before: before,
-            sst_bytes_after: sst_bytes()?,
+            sst_bytes_after: after.values().sum(),
+            sst_bytes_by_family: after,
         })
     }
 

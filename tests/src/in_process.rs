@@ -25,15 +25,16 @@ pub struct TestCluster {
     customize: fn(NodeBuilder) -> NodeBuilder,
 }
 
-/// Raft timing for tests: quick elections, log truncation every 100 ms, and
-/// a follower lagging more than `max_lag` entries is sent a snapshot.
+/// Raft timing for tests: quick elections, log truncation every 100 ms
+/// (followers keep 500 ms of entries), and a follower lagging more than
+/// `max_lag` entries is sent a snapshot.
 pub fn test_tuning(max_lag: u64) -> RaftTuning {
     RaftTuning {
         heartbeat: Duration::from_millis(100),
         election_timeout_min: Duration::from_millis(400),
         election_timeout_max: Duration::from_millis(800),
         max_lag_entries: max_lag,
-        follower_keep_entries: 16,
+        follower_keep: Duration::from_millis(500),
         truncate_every: Duration::from_millis(100),
     }
 }

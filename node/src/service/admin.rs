@@ -73,6 +73,7 @@ impl AdminService for AdminGrpcService {
             node_id: self.node.node_id(),
             sst_bytes_before: compacted.sst_bytes_before,
             sst_bytes_after: compacted.sst_bytes_after,
+            sst_bytes_by_family: compacted.sst_bytes_by_family.into_iter().collect(),
         }))
     }
 }
@@ -93,6 +94,7 @@ fn group_status(
     status.term = m.current_term;
     status.last_log_index = m.last_log_index.unwrap_or(0);
     status.applied_index = m.last_applied.map(|l| l.index).unwrap_or(0);
+    status.purged_index = m.purged.map(|l| l.index).unwrap_or(0);
     status.committed_index = status.applied_index;
     if let Some(replication) = &m.replication {
         // On the leader: what each replica has matched, and the commit point
