@@ -52,12 +52,32 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
         .await
         .context("compacting every node")?;
     let sst: u64 = compacted.iter().map(|c| c.sst_bytes_after).sum();
+    // RocksDB deletes the write-ahead logs the flushes made obsolete in the
+    // background, after `compact` returned: wait until each node is down to
+    // its live one (a run measured 0 or 65-80 bytes/event of WAL otherwise).
+    wait_for(
+        "every node has deleted its obsolete write-ahead logs",
+        APPLY_TIMEOUT,
+        Duration::from_millis(100),
+        || async {
+            for id in c.ids() {
+                let mut files = FileBytes::default();
+                files.add_dir(&c.data_dir(id))?;
+                if files.wal_files > 1 {
+                    return Ok(Err(format!("node {id} has {} WAL files", files.wal_files)));
+                }
+            }
+            Ok(Ok(()))
+        },
+    )
+    .await?;
     // Everything on disk, with the nodes still running: SST files, RocksDB's
     // WAL and manifest, Raft's log.
-    let mut total = 0;
+    let mut files = FileBytes::default();
     for id in cluster.ids() {
-        total += dir_bytes(&cluster.data_dir(id))?;
+        files.add_dir(&cluster.data_dir(id))?;
     }
+    let total = files.total();
     let per_event = |bytes: u64| bytes as f64 / cluster.ids().count() as f64 / events as f64;
     let mut facts = Facts::new("storage");
     let what =
@@ -83,20 +103,51 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     ] {
         facts.record(what, per_event(family(name)), "bytes/event", None);
     }
+    let what = "of which RocksDB write-ahead logs";
+    facts.record(what, per_event(files.wal), "bytes/event", None);
+    let what = "of which RocksDB info logs, manifests, options";
+    facts.record(what, per_event(files.other), "bytes/event", None);
     Ok(facts.into_vec())
 }
 
-/// Bytes of all files under `dir`, recursively.
-fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())?
-        } else {
-            meta.len()
-        };
+/// Bytes of the files under data directories, by kind.
+#[derive(Default)]
+struct FileBytes {
+    sst: u64,
+    /// RocksDB's write-ahead logs (`NNNNNN.log`).
+    wal: u64,
+    wal_files: usize,
+    other: u64,
+}
+
+impl FileBytes {
+    fn total(&self) -> u64 {
+        self.sst + self.wal + self.other
     }
-    Ok(total)
+
+    /// Adds every file under `dir`, recursively.
+    fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                self.add_dir(&entry.path())?;
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let kind = if name.ends_with(".sst") {
+                &mut self.sst
+            } else if name.ends_with(".log") {
+                self.wal_files += 1;
+                &mut self.wal
+            } else {
+                &mut self.other
+            };
+            *kind += meta.len();
+        }
+        Ok(())
+    }
 }
