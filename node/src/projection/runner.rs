@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_cluster::{ClusterError, ClusterNode, Partition, now_ms};
-use cairn_storage::{GroupId, Store};
+use cairn_storage::{GroupId, RecordedEvent, Store};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, watch};
@@ -26,6 +27,11 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_millis(20);
 /// Pause after a failed batch before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// A batch that changes a read model commits its checkpoint with the
+/// changes; one that changes nothing (events the projection ignores) records
+/// it only once it is this far ahead of the stored one. After a restart a
+/// projection re-reads at most this many ignored events.
+const PERSIST_EVERY: u64 = 4096;
 
 /// One projection on one local partition.
 struct Slot {
@@ -33,9 +39,12 @@ struct Slot {
     partition: Partition,
     /// Serializes folding with reset.
     lock: Arc<Mutex<()>>,
-    /// The checkpoint after the last committed batch.
+    /// The checkpoint after the last folded batch (in memory).
     checkpoint: watch::Sender<u64>,
-    /// A query is waiting for this read model: fold now, without lingering.
+    /// The checkpoint stored with the read model (at most `checkpoint`).
+    persisted: AtomicU64,
+    /// A query is waiting for a read model of this partition: fold now,
+    /// without lingering (shared by the partition's slots).
     wanted: Arc<Notify>,
 }
 
@@ -75,10 +84,13 @@ impl ProjectionRunner {
     ) -> Result<ProjectionRunner, NodeError> {
         let store = node.store().clone();
         let mut slots = HashMap::new();
+        let mut groups = Vec::new();
         for group in 0..node.topology().partitions {
             let Some(partition) = node.partition(group) else {
                 continue;
             };
+            groups.push(group);
+            let wanted = Arc::new(Notify::new());
             for projection in &projections {
                 let checkpoint = store
                     .projection_checkpoint(projection.name(), group)
@@ -88,7 +100,8 @@ impl ProjectionRunner {
                     partition: partition.clone(),
                     lock: Arc::default(),
                     checkpoint: watch::Sender::new(checkpoint),
-                    wanted: Arc::default(),
+                    persisted: AtomicU64::new(checkpoint),
+                    wanted: wanted.clone(),
                 };
                 slots.insert((projection.name(), group), slot);
             }
@@ -100,9 +113,11 @@ impl ProjectionRunner {
             upcasters,
             stop: CancellationToken::new(),
         };
-        for key in runner.slots.keys() {
-            let span = tracing::debug_span!("projection", name = key.0, partition = key.1);
-            tokio::spawn(runner.clone().fold(*key).instrument(span));
+        if !runner.projections.is_empty() {
+            for group in groups {
+                let span = tracing::debug_span!("projections", partition = group);
+                tokio::spawn(runner.clone().fold(group).instrument(span));
+            }
         }
         Ok(runner)
     }
@@ -127,52 +142,94 @@ impl ProjectionRunner {
         self.stop.cancel();
     }
 
-    /// Keeps the read model of `key` caught up with its partition's log.
-    async fn fold(self, key: (&'static str, GroupId)) {
-        let slot = &self.slots[&key];
-        let mut applied = slot.partition.metrics();
+    /// Keeps every projection's read model of partition `group` caught up
+    /// with its log: each batch of the log is read once for all of them.
+    async fn fold(self, group: GroupId) {
+        let slots: Vec<&Slot> = self
+            .projections
+            .iter()
+            .map(|p| &self.slots[&(p.name(), group)])
+            .collect();
+        let Some(first) = slots.first() else { return };
+        let mut applied = first.partition.metrics();
+        let wanted = first.wanted.clone();
         loop {
-            let folded = {
-                let _guard = slot.lock.lock().await;
-                let store = self.node.store().clone();
-                let projection = slot.projection.clone();
-                let reader = store.reader();
-                let upcasters = self.upcasters.clone();
-                tokio::task::spawn_blocking(move || {
-                    fold_batch(&store, &reader, &upcasters, projection.as_ref(), key.1)
-                })
-                .await
+            let (progressed, failed) = match self.fold_once(group, &slots).await {
+                Some(outcome) => outcome,
+                None => return,
             };
-            match folded {
-                Ok(Ok(Some(checkpoint))) => {
-                    slot.checkpoint.send_replace(checkpoint);
-                    continue;
+            if failed {
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_AFTER) => continue,
                 }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    warn!("folding failed, retrying: {e}");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_AFTER) => continue,
-                    }
-                }
-                Err(_) => return,
+            }
+            if progressed {
+                continue;
             }
             // Caught up: wait for the partition to apply more, then linger a
             // little so that a busy partition is folded in batches rather
             // than once per Raft entry (each fold is a scan and a write),
-            // unless a query is waiting for this model.
+            // unless a query is waiting for a read model.
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
-                _ = slot.wanted.notified() => continue,
+                _ = wanted.notified() => continue,
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(LINGER) => {}
-                _ = slot.wanted.notified() => {}
+                _ = wanted.notified() => {}
             }
         }
+    }
+
+    /// Folds one batch of `group`'s log into `slots` (all of its
+    /// projections), holding their locks; returns whether any moved and
+    /// whether any failed, or `None` once the node shuts down.
+    async fn fold_once(&self, group: GroupId, slots: &[&Slot]) -> Option<(bool, bool)> {
+        let mut guards = Vec::with_capacity(slots.len());
+        for slot in slots {
+            guards.push(slot.lock.lock().await);
+        }
+        let behind: Vec<Behind> = slots
+            .iter()
+            .map(|slot| Behind {
+                projection: slot.projection.clone(),
+                checkpoint: *slot.checkpoint.borrow(),
+                persisted: slot.persisted.load(Ordering::Relaxed),
+            })
+            .collect();
+        let store = self.node.store().clone();
+        let upcasters = self.upcasters.clone();
+        let folded =
+            tokio::task::spawn_blocking(move || fold_batch(&store, &upcasters, group, behind))
+                .await
+                .ok()?;
+        let outcomes = match folded {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                warn!("reading the partition log failed, retrying: {e}");
+                return Some((false, true));
+            }
+        };
+        let (mut progressed, mut failed) = (false, false);
+        for (slot, outcome) in slots.iter().zip(outcomes) {
+            match outcome {
+                Ok(Some(done)) => {
+                    slot.persisted.store(done.persisted, Ordering::Relaxed);
+                    slot.checkpoint.send_replace(done.checkpoint);
+                    progressed = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let name = slot.projection.name();
+                    warn!(projection = name, "folding failed, retrying: {e}");
+                    failed = true;
+                }
+            }
+        }
+        Some((progressed, failed))
     }
 
     /// Answers `args` from this node's read model of partition `group`, which
@@ -262,32 +319,76 @@ impl ProjectionRunner {
                 .await
                 .map_err(|_| ClusterError::ShuttingDown)?
                 .map_err(ClusterError::from)?;
+            slot.persisted.store(0, Ordering::Relaxed);
             slot.checkpoint.send_replace(0);
         }
         Ok(())
     }
 }
 
-/// Folds the next batch of the partition log; returns the new checkpoint, or
-/// `None` when there was nothing to fold.
+/// A projection's place in a partition log, as a batch starts.
+struct Behind {
+    projection: Arc<dyn Projection>,
+    checkpoint: u64,
+    persisted: u64,
+}
+
+/// Where a projection stands after a batch that moved it.
+struct Folded {
+    checkpoint: u64,
+    persisted: u64,
+}
+
+/// Folds the next batch of partition `group`'s log, read once, into every
+/// projection in `behind` that has not folded it yet; returns, for each, where
+/// it got to (`None`: nothing new). A failing projection fails alone; the
+/// outer error is a failed read of the log.
 fn fold_batch(
     store: &Store,
-    reader: &cairn_storage::Reader,
     upcasters: &Upcasters,
-    projection: &dyn Projection,
     group: GroupId,
-) -> Result<Option<u64>, ProjectionError> {
-    let name = projection.name();
-    let checkpoint = store.projection_checkpoint(name, group)?;
-    let events = reader.read_partition_log(group, checkpoint + 1, BATCH)?;
+    behind: Vec<Behind>,
+) -> Result<Vec<Result<Option<Folded>, ProjectionError>>, ProjectionError> {
+    let from = behind.iter().map(|b| b.checkpoint).min().unwrap_or(0) + 1;
+    let events = store.reader().read_partition_log(group, from, BATCH)?;
     let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(None);
+        return Ok(behind.iter().map(|_| Ok(None)).collect());
     };
-    let mut model = ReadModel::new(store, name, group);
-    for mut event in events.into_iter().filter(|e| projection.accepts(e)) {
-        upcasters.upcast(&mut event)?;
-        projection.apply(&event, &mut model)?;
+    Ok(behind
+        .into_iter()
+        .map(|b| fold_into(store, upcasters, group, &b, &events, last))
+        .collect())
+}
+
+/// Folds the `events` after `b.checkpoint` into `b`'s read model.
+fn fold_into(
+    store: &Store,
+    upcasters: &Upcasters,
+    group: GroupId,
+    b: &Behind,
+    events: &[RecordedEvent],
+    last: u64,
+) -> Result<Option<Folded>, ProjectionError> {
+    if last <= b.checkpoint {
+        return Ok(None);
     }
-    store.projection_commit(name, group, last, model.into_changes())?;
-    Ok(Some(last))
+    let name = b.projection.name();
+    let mut model = ReadModel::new(store, name, group);
+    let new = events.iter().filter(|e| e.position > b.checkpoint);
+    for event in new.filter(|e| b.projection.accepts(e)) {
+        let mut event = event.clone();
+        upcasters.upcast(&mut event)?;
+        b.projection.apply(&event, &mut model)?;
+    }
+    let changes = model.into_changes();
+    let persisted = if changes.is_empty() && last - b.persisted < PERSIST_EVERY {
+        b.persisted
+    } else {
+        store.projection_commit(name, group, last, changes)?;
+        last
+    };
+    Ok(Some(Folded {
+        checkpoint: last,
+        persisted,
+    }))
 }
