@@ -12,6 +12,7 @@
 //! - `store`: [`Store`], the node's RocksDB.
 //! - `syncer`: the thread that group-commits log fsyncs for a [`Store`].
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
+//! - `entry_cache`: the newest entries of a group's log, in memory, for replication.
 //! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
 //! - `apply`: the event store's write rules, applied to committed entries.
 //! - `retention`: which events `max-count`, `max-age` and actor snapshots keep
@@ -26,6 +27,7 @@
 
 mod apply;
 pub mod command;
+mod entry_cache;
 mod error;
 pub mod event;
 mod keys;

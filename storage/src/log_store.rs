@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -12,6 +13,7 @@ use openraft::{
 use rocksdb::WriteBatch;
 
 use crate::command::GroupId;
+use crate::entry_cache::EntryCache;
 use crate::error::{Error, blocking, decode, encode};
 use crate::keys;
 use crate::store::{CF_LOG, Store, View};
@@ -24,11 +26,13 @@ use crate::type_config::{NodeId, TypeConfig};
 /// fsync shared by all appends waiting at that moment, across all groups; a
 /// saved vote is durable when `save_vote` returns; truncation is durable when
 /// `truncate` returns; purging may become durable later (it is idempotent).
-/// Cheap to clone; clones see the same log.
+/// Cheap to clone; clones see the same log, and share a cache of its newest
+/// entries (so use one `LogStore` per group at a time, with its clones).
 #[derive(Clone, Debug)]
 pub struct LogStore {
     store: Store,
     group: GroupId,
+    cache: Arc<Mutex<EntryCache>>,
 }
 
 fn log_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
@@ -41,7 +45,15 @@ fn vote_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
 
 impl LogStore {
     pub(crate) fn new(store: Store, group: GroupId) -> LogStore {
-        LogStore { store, group }
+        LogStore {
+            store,
+            group,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The group this log belongs to.
@@ -112,6 +124,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
+        if let Some(cached) = end.and_then(|end| self.cache().get(start, end)) {
+            return Ok(cached);
+        }
         let this = self.clone();
         blocking(move || this.read_entries(start, end))
             .await
@@ -214,7 +229,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 keys::log_entry(g, log_id.index),
                 keys::log_entries_end(g),
             );
-            this.store.write(batch, true)
+            this.store.write(batch, true)?;
+            this.cache().truncate_from(log_id.index);
+            Ok(())
         })
         .await
         .map_err(|e| log_err(e, ErrorVerb::Delete))
@@ -236,6 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 encode("last purged log id", &log_id)?,
             );
             batch.delete_range_cf(cf, keys::log_entry(g, 0), end);
+            this.cache().purge_upto(log_id.index);
             this.store.write(batch, false)
         })
         .await
@@ -256,14 +274,14 @@ impl LogStore {
         if !entries.is_empty() {
             let cf = self.store.cf(CF_LOG);
             let mut batch = WriteBatch::default();
+            let mut sizes = Vec::with_capacity(entries.len());
             for entry in &entries {
-                batch.put_cf(
-                    cf,
-                    keys::log_entry(self.group, entry.log_id.index),
-                    encode("log entry", entry)?,
-                );
+                let encoded = encode("log entry", entry)?;
+                sizes.push(encoded.len());
+                batch.put_cf(cf, keys::log_entry(self.group, entry.log_id.index), encoded);
             }
             self.store.write(batch, false)?;
+            self.cache().append(entries.into_iter().zip(sizes));
         }
         self.store.submit_flush(on_durable)
     }
