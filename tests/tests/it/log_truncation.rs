@@ -36,6 +36,18 @@ async fn append_ticks(client: &cairn_client::Client, range: std::ops::Range<u32>
     }
 }
 
+async fn wait_applied(cluster: &TestCluster, id: NodeId, target: u64, what: &str) {
+    eventually(what, Duration::from_secs(30), || async {
+        let applied = cluster.applied(id, 0);
+        if applied >= target {
+            Ok(())
+        } else {
+            Err(format!("applied {applied} of {target}"))
+        }
+    })
+    .await;
+}
+
 async fn events_on(cluster: &TestCluster, id: NodeId) -> usize {
     replica(cluster, id)
         .read_local(|reader, group| reader.read_partition_log(group, 1, 10_000))
@@ -95,17 +107,11 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
         .collect();
     let (down, up) = (followers[0], followers[1]);
     let caught_up = cluster.applied(leader, 0);
-    eventually(
+    wait_applied(
+        &cluster,
+        down,
+        caught_up,
         "the follower to apply everything",
-        Duration::from_secs(10),
-        || async {
-            let applied = cluster.applied(down, 0);
-            if applied >= caught_up {
-                Ok(())
-            } else {
-                Err(format!("applied {applied} of {caught_up}"))
-            }
-        },
     )
     .await;
     cluster.stop(down).await;
@@ -133,19 +139,7 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
     );
 
     cluster.restart(down).await;
-    eventually(
-        "the restarted follower to catch up",
-        Duration::from_secs(30),
-        || async {
-            let applied = cluster.applied(down, 0);
-            if applied >= target {
-                Ok(())
-            } else {
-                Err(format!("applied {applied} of {target}"))
-            }
-        },
-    )
-    .await;
+    wait_applied(&cluster, down, target, "the restarted follower to catch up").await;
     assert_eq!(events_on(&cluster, down).await, 120);
     // Once it has everything, the leader lets the rest of its log go.
     eventually(
