@@ -35,16 +35,17 @@ async fn populate(n: &mut Node) -> Result<()> {
 
 const STREAMS: &[&str] = &["a", "b", "c", "d"];
 
+/// A populated node, and the Raft snapshot built on it.
+async fn populated_with_snapshot() -> Result<(Node, openraft::Snapshot<TypeConfig>)> {
+    let mut n = Node::new()?;
+    populate(&mut n).await?;
+    let snap = n.sm.get_snapshot_builder().await.build_snapshot().await?;
+    Ok((n, snap))
+}
+
 #[tokio::test]
 async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
-    let mut leader = Node::new()?;
-    populate(&mut leader).await?;
-    let snap = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await?;
+    let (mut leader, snap) = populated_with_snapshot().await?;
     assert_eq!(snap.meta.last_log_id, leader.sm.applied_state().await?.0);
 
     // A follower with state of its own in the same group, and in another group.
@@ -101,14 +102,7 @@ async fn raft_snapshot_installed_elsewhere_reads_identically() -> Result<()> {
 /// and the entries openraft then re-sends (after the meta) change nothing.
 #[tokio::test]
 async fn a_snapshot_newer_than_its_meta_installs_and_skips_resent_entries() -> Result<()> {
-    let mut leader = Node::new()?;
-    populate(&mut leader).await?;
-    let snap = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await?;
+    let (mut leader, snap) = populated_with_snapshot().await?;
     // Applied after the build, before the bytes are read.
     let later = vec![
         leader.entry(EntryPayload::Normal(append_cmd(TS, "a", Exact(4), &["7"]))),

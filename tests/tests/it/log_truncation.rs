@@ -48,6 +48,18 @@ async fn wait_applied(cluster: &TestCluster, id: NodeId, target: u64, what: &str
     .await;
 }
 
+async fn wait_purged(cluster: &TestCluster, id: NodeId, target: u64, what: &str) {
+    eventually(what, Duration::from_secs(20), || async {
+        let purged = purged(cluster, id);
+        if purged >= target {
+            Ok(())
+        } else {
+            Err(format!("purged {purged}, applied {target}"))
+        }
+    })
+    .await;
+}
+
 async fn events_on(cluster: &TestCluster, id: NodeId) -> usize {
     replica(cluster, id)
         .read_local(|reader, group| reader.read_partition_log(group, 1, 10_000))
@@ -118,19 +130,7 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
 
     append_ticks(&client, 20..120).await;
     let target = cluster.applied(leader, 0);
-    eventually(
-        "the live follower to truncate",
-        Duration::from_secs(20),
-        || async {
-            let purged = purged(&cluster, up);
-            if purged >= target {
-                Ok(())
-            } else {
-                Err(format!("purged {purged}, applied {target}"))
-            }
-        },
-    )
-    .await;
+    wait_purged(&cluster, up, target, "the live follower to truncate").await;
     let kept_from = purged(&cluster, leader) + 1;
     assert!(
         kept_from <= caught_up + 1,
@@ -142,18 +142,6 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
     wait_applied(&cluster, down, target, "the restarted follower to catch up").await;
     assert_eq!(events_on(&cluster, down).await, 120);
     // Once it has everything, the leader lets the rest of its log go.
-    eventually(
-        "the leader to truncate",
-        Duration::from_secs(20),
-        || async {
-            let purged = purged(&cluster, leader);
-            if purged >= target {
-                Ok(())
-            } else {
-                Err(format!("purged {purged}, applied {target}"))
-            }
-        },
-    )
-    .await;
+    wait_purged(&cluster, leader, target, "the leader to truncate").await;
     cluster.shutdown().await;
 }
