@@ -29,7 +29,7 @@ pub mod transport;
 pub use dispatcher::{RaftDispatcher, RaftGrpcService};
 pub use error::ClusterError;
 pub use local_network::LocalNetwork;
-pub use node::{ClusterConfig, ClusterNode, RaftTuning};
+pub use node::{ClusterConfig, ClusterNode, DEFAULT_ELECTION_TIMEOUT, RaftTuning};
 pub use partition::{Partition, now_ms};
 pub use placement::{HashRingPlacement, Placement};
 pub use topology::{Topology, partition_of};

@@ -40,16 +40,32 @@ pub struct RaftTuning {
     pub truncate_every: Duration,
 }
 
+impl RaftTuning {
+    /// The default timing with an election timeout of `min`..`2 × min`:
+    /// a follower stands for election after hearing nothing from a leader
+    /// for 3–4 × `min`; heartbeats go every `min / 3`, at most 100 ms.
+    pub fn with_election_timeout(min: Duration) -> RaftTuning {
+        RaftTuning {
+            heartbeat: (min / 3).min(Duration::from_millis(100)),
+            election_timeout_min: min,
+            election_timeout_max: min * 2,
+            ..RaftTuning::default()
+        }
+    }
+}
+
+/// Default election timeout: openraft 0.9 starts an election only after the
+/// leader lease (= election_timeout_max) *plus* a random timeout in
+/// [min, max) without hearing from a leader, 0.9-1.2 s with 300 ms. With
+/// 500-1000 ms it was 1.5-2 s, and failover under load measured 1.9-3.2 s.
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
+
 impl Default for RaftTuning {
     fn default() -> RaftTuning {
         RaftTuning {
             heartbeat: Duration::from_millis(100),
-            // Openraft 0.9 starts an election only after the leader lease
-            // (= election_timeout_max) *plus* a random timeout in [min, max)
-            // without hearing from a leader: 0.9-1.2 s here. With 500-1000 it
-            // was 1.5-2 s, and failover under load measured 1.9-3.2 s.
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
+            election_timeout_min: DEFAULT_ELECTION_TIMEOUT,
+            election_timeout_max: DEFAULT_ELECTION_TIMEOUT * 2,
             max_lag_entries: 20_000,
             follower_keep: Duration::from_secs(2),
             truncate_every: Duration::from_millis(500),
@@ -320,5 +336,24 @@ fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterEr
             ))),
             _ => Ok(()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_follows_the_election_timeout() {
+        let t = RaftTuning::with_election_timeout(Duration::from_millis(300));
+        assert_eq!(t.heartbeat, Duration::from_millis(100));
+        assert_eq!(t.election_timeout_max, Duration::from_millis(600));
+        let t = RaftTuning::with_election_timeout(Duration::from_millis(60));
+        assert_eq!(t.heartbeat, Duration::from_millis(20));
+        assert_eq!(t.election_timeout_max, Duration::from_millis(120));
+        let d = RaftTuning::default();
+        let same = RaftTuning::with_election_timeout(DEFAULT_ELECTION_TIMEOUT);
+        let timing = |t: &RaftTuning| (t.heartbeat, t.election_timeout_min, t.election_timeout_max);
+        assert_eq!(timing(&same), timing(&d));
     }
 }

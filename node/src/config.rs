@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub passivate_after: Duration,
     /// At most this many activations are held; the least recently used go first.
     pub max_activations: usize,
+    /// Raft election timeout (see `RaftTuning::with_election_timeout`).
+    pub election_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -45,6 +47,7 @@ impl ServeConfig {
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             passivate_after: DEFAULT_PASSIVATE_AFTER,
             max_activations: DEFAULT_MAX_ACTIVATIONS,
+            election_timeout: cairn_cluster::DEFAULT_ELECTION_TIMEOUT,
         }
     }
 }

@@ -55,11 +55,12 @@ impl NodeBuilder {
     /// A node with the built-in actor types.
     pub fn new(config: ServeConfig) -> NodeBuilder {
         let registry = Registry::with_builtins(config.snapshot_every);
+        let tuning = RaftTuning::with_election_timeout(config.election_timeout);
         NodeBuilder {
             config,
             registry,
             transport: None,
-            tuning: RaftTuning::default(),
+            tuning,
             listener: None,
             projections: vec![Arc::new(UserAnalytics), Arc::new(UsersByEmail)],
             handlers: Vec::new(),

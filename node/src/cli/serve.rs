@@ -4,6 +4,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_cluster::DEFAULT_ELECTION_TIMEOUT;
 use cairn_node::ServeConfig;
 use cairn_node::config::{
     DEFAULT_MAX_ACTIVATIONS, DEFAULT_PARTITIONS, DEFAULT_PASSIVATE_AFTER, DEFAULT_REPLICATION,
@@ -15,6 +16,10 @@ use super::parse::{self, UsageError};
 
 /// Exit status after a second shutdown signal (as for a shell's Ctrl-C).
 const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+/// Bounds of `--election-timeout`, in ms: heartbeats (a third of it) must
+/// still be frequent enough, and a longer one only delays failover.
+const MIN_ELECTION_TIMEOUT_MS: u64 = 50;
+const MAX_ELECTION_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -51,6 +56,11 @@ pub struct ServeArgs {
     /// Hold at most this many activations; the least recently used go first.
     #[arg(long, default_value_t = DEFAULT_MAX_ACTIVATIONS, value_name = "N")]
     pub max_activations: usize,
+    /// Raft election timeout in milliseconds: a follower stands for election
+    /// after hearing nothing from its leader for 3-4 times this. Raise it on
+    /// machines that stall for seconds; all nodes should use the same.
+    #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub election_timeout: u64,
 }
 
 impl ServeArgs {
@@ -121,6 +131,13 @@ impl ServeArgs {
                 "invalid --max-activations 0: use a number >= 1".into(),
             ));
         }
+        if !(MIN_ELECTION_TIMEOUT_MS..=MAX_ELECTION_TIMEOUT_MS).contains(&self.election_timeout) {
+            return Err(UsageError(format!(
+                "invalid --election-timeout {}: use {MIN_ELECTION_TIMEOUT_MS} to {MAX_ELECTION_TIMEOUT_MS} milliseconds (default {})",
+                self.election_timeout,
+                DEFAULT_ELECTION_TIMEOUT.as_millis()
+            )));
+        }
         let mut config = ServeConfig::single(&listen, self.data_dir.clone());
         config.node_id = self.id;
         config.advertise = advertise;
@@ -130,6 +147,7 @@ impl ServeArgs {
         config.snapshot_every = self.snapshot_every;
         config.passivate_after = Duration::from_secs_f64(self.passivate_after);
         config.max_activations = self.max_activations;
+        config.election_timeout = Duration::from_millis(self.election_timeout);
         Ok(config)
     }
 }
@@ -241,6 +259,7 @@ mod tests {
             (c.partitions, c.replication, c.snapshot_every),
             (16, 3, 100)
         );
+        assert_eq!(c.election_timeout, Duration::from_millis(300));
     }
 
     #[test]
@@ -256,6 +275,8 @@ mod tests {
             "1=10.0.0.1:7402,2=10.0.0.2:7402,3=10.0.0.3:7402",
             "--partitions",
             "8",
+            "--election-timeout",
+            "1000",
         ])
         .unwrap();
         assert_eq!(c.node_id, 2);
@@ -263,6 +284,7 @@ mod tests {
         assert_eq!(c.advertise, "10.0.0.2:7402");
         assert_eq!(c.peers.len(), 3);
         assert_eq!(c.partitions, 8);
+        assert_eq!(c.election_timeout, Duration::from_secs(1));
     }
 
     #[test]
@@ -286,6 +308,10 @@ mod tests {
             (&["--partitions", "0"][..], "invalid --partitions 0"),
             (&["--replication", "0"][..], "invalid --replication 0"),
             (&["--snapshot-every", "0"][..], "invalid --snapshot-every 0"),
+            (
+                &["--election-timeout", "10"][..],
+                "invalid --election-timeout 10: use 50 to 60000 milliseconds (default 300)",
+            ),
         ] {
             let err = config(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");
