@@ -11,6 +11,7 @@ use cairn_storage::{GroupId, RecordedEvent, Store};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
 
@@ -144,6 +145,8 @@ impl ProjectionRunner {
 
     /// Keeps every projection's read model of partition `group` caught up
     /// with its log: each batch of the log is read once for all of them.
+    /// A projection that fails is retried on its own every [`RETRY_AFTER`],
+    /// so that it never holds the others back.
     async fn fold(self, group: GroupId) {
         let slots: Vec<&Slot> = self
             .projections
@@ -153,28 +156,33 @@ impl ProjectionRunner {
         let Some(first) = slots.first() else { return };
         let mut applied = first.partition.metrics();
         let wanted = first.wanted.clone();
+        let mut failing = vec![false; slots.len()];
+        let mut retry_at = Instant::now();
         loop {
-            let (progressed, failed) = match self.fold_once(group, &slots).await {
-                Some(outcome) => outcome,
-                None => return,
+            let Some(mut moved) = self.fold_some(group, &slots, &mut failing, false).await else {
+                return;
             };
-            if failed {
-                tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_AFTER) => continue,
-                }
+            if failing.contains(&true) && Instant::now() >= retry_at {
+                let Some(retried) = self.fold_some(group, &slots, &mut failing, true).await else {
+                    return;
+                };
+                moved |= retried;
+                retry_at = Instant::now() + RETRY_AFTER;
             }
-            if progressed {
+            if moved {
                 continue;
             }
-            // Caught up: wait for the partition to apply more, then linger a
-            // little so that a busy partition is folded in batches rather
-            // than once per Raft entry (each fold is a scan and a write),
-            // unless a query is waiting for a read model.
+            // Caught up: wait for the partition to apply more (or for the
+            // next retry of a failing projection), then linger a little so
+            // that a busy partition is folded in batches rather than once per
+            // Raft entry (each fold is a scan and a write), unless a query is
+            // waiting for a read model.
+            let retry = failing.contains(&true);
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 changed = applied.changed() => if changed.is_err() { return },
                 _ = wanted.notified() => continue,
+                _ = tokio::time::sleep_until(retry_at), if retry => continue,
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -184,20 +192,32 @@ impl ProjectionRunner {
         }
     }
 
-    /// Folds one batch of `group`'s log into `slots` (all of its
-    /// projections), holding their locks; returns whether any moved and
-    /// whether any failed, or `None` once the node shuts down.
-    async fn fold_once(&self, group: GroupId, slots: &[&Slot]) -> Option<(bool, bool)> {
-        let mut guards = Vec::with_capacity(slots.len());
-        for slot in slots {
-            guards.push(slot.lock.lock().await);
+    /// Folds one batch of `group`'s log into the slots whose `failing` flag
+    /// equals `retrying`, holding their locks, and updates their flags;
+    /// returns whether any moved, or `None` once the node shuts down.
+    async fn fold_some(
+        &self,
+        group: GroupId,
+        slots: &[&Slot],
+        failing: &mut [bool],
+        retrying: bool,
+    ) -> Option<bool> {
+        let picked: Vec<usize> = (0..slots.len())
+            .filter(|&i| failing[i] == retrying)
+            .collect();
+        if picked.is_empty() {
+            return Some(false);
         }
-        let behind: Vec<Behind> = slots
+        let mut guards = Vec::with_capacity(picked.len());
+        for &i in &picked {
+            guards.push(slots[i].lock.lock().await);
+        }
+        let behind: Vec<Behind> = picked
             .iter()
-            .map(|slot| Behind {
-                projection: slot.projection.clone(),
-                checkpoint: *slot.checkpoint.borrow(),
-                persisted: slot.persisted.load(Ordering::Relaxed),
+            .map(|&i| Behind {
+                projection: slots[i].projection.clone(),
+                checkpoint: *slots[i].checkpoint.borrow(),
+                persisted: slots[i].persisted.load(Ordering::Relaxed),
             })
             .collect();
         let store = self.node.store().clone();
@@ -210,26 +230,28 @@ impl ProjectionRunner {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 warn!("reading the partition log failed, retrying: {e}");
-                return Some((false, true));
+                picked.iter().for_each(|&i| failing[i] = true);
+                return Some(false);
             }
         };
-        let (mut progressed, mut failed) = (false, false);
-        for (slot, outcome) in slots.iter().zip(outcomes) {
+        let mut moved = false;
+        for (&i, outcome) in picked.iter().zip(outcomes) {
+            let slot = slots[i];
+            failing[i] = outcome.is_err();
             match outcome {
                 Ok(Some(done)) => {
                     slot.persisted.store(done.persisted, Ordering::Relaxed);
                     slot.checkpoint.send_replace(done.checkpoint);
-                    progressed = true;
+                    moved = true;
                 }
                 Ok(None) => {}
                 Err(e) => {
                     let name = slot.projection.name();
                     warn!(projection = name, "folding failed, retrying: {e}");
-                    failed = true;
                 }
             }
         }
-        Some((progressed, failed))
+        Some(moved)
     }
 
     /// Answers `args` from this node's read model of partition `group`, which
@@ -341,8 +363,9 @@ struct Folded {
 
 /// Folds the next batch of partition `group`'s log, read once, into every
 /// projection in `behind` that has not folded it yet; returns, for each, where
-/// it got to (`None`: nothing new). A failing projection fails alone; the
-/// outer error is a failed read of the log.
+/// it got to (`None`: nothing new). A failing projection fails alone (and
+/// the others' progress in this batch stands); the outer error is a failed
+/// read of the log.
 fn fold_batch(
     store: &Store,
     upcasters: &Upcasters,

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cairn_client::{Client, Error};
+use cairn_client::{Client, Error, EventData, ExpectedVersion};
+use cairn_node::NodeBuilder;
+use cairn_node::projection::{Projection, ProjectionError, ReadModel};
 use cairn_tests::in_process::test_tuning;
 use cairn_tests::{TestCluster, eventually};
 use serde_json::{Value, json};
@@ -184,5 +186,70 @@ async fn old_events_are_upcast_for_actors_and_projections_and_newer_ones_refused
         message.contains("USER_UPDATED") && message.contains("schema version 9"),
         "{message}"
     );
+    cluster.shutdown().await;
+}
+
+/// A projection whose every fold fails.
+struct Broken;
+
+impl Projection for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+
+    fn accepts(&self, _: &cairn_storage::RecordedEvent) -> bool {
+        true
+    }
+
+    fn apply(
+        &self,
+        _: &cairn_storage::RecordedEvent,
+        _: &mut ReadModel<'_>,
+    ) -> Result<(), ProjectionError> {
+        Err(ProjectionError::BadQuery(
+            "this projection refuses every event".into(),
+        ))
+    }
+
+    fn query(&self, _: &ReadModel<'_>, _: &Value) -> Result<Value, ProjectionError> {
+        Ok(Value::Null)
+    }
+
+    fn combine(&self, _: Vec<Value>, _: &Value) -> Result<Value, ProjectionError> {
+        Ok(Value::Null)
+    }
+}
+
+fn with_broken(builder: NodeBuilder) -> NodeBuilder {
+    builder.projection(Broken)
+}
+
+/// Projections of a partition read its log together, one batch at a time;
+/// one that keeps failing must not hold the others at its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_projection_does_not_stall_the_others() {
+    const USERS: usize = 1500; // more than one fold batch (1000 events)
+    let cluster = TestCluster::start_custom(3, 1, test_tuning(10_000), |_| {}, with_broken).await;
+    let client = cluster.client_any().await;
+    for chunk in 0..USERS / 100 {
+        let events = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| {
+                let id = format!("u{i}");
+                let data = json!({"userId": id, "name": id, "email": format!("{id}@example.com")});
+                EventData::new("USER_CREATED", data)
+            })
+            .collect();
+        client
+            .append(&format!("user-batch{chunk}"), events, ExpectedVersion::Any)
+            .await
+            .expect("append");
+    }
+    let last = format!("u{}@example.com", USERS - 1);
+    let found = client
+        .query("users-by-email", &json!({ "email": last }))
+        .await
+        .expect("users-by-email folds past the broken projection's position");
+    assert_eq!(found["userId"], format!("u{}", USERS - 1));
+    assert_eq!(analytics(&client).await["totalUsers"], USERS);
     cluster.shutdown().await;
 }
