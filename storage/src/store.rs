@@ -86,21 +86,40 @@ pub(crate) struct Inner {
     closed: watch::Sender<()>,
 }
 
-fn cf_options(cache: &Cache, write_buffer: usize, bloom: bool) -> Options {
+/// What a column family holds, for its RocksDB options.
+#[derive(Clone, Copy)]
+enum Family {
+    /// Raft log entries: written once, read back soon by replication and
+    /// deleted once every replica has them. Never compressed: compressing
+    /// what is about to be deleted only costs CPU.
+    Transient,
+    /// Data that stays; `bloom` for families read by point lookups.
+    Kept { bloom: bool },
+}
+
+fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
     let mut o = Options::default();
     o.set_write_buffer_size(write_buffer);
-    o.set_compression_type(DBCompressionType::Lz4);
-    o.set_bottommost_compression_type(DBCompressionType::Zstd);
-    // Most data ends up in the bottom level; zstd level 6 there and 16 KiB
-    // blocks (RocksDB's default is 4 KiB) took the event store of the
-    // storage benchmark from 171 to 161 bytes per 200-byte event. A zstd
-    // dictionary did not help further.
-    o.set_bottommost_compression_options(-14, 6, 0, 0, true);
     let mut t = BlockBasedOptions::default();
     t.set_block_size(16 << 10);
     t.set_block_cache(cache);
-    if bloom {
-        t.set_bloom_filter(10.0, false);
+    match family {
+        Family::Transient => o.set_compression_type(DBCompressionType::None),
+        Family::Kept { bloom } => {
+            o.set_compression_type(DBCompressionType::Lz4);
+            // Most data ends up in the bottom level. zstd there and 16 KiB
+            // blocks (RocksDB's default is 4 KiB) took the event store of
+            // the storage benchmark from 171 to 161 bytes per 200-byte
+            // event. Level 1: levels 3 and 6 stored the same bytes (158.4,
+            // 159.1, 158.3 per event) while level 6 spent ~40% of the nodes'
+            // CPU compacting under sustained batch appends. A zstd
+            // dictionary did not help further.
+            o.set_bottommost_compression_type(DBCompressionType::Zstd);
+            o.set_bottommost_compression_options(-14, 1, 0, 0, true);
+            if bloom {
+                t.set_bloom_filter(10.0, false);
+            }
+        }
     }
     o.set_block_based_table_factory(&t);
     o
@@ -128,11 +147,23 @@ impl Store {
 
         let cache = Cache::new_lru_cache(64 << 20);
         let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_LOG, cf_options(&cache, 32 << 20, false)),
-            ColumnFamilyDescriptor::new(CF_SM, cf_options(&cache, 64 << 20, true)),
-            ColumnFamilyDescriptor::new(CF_SNAP, cf_options(&cache, 8 << 20, false)),
-            ColumnFamilyDescriptor::new(CF_NODE, cf_options(&cache, 1 << 20, false)),
-            ColumnFamilyDescriptor::new(CF_PROJ, cf_options(&cache, 16 << 20, true)),
+            ColumnFamilyDescriptor::new(CF_LOG, cf_options(&cache, 32 << 20, Family::Transient)),
+            ColumnFamilyDescriptor::new(
+                CF_SM,
+                cf_options(&cache, 64 << 20, Family::Kept { bloom: true }),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_SNAP,
+                cf_options(&cache, 8 << 20, Family::Kept { bloom: false }),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_NODE,
+                cf_options(&cache, 1 << 20, Family::Kept { bloom: false }),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_PROJ,
+                cf_options(&cache, 16 << 20, Family::Kept { bloom: true }),
+            ),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
         let syncer = Syncer::start(Arc::clone(&db))

@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Size of each appended event's payload, in bytes.
     #[arg(long, default_value_t = 200, value_name = "BYTES")]
     pub event_size: usize,
+    /// Events in each append (`append` only); throughput still counts appends.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=cairn_node::limits::MAX_EVENTS_PER_APPEND as u64))]
+    pub events: usize,
     /// Number of distinct streams or actors to spread the load over.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: u64,
@@ -103,6 +106,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         clients,
         keys: args.keys,
         event_size: args.event_size,
+        events: args.events,
     });
     if args.workload == Workload::Ask {
         bench
@@ -130,6 +134,7 @@ struct Bench {
     clients: Vec<Client>,
     keys: u64,
     event_size: usize,
+    events: usize,
 }
 
 /// Counts shared by a phase's workers, read by the progress line.
@@ -260,14 +265,16 @@ impl Bench {
     async fn work(&self, worker: usize, end: Instant, counters: &Counters) -> Histogram<u64> {
         let client = self.client(worker);
         let mut rng = new_rng();
-        let event = EventData {
-            id: None,
-            event_type: "BenchEvent".into(),
-            data: json!({"payload": random_text(&mut rng, self.event_size)}),
-            metadata: None,
-            correlation_id: None,
-            causation_id: None,
-        };
+        let events: Vec<EventData> = (0..self.events)
+            .map(|_| EventData {
+                id: None,
+                event_type: "BenchEvent".into(),
+                data: json!({"payload": random_text(&mut rng, self.event_size)}),
+                metadata: None,
+                correlation_id: None,
+                causation_id: None,
+            })
+            .collect();
         let deposit = json!({"type": "DEPOSIT", "amount": 1});
         let mut histogram = new_histogram();
         while Instant::now() < end {
@@ -275,7 +282,7 @@ impl Bench {
             let started = Instant::now();
             let outcome = match self.workload {
                 Workload::Append => client
-                    .append(&key, vec![event.clone()], ExpectedVersion::Any)
+                    .append(&key, events.clone(), ExpectedVersion::Any)
                     .await
                     .map(drop),
                 Workload::Ask => client.ask("account", &key, &deposit).await.map(drop),

@@ -58,6 +58,8 @@ async fn the_command_line_refuses_bad_input_and_writes_nothing() {
         "256",
     );
     refused(on(&["stream", "append", "s1", r#"{"data":{}}"#]), "type");
+    refused(on(&["bench", "append", "--events", "0"]), "--events");
+    refused(on(&["bench", "append", "--events", "10001"]), "--events");
     for bad_version in ["-1", "abc"] {
         let event = r#"{"type":"X","data":{}}"#;
         let args = [

@@ -151,3 +151,36 @@ async fn the_user_scenario_survives_kill_9_of_the_leader_and_a_restart() {
     .await;
     assert_eq!(state["loginAttempts"], 2, "{state}");
 }
+
+/// `cairn bench append --events N` makes every append carry N events, and
+/// its last line reports the appends it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_append_writes_appends_of_the_asked_size() {
+    let cluster = ProcessCluster::start(3).await;
+    let args = [
+        "bench",
+        "append",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--events",
+        "7",
+        "--keys",
+        "1",
+    ];
+    let output = cluster.cli_on(1, &args);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["errors"], 0, "{report}");
+    let appends = report["ops"].as_u64().unwrap_or_default();
+    assert!(appends > 0, "{report}");
+    let info = ok(cluster.cli_on(2, &["stream", "info", "bench-0"]));
+    assert_eq!(
+        info["version"].as_u64(),
+        Some(7 * appends),
+        "{info} {report}"
+    );
+}
