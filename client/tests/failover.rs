@@ -73,6 +73,15 @@ impl ActorService for Fake {
         Err(status)
     }
 
+    type AskStreamStream = tokio_stream::Empty<Result<pb::AskOutcome, Status>>;
+
+    async fn ask_stream(
+        &self,
+        _: Request<tonic::Streaming<pb::AskEnvelope>>,
+    ) -> Result<Response<Self::AskStreamStream>, Status> {
+        Err(Status::unimplemented("a fake node does not stream asks"))
+    }
+
     async fn get_state(
         &self,
         request: Request<pb::GetStateRequest>,

@@ -139,7 +139,7 @@ impl CommandBus {
                     )
                     .await
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 let request = AskRequest {
                     actor_type: command.actor_type.clone(),
                     actor_id: command.actor_id.clone(),

@@ -1,46 +1,45 @@
-//! gRPC `ActorService`: `Ask` and `GetState`, served on the leader of the
-//! actor's partition (forwarded there once from any other node).
+//! gRPC `ActorService`: `Ask`, `AskStream` and `GetState`, served on the
+//! leader of the actor's partition (forwarded there once from any other
+//! node; asks over one stream per leader, see [`super::ask_stream`]).
 
 use std::sync::Arc;
 
 use cairn_cluster::ClusterNode;
 use cairn_proto::v1::actor_service_client::ActorServiceClient;
 use cairn_proto::v1::actor_service_server::ActorService;
-use cairn_proto::v1::{AskReply, AskRequest, GetStateReply, GetStateRequest};
-use tonic::{Request, Response, Status};
+use cairn_proto::v1::{
+    AskEnvelope, AskOutcome, AskReply, AskRequest, GetStateReply, GetStateRequest,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::NodeError;
 use crate::ids::CommandIds;
 use crate::limits::InvalidInput;
 use crate::replay::StateAt;
 use crate::runtime::ActorRuntime;
+use crate::service::ask_stream::{self, AskForwarder};
 use crate::service::route::{Route, route};
 
 /// Serves actor calls.
+#[derive(Clone)]
 pub struct ActorGrpcService {
     node: Arc<ClusterNode>,
     runtime: ActorRuntime,
+    forwarder: Arc<AskForwarder>,
 }
 
 impl ActorGrpcService {
     pub fn new(node: Arc<ClusterNode>, runtime: ActorRuntime) -> ActorGrpcService {
-        ActorGrpcService { node, runtime }
+        ActorGrpcService {
+            node,
+            runtime,
+            forwarder: Arc::default(),
+        }
     }
 
-    fn route_actor(&self, actor_type: &str, id: &str, forwarded: bool) -> Result<Route, Status> {
-        let (key, _) = self.runtime.resolve(actor_type, id)?;
-        Ok(route(
-            &self.node,
-            self.node.topology().partition_of(&key.stream()),
-            forwarded,
-        )?)
-    }
-}
-
-#[tonic::async_trait]
-impl ActorService for ActorGrpcService {
-    async fn ask(&self, request: Request<AskRequest>) -> Result<Response<AskReply>, Status> {
-        let mut request = request.into_inner();
+    /// One ask: run here on the leader, or forwarded to it.
+    async fn ask_one(&self, mut request: AskRequest) -> Result<AskReply, Status> {
         match self.route_actor(&request.actor_type, &request.actor_id, request.forwarded)? {
             Route::Local(_) => {
                 let outcome = self
@@ -57,17 +56,50 @@ impl ActorService for ActorGrpcService {
                     )
                     .await?;
                 let reply = serde_json::to_vec(&outcome.reply).expect("JSON values serialize");
-                Ok(Response::new(AskReply {
+                Ok(AskReply {
                     reply: reply.into(),
                     version: outcome.version,
                     duplicate: outcome.duplicate,
-                }))
+                })
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, address } => {
                 request.forwarded = true;
-                ActorServiceClient::new(channel).ask(request).await
+                self.forwarder.ask(&address, channel, request).await
             }
         }
+    }
+
+    fn route_actor(&self, actor_type: &str, id: &str, forwarded: bool) -> Result<Route, Status> {
+        let (key, _) = self.runtime.resolve(actor_type, id)?;
+        Ok(route(
+            &self.node,
+            self.node.topology().partition_of(&key.stream()),
+            forwarded,
+        )?)
+    }
+}
+
+#[tonic::async_trait]
+impl ActorService for ActorGrpcService {
+    async fn ask(&self, request: Request<AskRequest>) -> Result<Response<AskReply>, Status> {
+        self.ask_one(request.into_inner()).await.map(Response::new)
+    }
+
+    type AskStreamStream = ReceiverStream<Result<AskOutcome, Status>>;
+
+    async fn ask_stream(
+        &self,
+        request: Request<Streaming<AskEnvelope>>,
+    ) -> Result<Response<Self::AskStreamStream>, Status> {
+        let service = self.clone();
+        Ok(Response::new(ask_stream::serve(
+            request.into_inner(),
+            self.node.stop_token(),
+            move |ask| {
+                let service = service.clone();
+                async move { service.ask_one(ask).await }
+            },
+        )))
     }
 
     async fn get_state(
@@ -98,7 +130,7 @@ impl ActorService for ActorGrpcService {
                     version,
                 }))
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 request.forwarded = true;
                 ActorServiceClient::new(channel).get_state(request).await
             }

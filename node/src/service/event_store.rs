@@ -120,7 +120,7 @@ impl EventStoreService for EventStoreGrpcService {
                 let outcome = partition.append(append).await.map_err(NodeError::from)?;
                 Ok(Response::new(convert::append_reply(outcome, group)))
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 // Validate here too, so bad input never travels.
                 convert::new_events(request.events.clone()).map_err(NodeError::from)?;
                 request.forwarded = true;
@@ -154,7 +154,7 @@ impl EventStoreService for EventStoreGrpcService {
                     group,
                 )))
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 request.forwarded = true;
                 client(channel).info(request).await
             }
@@ -176,7 +176,7 @@ impl EventStoreService for EventStoreGrpcService {
                     .map_err(NodeError::from)?;
                 Ok(Response::new(DeleteReply { version }))
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 request.forwarded = true;
                 client(channel).delete(request).await
             }
@@ -211,7 +211,7 @@ impl EventStoreService for EventStoreGrpcService {
                 };
                 Ok(Response::new(SetStreamMetadataReply { version }))
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 request.forwarded = true;
                 client(channel).set_stream_metadata(request).await
             }
@@ -270,7 +270,7 @@ pub(crate) async fn read_stream(
         Route::Local(partition) => {
             Ok(read_stream_local(&partition, node.node_id(), group, request).await?)
         }
-        Route::Forward(channel) => {
+        Route::Forward { channel, .. } => {
             request.forwarded = true;
             let deadline = wait_of(request.wait_ms) + FORWARD_TIMEOUT;
             match tokio::time::timeout(deadline, client(channel).read(request)).await {

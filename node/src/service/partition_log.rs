@@ -114,7 +114,7 @@ pub async fn read_partition(
     let group = check_request(node, &request)?;
     match route(node, group, request.forwarded)? {
         Route::Local(partition) => Ok(read_local(&partition, node.node_id(), request).await?),
-        Route::Forward(channel) => {
+        Route::Forward { channel, .. } => {
             request.forwarded = true;
             let deadline = wait_of(request.wait_ms) + FORWARD_TIMEOUT;
             match tokio::time::timeout(deadline, client(channel).read_partition(request)).await {

@@ -40,7 +40,7 @@ impl QueryGrpcService {
                     .query_partition(&request.name, request.partition, &args)
                     .await?)
             }
-            Route::Forward(channel) => {
+            Route::Forward { channel, .. } => {
                 let forwarded = QueryPartitionRequest {
                     forwarded: true,
                     ..request

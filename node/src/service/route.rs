@@ -12,8 +12,8 @@ pub enum Route {
     /// This node leads the partition.
     Local(Partition),
     /// Forward once to the leader (or, without a local replica, to a replica
-    /// that knows the leader).
-    Forward(Channel),
+    /// that knows the leader), at `address`.
+    Forward { channel: Channel, address: String },
 }
 
 /// Routes a call for `group`. A call that was already forwarded is never
@@ -44,5 +44,5 @@ pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Rout
             node: target,
             message: format!("leader of partition {group} at {address}: {e}"),
         })?;
-    Ok(Route::Forward(channel))
+    Ok(Route::Forward { channel, address })
 }
