@@ -583,3 +583,87 @@ async fn temporal_state_queries_match_a_replay_from_zero() {
     );
     cluster.shutdown().await;
 }
+
+/// A node that does not lead an actor's partition forwards its asks to the
+/// leader over one stream: concurrent asks each get their own reply,
+/// rejections come back with their kind, and asks through the same node keep
+/// working once that leader stops (the stream ends; a new leader answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asks_through_a_node_that_does_not_lead_are_forwarded() {
+    let mut cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
+    cluster.wait_for_leaders().await;
+    let mut id = String::new();
+    for k in 0.. {
+        id = format!("forwarded-{k}");
+        let group = cluster.partition_of_actor("account", &id);
+        if cluster.leader_of(group).await != 1 {
+            break;
+        }
+    }
+    let group = cluster.partition_of_actor("account", &id);
+    let via_1 = cluster.client(1).await.without_leader_routing();
+
+    ask(&via_1, "account", &id, json!({"type": "OPEN"})).await;
+    let deposits = (1..=40).map(|amount| {
+        let via_1 = via_1.clone();
+        let id = id.clone();
+        async move {
+            let deposit = json!({"type": "DEPOSIT", "amount": amount});
+            via_1.ask("account", &id, &deposit).await
+        }
+    });
+    let replies = futures::future::join_all(deposits).await;
+    let balances: Vec<f64> = replies
+        .into_iter()
+        .map(|r| {
+            r.expect("deposit").reply["balance"]
+                .as_f64()
+                .expect("balance")
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<u64> = balances.iter().map(|b| *b as u64).collect();
+    assert_eq!(
+        distinct.len(),
+        40,
+        "each ask got its own reply: {balances:?}"
+    );
+    assert_eq!(
+        ask(&via_1, "account", &id, json!({"type": "BALANCE"})).await["balance"],
+        820.0
+    );
+    let overdraft = via_1
+        .ask("account", &id, &json!({"type": "WITHDRAW", "amount": 1000}))
+        .await;
+    match overdraft {
+        Err(Error::Rejected(message)) => {
+            assert!(message.contains("insufficient funds"), "{message}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    let leader = cluster.leader_of(group).await;
+    cluster.stop(leader).await;
+    // One command id for every try: a try that timed out after it was
+    // applied is not applied again.
+    let ids = cairn_client::AskIds {
+        command_id: "after-the-leader-stopped".into(),
+        correlation_id: String::new(),
+    };
+    let deposit = json!({"type": "DEPOSIT", "amount": 1});
+    eventually(
+        "an ask through node 1 after the leader stopped",
+        Duration::from_secs(30),
+        || async {
+            via_1
+                .ask_with("account", &id, &deposit, ids.clone())
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        ask(&via_1, "account", &id, json!({"type": "BALANCE"})).await["balance"],
+        821.0
+    );
+    cluster.shutdown().await;
+}
