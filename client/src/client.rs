@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::ask_stream::AskStreams;
 use crate::routing::Routes;
 use crate::subscription::Position;
 use crate::wire::json_bytes;
@@ -66,7 +67,23 @@ struct Inner {
 
 struct Server {
     address: String,
-    channel: Channel,
+    conn: Conn,
+}
+
+/// One server's connection: its channel, and the stream its asks share.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pub(crate) channel: Channel,
+    pub(crate) asks: Arc<AskStreams>,
+}
+
+impl Conn {
+    pub(crate) fn new(channel: Channel) -> Conn {
+        Conn {
+            asks: Arc::new(AskStreams::new(channel.clone(), MAX_REPLY_BYTES)),
+            channel,
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -86,8 +103,8 @@ impl Client {
         let servers = parse_servers(servers)?
             .into_iter()
             .map(|address| {
-                let channel = endpoint(&address)?.connect_lazy();
-                Ok(Server { address, channel })
+                let conn = Conn::new(endpoint(&address)?.connect_lazy());
+                Ok(Server { address, conn })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Client {
@@ -110,7 +127,7 @@ impl Client {
             .iter()
             .map(|s| Server {
                 address: s.address.clone(),
-                channel: s.channel.clone(),
+                conn: s.conn.clone(),
             })
             .collect();
         Client {
@@ -173,9 +190,9 @@ impl Client {
             causation_id: String::new(),
         };
         let reply = self
-            .call_routed(&format!("{actor_type}-{id}"), |channel| {
+            .call_routed(&format!("{actor_type}-{id}"), |conn| {
                 let request = request.clone();
-                async move { actor(channel).ask(request).await }
+                async move { conn.asks.ask(request).await.map(tonic::Response::new) }
             })
             .await?;
         AskResult::try_from(reply)
@@ -202,9 +219,9 @@ impl Client {
             at_timestamp_ms,
         };
         let reply = self
-            .call_routed(&format!("{actor_type}-{id}"), |channel| {
+            .call_routed(&format!("{actor_type}-{id}"), |conn| {
                 let request = request.clone();
-                async move { actor(channel).get_state(request).await }
+                async move { actor(conn.channel).get_state(request).await }
             })
             .await?;
         StateResult::try_from(reply)
@@ -234,9 +251,9 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call_routed(stream, |channel| {
+            .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(channel).append(request).await }
+                async move { event_store(conn.channel).append(request).await }
             })
             .await?;
         Ok(reply.into())
@@ -259,9 +276,9 @@ impl Client {
             wait_ms: 0,
         };
         let reply = self
-            .call_routed(stream, |channel| {
+            .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(channel).read(request).await }
+                async move { event_store(conn.channel).read(request).await }
             })
             .await?;
         Ok(ReadResult {
@@ -282,9 +299,9 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call_routed(stream, |channel| {
+            .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(channel).info(request).await }
+                async move { event_store(conn.channel).info(request).await }
             })
             .await?;
         Ok(reply.into())
@@ -305,9 +322,9 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call_routed(stream, |channel| {
+            .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(channel).delete(request).await }
+                async move { event_store(conn.channel).delete(request).await }
             })
             .await?;
         Ok(reply.version)
@@ -331,9 +348,9 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call_routed(stream, |channel| {
+            .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(channel).set_stream_metadata(request).await }
+                async move { event_store(conn.channel).set_stream_metadata(request).await }
             })
             .await?;
         Ok(reply.version)
@@ -351,9 +368,9 @@ impl Client {
             filter: Some((&read.filter).into()),
         };
         let reply = self
-            .call(|channel| {
+            .call(|conn| {
                 let request = request.clone();
-                async move { event_store(channel).read_all(request).await }
+                async move { event_store(conn.channel).read_all(request).await }
             })
             .await?;
         ReadAllResult::try_from(reply)
@@ -380,9 +397,9 @@ impl Client {
         position: &Position,
     ) -> Result<tonic::Streaming<pb::SubscribeReply>, Error> {
         let request = position.request();
-        self.call(|channel| {
+        self.call(|conn| {
             let request = request.clone();
-            async move { event_store(channel).subscribe(request).await }
+            async move { event_store(conn.channel).subscribe(request).await }
         })
         .await
     }
@@ -400,7 +417,7 @@ impl Client {
     /// The cluster's status as the first server that answers sees it.
     pub async fn status(&self) -> Result<Status, Error> {
         let reply = self
-            .call(|channel| async move { admin(channel).status(pb::StatusRequest {}).await })
+            .call(|conn| async move { admin(conn.channel).status(pb::StatusRequest {}).await })
             .await?;
         Ok(reply.into())
     }
@@ -411,7 +428,7 @@ impl Client {
     pub async fn compact(&self) -> Result<Vec<Compacted>, Error> {
         let mut done = Vec::with_capacity(self.inner.servers.len());
         for server in &self.inner.servers {
-            let reply = admin(server.channel.clone())
+            let reply = admin(server.conn.channel.clone())
                 .compact(pb::CompactRequest {})
                 .await?
                 .into_inner();
@@ -430,7 +447,7 @@ impl Client {
     /// fails to answer) as [`Client::call`] does.
     pub(crate) async fn call_routed<T, F, Fut>(&self, stream: &str, op: F) -> Result<T, Error>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         if let Some(routes) = &self.inner.routes {
@@ -471,7 +488,9 @@ impl Client {
         tokio::spawn(async move {
             let status = client.status().await.ok();
             if let Some(routes) = &client.inner.routes {
-                routes.learn(status.as_ref(), |address| endpoint(address).ok());
+                routes.learn(status.as_ref(), |address| {
+                    Some(Conn::new(endpoint(address).ok()?.connect_lazy()))
+                });
             }
         });
     }
@@ -480,7 +499,7 @@ impl Client {
     /// one answers with anything but a retryable failure or the timeout passes.
     pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, Error>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let servers = &self.inner.servers;
@@ -493,7 +512,7 @@ impl Client {
             let index = (start + attempt) % servers.len();
             let server = &servers[index];
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = tokio::time::timeout(remaining, op(server.channel.clone())).await;
+            let outcome = tokio::time::timeout(remaining, op(server.conn.clone())).await;
             match outcome {
                 Ok(Ok(response)) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);

@@ -34,6 +34,7 @@
 //! the shape the `cairn` command prints, so its output parses back into them.
 
 pub mod actor;
+pub mod ask_stream;
 pub mod checkpoint;
 pub mod client;
 pub mod error;

@@ -59,9 +59,9 @@ impl Client {
                 .into(),
         };
         let reply = self
-            .call(|channel| {
+            .call(|conn| {
                 let request = request.clone();
-                async move { query_service(channel).query(request).await }
+                async move { query_service(conn.channel).query(request).await }
             })
             .await?;
         serde_json::from_slice(&reply.result)
@@ -71,8 +71,8 @@ impl Client {
     /// Every projection's checkpoint and lag, per partition and node.
     pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>, Error> {
         let reply = self
-            .call(|channel| async move {
-                query_service(channel)
+            .call(|conn| async move {
+                query_service(conn.channel)
                     .projection_status(pb::ProjectionStatusRequest { forwarded: false })
                     .await
             })
@@ -92,9 +92,9 @@ impl Client {
             forwarded: false,
         };
         let reply = self
-            .call(|channel| {
+            .call(|conn| {
                 let request = request.clone();
-                async move { query_service(channel).reset_projection(request).await }
+                async move { query_service(conn.channel).reset_projection(request).await }
             })
             .await?;
         Ok(reply.nodes)

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use crate::client::Conn;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 /// How old the table may get before a call refreshes it (in the background).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -26,20 +26,20 @@ pub fn partition_of(stream: &str, partitions: u32) -> u32 {
 pub(crate) struct Routes {
     table: RwLock<Option<Table>>,
     /// One lazily connected channel per node address.
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Conn>>,
     refreshing: AtomicBool,
 }
 
 struct Table {
     partitions: u32,
     /// The leader's channel, per partition.
-    leaders: Vec<Option<Channel>>,
+    leaders: Vec<Option<Conn>>,
     learned: Instant,
 }
 
 impl Routes {
     /// The leader's channel for `stream`, if known.
-    pub(crate) fn leader_of(&self, stream: &str) -> Option<Channel> {
+    pub(crate) fn leader_of(&self, stream: &str) -> Option<Conn> {
         let table = self.table.read().expect("routes poisoned");
         let table = table.as_ref()?;
         table
@@ -70,7 +70,7 @@ impl Routes {
     pub(crate) fn learn(
         &self,
         status: Option<&crate::Status>,
-        endpoint: impl Fn(&str) -> Option<Endpoint>,
+        connect: impl Fn(&str) -> Option<Conn>,
     ) {
         if let Some(status) = status {
             let addresses: HashMap<u64, &str> = status
@@ -80,13 +80,13 @@ impl Routes {
                 .map(|n| (n.id, n.address.as_str()))
                 .collect();
             let mut channels = self.channels.lock().expect("channels poisoned");
-            let mut channel_to = |address: &str| -> Option<Channel> {
-                if let Some(channel) = channels.get(address) {
-                    return Some(channel.clone());
+            let mut channel_to = |address: &str| -> Option<Conn> {
+                if let Some(conn) = channels.get(address) {
+                    return Some(conn.clone());
                 }
-                let channel = endpoint(address)?.connect_lazy();
-                channels.insert(address.to_string(), channel.clone());
-                Some(channel)
+                let conn = connect(address)?;
+                channels.insert(address.to_string(), conn.clone());
+                Some(conn)
             };
             let mut leaders = vec![None; status.partition_count as usize];
             for p in &status.partitions {
