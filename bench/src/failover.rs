@@ -94,6 +94,9 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
         format!("kill -9 of a partition leader under {writers} writers, until its actor answers");
     facts.record(what, millis(failover), "ms", Some("< 2 s"));
 
+    if let Some(error) = load.first_error() {
+        eprintln!("  failover: the first append of the load that failed: {error}");
+    }
     let (load_items, load_errors) = load.stop().await?;
     let down_load = load_items - before_kill;
     let written = sizes.catch_up_events;

@@ -148,6 +148,7 @@ pub struct BackgroundLoad {
     stop: Arc<AtomicBool>,
     items: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    first_error: Arc<std::sync::OnceLock<String>>,
     workers: JoinSet<()>,
 }
 
@@ -161,10 +162,12 @@ impl BackgroundLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let items = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
+        let first_error = Arc::new(std::sync::OnceLock::new());
         let mut workers = JoinSet::new();
         for worker in 0..concurrency {
             let (target, stop) = (Arc::clone(&target), Arc::clone(&stop));
             let (items, errors) = (Arc::clone(&items), Arc::clone(&errors));
+            let first_error = Arc::clone(&first_error);
             workers.spawn(async move {
                 for seq in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -174,8 +177,9 @@ impl BackgroundLoad {
                         Ok(()) => {
                             items.fetch_add(target.items_per_op(), Ordering::Relaxed);
                         }
-                        Err(_) => {
+                        Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);
+                            let _ = first_error.set(format!("{e:#}"));
                             tokio::time::sleep(PAUSE_AFTER_ERROR).await;
                         }
                     }
@@ -186,6 +190,7 @@ impl BackgroundLoad {
             stop,
             items,
             errors,
+            first_error,
             workers,
         })
     }
@@ -198,6 +203,11 @@ impl BackgroundLoad {
     /// Operations failed so far.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The first operation that failed, if any did.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.get().cloned()
     }
 
     /// Lets every worker finish its operation in flight, then returns the
