@@ -49,6 +49,9 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// and whenever a leader fails to answer ([`Client::without_leader_routing`]
 /// turns this off).
 ///
+/// Asks to a server share one `AskStream` call on its connection (see
+/// [`crate::ask_stream`]) rather than making a gRPC call each.
+///
 /// Retrying is safe: reads change nothing, appends are idempotent by event
 /// id, and every ask carries a command id that the actor applies once.
 #[derive(Clone)]
