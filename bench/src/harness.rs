@@ -33,6 +33,7 @@ const FULL: Scale = Scale {
         replay_events: 100_000,
         big_events: 1_000_000,
         temporal_queries: 50,
+        cold_activations: 5,
         warm_activations: 50,
         failover_writers: 16,
         catch_up_events: 100_000,
@@ -45,6 +46,7 @@ const QUICK_SIZES: Sizes = Sizes {
     replay_events: 5_000,
     big_events: 20_000,
     temporal_queries: 10,
+    cold_activations: 3,
     warm_activations: 10,
     failover_writers: 16,
     catch_up_events: 5_000,
@@ -67,6 +69,7 @@ const SMOKE: Scale = Scale {
         replay_events: 1_000,
         big_events: 3_000,
         temporal_queries: 5,
+        cold_activations: 1,
         warm_activations: 5,
         failover_writers: 4,
         catch_up_events: 1_000,
@@ -84,6 +87,9 @@ pub struct Sizes {
     pub big_events: u64,
     /// Temporal queries timed on the long stream.
     pub temporal_queries: usize,
+    /// Cold activations timed of the long actor, each after a restart of
+    /// every node.
+    pub cold_activations: usize,
     /// Warm activations timed of the long actor.
     pub warm_activations: usize,
     /// Writers appending while a leader is killed.
