@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_cluster::ClusterNode;
 use cairn_proto::v1::AskRequest;
-use cairn_proto::v1::actor_service_client::ActorServiceClient;
 use cairn_storage::RecordedEvent;
 use serde::Serialize;
 
@@ -16,6 +15,7 @@ use crate::error::NodeError;
 use crate::ids::CommandIds;
 use crate::limits::InvalidInput;
 use crate::runtime::{ActorRuntime, AskOutcome};
+use crate::service::ask_stream::AskForwarder;
 use crate::service::route::{Route, route};
 
 /// How long [`CommandBus::send`] keeps retrying while a partition has no
@@ -82,14 +82,21 @@ impl ActorCommand {
 pub struct CommandBus {
     node: Arc<ClusterNode>,
     runtime: ActorRuntime,
+    /// The node's streams of forwarded asks, shared with `ActorService`.
+    forwarder: Arc<AskForwarder>,
     timeout: Duration,
 }
 
 impl CommandBus {
-    pub(crate) fn new(node: Arc<ClusterNode>, runtime: ActorRuntime) -> CommandBus {
+    pub(crate) fn new(
+        node: Arc<ClusterNode>,
+        runtime: ActorRuntime,
+        forwarder: Arc<AskForwarder>,
+    ) -> CommandBus {
         CommandBus {
             node,
             runtime,
+            forwarder,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -101,7 +108,8 @@ impl CommandBus {
     }
 
     /// Runs `command` on its actor, here if this node leads the actor's
-    /// partition, else on the leader (one gRPC hop), and returns the reply
+    /// partition, else on the leader (one hop, over the node's stream of
+    /// forwarded asks to it), and returns the reply
     /// once the events are committed. While the partition changes leaders the
     /// command is sent again, with the same command id, so it is applied at
     /// most once.
@@ -139,7 +147,7 @@ impl CommandBus {
                     )
                     .await
             }
-            Route::Forward { channel, .. } => {
+            Route::Forward { channel, address } => {
                 let request = AskRequest {
                     actor_type: command.actor_type.clone(),
                     actor_id: command.actor_id.clone(),
@@ -149,11 +157,11 @@ impl CommandBus {
                     command_id: command.ids.command_id.clone(),
                     causation_id: command.ids.causation_id.clone(),
                 };
-                let reply = ActorServiceClient::new(channel)
-                    .ask(request)
+                let reply = self
+                    .forwarder
+                    .ask(&address, channel, request)
                     .await
-                    .map_err(NodeError::Remote)?
-                    .into_inner();
+                    .map_err(NodeError::Remote)?;
                 let value = serde_json::from_slice(&reply.reply).map_err(|e| {
                     NodeError::Remote(tonic::Status::internal(format!(
                         "the leader's reply is not JSON: {e}"

@@ -31,6 +31,7 @@ use crate::projection::builtin::{UserAnalytics, UsersByEmail};
 use crate::projection::{Projection, ProjectionRunner};
 use crate::registry::Registry;
 use crate::runtime::{ActorRuntime, RuntimeConfig};
+use crate::service::ask_stream::AskForwarder;
 use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService, QueryGrpcService};
 
 /// How long shutdown waits for the last users of the store to finish.
@@ -190,7 +191,8 @@ impl NodeBuilder {
             },
         );
         let projections = ProjectionRunner::start(node.clone(), projections, upcasters.clone())?;
-        let bus = CommandBus::new(node.clone(), runtime.clone());
+        let forwarder = Arc::new(AskForwarder::default());
+        let bus = CommandBus::new(node.clone(), runtime.clone(), forwarder.clone());
         let handlers = HandlerRunner::start(node.clone(), handlers, bus.clone(), upcasters.clone());
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -201,8 +203,12 @@ impl NodeBuilder {
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(
-                ActorServiceServer::new(ActorGrpcService::new(node.clone(), runtime.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                ActorServiceServer::new(ActorGrpcService::new(
+                    node.clone(),
+                    runtime.clone(),
+                    forwarder,
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 EventStoreServiceServer::new(EventStoreGrpcService::new(

@@ -146,25 +146,16 @@ impl Store {
         db_opts.set_keep_log_file_num(4);
 
         let cache = Cache::new_lru_cache(64 << 20);
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_LOG, cf_options(&cache, 32 << 20, Family::Transient)),
-            ColumnFamilyDescriptor::new(
-                CF_SM,
-                cf_options(&cache, 64 << 20, Family::Kept { bloom: true }),
-            ),
-            ColumnFamilyDescriptor::new(
-                CF_SNAP,
-                cf_options(&cache, 8 << 20, Family::Kept { bloom: false }),
-            ),
-            ColumnFamilyDescriptor::new(
-                CF_NODE,
-                cf_options(&cache, 1 << 20, Family::Kept { bloom: false }),
-            ),
-            ColumnFamilyDescriptor::new(
-                CF_PROJ,
-                cf_options(&cache, 16 << 20, Family::Kept { bloom: true }),
-            ),
-        ];
+        let cfs = [
+            (CF_LOG, 32 << 20, Family::Transient),
+            (CF_SM, 64 << 20, Family::Kept { bloom: true }),
+            (CF_SNAP, 8 << 20, Family::Kept { bloom: false }),
+            (CF_NODE, 1 << 20, Family::Kept { bloom: false }),
+            (CF_PROJ, 16 << 20, Family::Kept { bloom: true }),
+        ]
+        .map(|(name, write_buffer, family)| {
+            ColumnFamilyDescriptor::new(name, cf_options(&cache, write_buffer, family))
+        });
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
         let syncer = Syncer::start(Arc::clone(&db))
             .map_err(|e| Error::Task(format!("starting the log syncer thread: {e}")))?;

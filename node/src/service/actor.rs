@@ -30,11 +30,17 @@ pub struct ActorGrpcService {
 }
 
 impl ActorGrpcService {
-    pub fn new(node: Arc<ClusterNode>, runtime: ActorRuntime) -> ActorGrpcService {
+    /// Serves calls with `runtime`, forwarding asks through `forwarder`
+    /// (one per node, shared with the command bus).
+    pub fn new(
+        node: Arc<ClusterNode>,
+        runtime: ActorRuntime,
+        forwarder: Arc<AskForwarder>,
+    ) -> ActorGrpcService {
         ActorGrpcService {
             node,
             runtime,
-            forwarder: Arc::default(),
+            forwarder,
         }
     }
 

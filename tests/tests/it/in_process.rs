@@ -640,6 +640,27 @@ async fn asks_through_a_node_that_does_not_lead_are_forwarded() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
+    // Concurrent rejections, each naming its own amount: an outcome handed
+    // to the wrong ask would show here.
+    let overdrafts = (1001..=1020).map(|amount| {
+        let via_1 = via_1.clone();
+        let id = id.clone();
+        async move {
+            let withdraw = json!({"type": "WITHDRAW", "amount": amount});
+            (amount, via_1.ask("account", &id, &withdraw).await)
+        }
+    });
+    for (amount, overdraft) in futures::future::join_all(overdrafts).await {
+        match overdraft {
+            Err(Error::Rejected(message)) => {
+                assert!(
+                    message.contains(&format!("withdraw {amount} ")),
+                    "{amount}: {message}"
+                )
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
 
     let leader = cluster.leader_of(group).await;
     cluster.stop(leader).await;
