@@ -1,15 +1,20 @@
 //! The receiving end of Raft traffic: routes an incoming message to the
-//! local Raft instance of its group, and the gRPC `RaftService` that feeds it.
+//! local Raft instance of its group, and the gRPC `RaftService` that feeds
+//! it (unary calls, and the stream of calls each peer keeps open).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use cairn_proto::v1::RaftMessage;
 use cairn_proto::v1::raft_service_server::RaftService;
+use cairn_proto::v1::{RaftAnswer, RaftCall, RaftMessage, RaftRpc};
 use cairn_storage::{GroupId, TypeConfig};
 use openraft::Raft;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
 
+use crate::raft_stream::{answer, kind_of};
+use crate::serve_stream::serve_concurrently;
 use crate::transport::{RpcKind, TransportError, decode, encode};
 
 /// The Raft instances this node runs, by group.
@@ -75,12 +80,14 @@ impl RaftDispatcher {
 /// gRPC `RaftService`: internal, node-to-node only.
 pub struct RaftGrpcService {
     dispatcher: RaftDispatcher,
+    stop: CancellationToken,
 }
 
 impl RaftGrpcService {
-    /// Serve the groups registered in `dispatcher`.
-    pub fn new(dispatcher: RaftDispatcher) -> RaftGrpcService {
-        RaftGrpcService { dispatcher }
+    /// Serve the groups registered in `dispatcher`; streams of calls end
+    /// when `stop` is cancelled (the node shuts down).
+    pub fn new(dispatcher: RaftDispatcher, stop: CancellationToken) -> RaftGrpcService {
+        RaftGrpcService { dispatcher, stop }
     }
 
     async fn dispatch(
@@ -118,5 +125,35 @@ impl RaftService for RaftGrpcService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(RpcKind::InstallSnapshot, request).await
+    }
+
+    type StreamStream = ReceiverStream<Result<RaftAnswer, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftCall>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let dispatcher = self.dispatcher.clone();
+        Ok(Response::new(serve_concurrently(
+            request.into_inner(),
+            self.stop.clone(),
+            move |call: RaftCall| {
+                let dispatcher = dispatcher.clone();
+                async move {
+                    let result = match RaftRpc::try_from(call.rpc) {
+                        Ok(rpc) => {
+                            dispatcher
+                                .handle(call.group, kind_of(rpc), &call.payload)
+                                .await
+                        }
+                        Err(_) => Err(TransportError {
+                            unreachable: false,
+                            message: format!("unknown raft rpc {}", call.rpc),
+                        }),
+                    };
+                    answer(call.id, result)
+                }
+            },
+        )))
     }
 }

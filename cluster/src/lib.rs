@@ -7,6 +7,8 @@
 //! - [`placement`]: the [`Placement`] trait and [`HashRingPlacement`].
 //! - [`topology`]: [`Topology`], members and the partition table of an epoch; [`partition_of`].
 //! - [`transport`]: the [`RaftTransport`] trait, [`GrpcTransport`], [`PeerChannels`].
+//! - [`raft_stream`]: Raft calls to one peer over one long-lived gRPC stream.
+//! - [`serve_stream`]: the answering side of a stream of concurrent calls.
 //! - [`local_network`]: [`LocalNetwork`], an in-process transport for tests that can partition.
 //! - [`network`]: openraft's network for one group over a transport.
 //! - [`dispatcher`]: [`RaftDispatcher`] routes incoming RPCs to the group's Raft; [`RaftGrpcService`].
@@ -23,6 +25,8 @@ pub mod network;
 pub mod node;
 pub mod partition;
 pub mod placement;
+pub mod raft_stream;
+pub mod serve_stream;
 pub mod topology;
 pub mod transport;
 

@@ -1,6 +1,6 @@
 //! How Raft RPCs travel between nodes: the [`RaftTransport`] trait, its gRPC
-//! implementation over one pooled channel per peer, and the encoding of
-//! openraft messages.
+//! implementation over one pooled channel and one stream of calls per peer
+//! (`crate::raft_stream`), and the encoding of openraft messages.
 //!
 //! This is internal node-to-node traffic (`RaftService` in the proto), kept
 //! apart from the client services.
@@ -9,12 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cairn_proto::v1::RaftMessage;
-use cairn_proto::v1::raft_service_client::RaftServiceClient;
 use cairn_storage::{GroupId, NodeId};
 use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::raft_stream::{self, RaftStreams};
 
 /// Which openraft RPC a message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,17 +78,41 @@ impl PeerChannels {
     }
 }
 
-/// Raft RPCs over gRPC (`RaftService`), with a deadline per call.
+/// The largest call sent on a peer's stream of calls. Messages on one HTTP/2
+/// stream go one after the other, so a follower's multi-megabyte catch-up
+/// batch would hold back every group's heartbeats behind it; larger calls
+/// (and every InstallSnapshot) get a unary call, an HTTP/2 stream of their own.
+const MAX_STREAMED_BYTES: usize = 256 * 1024;
+
+/// Raft RPCs over gRPC (`RaftService`), with a deadline per call: calls of
+/// up to [`MAX_STREAMED_BYTES`] over one [`RaftStreams`] per peer, larger
+/// ones and InstallSnapshot as unary calls of their own.
 #[derive(Clone)]
 pub struct GrpcTransport {
     channels: PeerChannels,
+    streams: Arc<Mutex<HashMap<String, Arc<RaftStreams>>>>,
     timeout: Duration,
 }
 
 impl GrpcTransport {
     /// A transport over `channels`; every call gives up after `timeout`.
     pub fn new(channels: PeerChannels, timeout: Duration) -> GrpcTransport {
-        GrpcTransport { channels, timeout }
+        GrpcTransport {
+            channels,
+            streams: Arc::default(),
+            timeout,
+        }
+    }
+
+    /// The streams to the peer at `addr`, created on first use.
+    fn streams(&self, addr: &str) -> Result<Arc<RaftStreams>, TransportError> {
+        let mut streams = self.streams.lock().expect("raft stream map poisoned");
+        if let Some(peer) = streams.get(addr) {
+            return Ok(peer.clone());
+        }
+        let peer = Arc::new(RaftStreams::new(self.channels.get(addr)?));
+        streams.insert(addr.to_string(), peer.clone());
+        Ok(peer)
     }
 }
 
@@ -99,34 +125,49 @@ impl RaftTransport for GrpcTransport {
         kind: RpcKind,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
-        let channel = self.channels.get(addr);
+        let peer = self.streams(addr);
         let timeout = self.timeout;
         Box::pin(async move {
-            let mut client = RaftServiceClient::new(channel?)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX);
-            let mut request = tonic::Request::new(RaftMessage {
-                group,
-                payload: payload.into(),
-            });
-            request.set_timeout(timeout);
-            let reply = match kind {
-                RpcKind::AppendEntries => client.append_entries(request).await,
-                RpcKind::Vote => client.vote(request).await,
-                RpcKind::InstallSnapshot => client.install_snapshot(request).await,
-            };
-            match reply {
-                Ok(reply) => Ok(reply.into_inner().payload.to_vec()),
-                Err(status) => Err(TransportError {
-                    unreachable: matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    ),
-                    message: status.message().to_string(),
-                }),
+            let peer = peer?;
+            let payload = Bytes::from(payload);
+            if kind != RpcKind::InstallSnapshot && payload.len() <= MAX_STREAMED_BYTES {
+                let streamed =
+                    tokio::time::timeout(timeout, peer.call(group, kind, payload.clone()));
+                match streamed.await {
+                    Ok(Some(answer)) => return answer,
+                    Ok(None) => {} // the peer has no `Stream`: a unary call
+                    Err(_) => {
+                        return Err(TransportError {
+                            unreachable: true,
+                            message: format!("no answer within {timeout:?}"),
+                        });
+                    }
+                }
             }
+            unary(peer.channel().clone(), group, kind, payload, timeout).await
         })
     }
+}
+
+/// One RPC as a unary `RaftService` call.
+async fn unary(
+    channel: Channel,
+    group: GroupId,
+    kind: RpcKind,
+    payload: Bytes,
+    timeout: Duration,
+) -> Result<Vec<u8>, TransportError> {
+    let mut client = raft_stream::client(channel);
+    let mut request = tonic::Request::new(RaftMessage { group, payload });
+    request.set_timeout(timeout);
+    let reply = match kind {
+        RpcKind::AppendEntries => client.append_entries(request).await,
+        RpcKind::Vote => client.vote(request).await,
+        RpcKind::InstallSnapshot => client.install_snapshot(request).await,
+    };
+    reply
+        .map(|reply| reply.into_inner().payload.to_vec())
+        .map_err(|status| raft_stream::failure(&status))
 }
 
 /// Encodes a Raft message for the wire (postcard).
@@ -140,4 +181,207 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TransportError> {
         unreachable: false,
         message: format!("undecodable raft message: {e}"),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cairn_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use cairn_proto::v1::{RaftAnswer, RaftCall};
+    use tokio::sync::oneshot;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_util::sync::CancellationToken;
+    use tonic::transport::Server;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+    use crate::raft_stream::answer;
+    use crate::serve_stream::serve_concurrently;
+
+    /// A peer that echoes every payload, counting how each call arrived.
+    #[derive(Clone, Default)]
+    struct EchoPeer {
+        /// Answers `Stream` with `Unimplemented`, as an older binary would.
+        no_stream: bool,
+        unary: Arc<AtomicUsize>,
+        streamed: Arc<AtomicUsize>,
+        streams_opened: Arc<AtomicUsize>,
+        /// Ends the stream served last.
+        end_stream: Arc<Mutex<CancellationToken>>,
+    }
+
+    impl EchoPeer {
+        fn echo(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(request.into_inner()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for EchoPeer {
+        async fn append_entries(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn vote(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn install_snapshot(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        type StreamStream = ReceiverStream<Result<RaftAnswer, Status>>;
+
+        async fn stream(
+            &self,
+            request: Request<Streaming<RaftCall>>,
+        ) -> Result<Response<Self::StreamStream>, Status> {
+            if self.no_stream {
+                return Err(Status::unimplemented("no Stream here"));
+            }
+            self.streams_opened.fetch_add(1, Ordering::SeqCst);
+            let end = CancellationToken::new();
+            *self.end_stream.lock().unwrap() = end.clone();
+            let streamed = self.streamed.clone();
+            Ok(Response::new(serve_concurrently(
+                request.into_inner(),
+                end,
+                move |call: RaftCall| {
+                    streamed.fetch_add(1, Ordering::SeqCst);
+                    async move { answer(call.id, Ok(call.payload.to_vec())) }
+                },
+            )))
+        }
+    }
+
+    /// Serves `peer` on an ephemeral port until the sender drops.
+    fn start(peer: EchoPeer) -> (String, oneshot::Sender<()>) {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = incoming.local_addr().unwrap().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(
+            Server::builder()
+                .add_service(RaftServiceServer::new(peer))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        (address, stop)
+    }
+
+    fn transport() -> GrpcTransport {
+        GrpcTransport::new(PeerChannels::default(), Duration::from_secs(5))
+    }
+
+    async fn call(
+        transport: &GrpcTransport,
+        addr: &str,
+        kind: RpcKind,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        transport.call(2, addr, 7, kind, payload).await
+    }
+
+    #[tokio::test]
+    async fn small_calls_share_one_stream_and_large_ones_and_snapshots_go_unary() {
+        let peer = EchoPeer::default();
+        let (addr, _stop) = start(peer.clone());
+        let transport = transport();
+
+        let calls: Vec<_> = (0..50u8)
+            .map(|i| call(&transport, &addr, RpcKind::AppendEntries, vec![i; 100]))
+            .collect();
+        let answers = futures::future::join_all(calls).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), vec![i as u8; 100], "answer {i} is its own");
+        }
+        assert_eq!(
+            call(&transport, &addr, RpcKind::Vote, vec![1])
+                .await
+                .unwrap(),
+            vec![1]
+        );
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 51);
+        assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 0);
+
+        let large = vec![9u8; MAX_STREAMED_BYTES + 1];
+        let echoed = call(&transport, &addr, RpcKind::AppendEntries, large.clone());
+        assert_eq!(echoed.await.unwrap(), large);
+        let snapshot = call(&transport, &addr, RpcKind::InstallSnapshot, vec![3]);
+        assert_eq!(snapshot.await.unwrap(), vec![3]);
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 2);
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 51);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_stream_gets_unary_calls() {
+        let peer = EchoPeer {
+            no_stream: true,
+            ..EchoPeer::default()
+        };
+        let (addr, _stop) = start(peer.clone());
+        let transport = transport();
+        for i in 0..3u8 {
+            let answer = call(&transport, &addr, RpcKind::AppendEntries, vec![i]).await;
+            assert_eq!(answer.unwrap(), vec![i]);
+        }
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 3);
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_is_opened_after_the_peer_ends_one() {
+        let peer = EchoPeer::default();
+        let (addr, _stop) = start(peer.clone());
+        let transport = transport();
+        assert_eq!(
+            call(&transport, &addr, RpcKind::Vote, vec![1])
+                .await
+                .unwrap(),
+            vec![1]
+        );
+        peer.end_stream.lock().unwrap().cancel();
+
+        // Calls racing the end fail as unreachable (openraft retries them);
+        // a later call opens a new stream.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match call(&transport, &addr, RpcKind::Vote, vec![2]).await {
+                Ok(answer) => {
+                    assert_eq!(answer, vec![2]);
+                    break;
+                }
+                Err(e) => assert!(e.unreachable, "{e}"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no new stream");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 2);
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_peer_fails_as_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let error = call(&transport(), &addr, RpcKind::Vote, vec![1])
+            .await
+            .unwrap_err();
+        assert!(error.unreachable, "{error}");
+    }
 }

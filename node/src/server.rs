@@ -198,7 +198,7 @@ impl NodeBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_service(
-                RaftServiceServer::new(RaftGrpcService::new(dispatcher))
+                RaftServiceServer::new(RaftGrpcService::new(dispatcher, node.stop_token()))
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX),
             )

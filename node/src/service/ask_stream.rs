@@ -7,18 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_client::ask_stream::{AskStreams, outcome};
+use cairn_cluster::serve_stream::serve_concurrently;
 use cairn_proto::v1::{AskEnvelope, AskOutcome, AskReply, AskRequest};
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::limits::MAX_MESSAGE_BYTES;
-
-/// Outcomes buffered per stream before the answering side waits for the
-/// asking side to read them.
-const OUTCOMES_BUFFERED: usize = 1024;
 
 /// The asks this node forwards, one [`AskStreams`] per leader address.
 #[derive(Default)]
@@ -49,7 +45,7 @@ impl AskForwarder {
 /// concurrently, and streams back the outcomes as they finish, until the
 /// asking side closes the stream or `stop` (this node shuts down).
 pub fn serve<F, Fut>(
-    mut incoming: Streaming<AskEnvelope>,
+    incoming: Streaming<AskEnvelope>,
     stop: CancellationToken,
     ask: F,
 ) -> ReceiverStream<Result<AskOutcome, Status>>
@@ -57,31 +53,18 @@ where
     F: Fn(AskRequest) -> Fut + Send + 'static,
     Fut: Future<Output = Result<AskReply, Status>> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(OUTCOMES_BUFFERED);
-    tokio::spawn(async move {
-        loop {
-            let envelope = tokio::select! {
-                next = incoming.message() => match next {
-                    Ok(Some(envelope)) => envelope,
-                    Ok(None) | Err(_) => return,
-                },
-                _ = tx.closed() => return,
-                _ = stop.cancelled() => return,
+    serve_concurrently(incoming, stop, move |envelope: AskEnvelope| {
+        let id = envelope.id;
+        let call = envelope
+            .request
+            .map(&ask)
+            .ok_or_else(|| Status::invalid_argument("an AskEnvelope without a request"));
+        async move {
+            let result = match call {
+                Ok(call) => call.await,
+                Err(status) => Err(status),
             };
-            let id = envelope.id;
-            let call = envelope
-                .request
-                .map(&ask)
-                .ok_or_else(|| Status::invalid_argument("an AskEnvelope without a request"));
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let result = match call {
-                    Ok(call) => call.await,
-                    Err(status) => Err(status),
-                };
-                let _ = tx.send(Ok(outcome(id, result))).await;
-            });
+            outcome(id, result)
         }
-    });
-    ReceiverStream::new(rx)
+    })
 }

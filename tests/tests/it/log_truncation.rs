@@ -18,8 +18,7 @@ fn replica(cluster: &TestCluster, id: NodeId) -> &Partition {
 
 fn purged(cluster: &TestCluster, id: NodeId) -> u64 {
     let metrics = replica(cluster, id).metrics();
-    let purged = metrics.borrow().purged.map_or(0, |p| p.index);
-    purged
+    metrics.borrow().purged.map_or(0, |p| p.index)
 }
 
 async fn append_ticks(client: &cairn_client::Client, range: std::ops::Range<u32>) {
