@@ -18,8 +18,8 @@ use cairn_proto::v1::query_service_server::QueryServiceServer;
 use cairn_proto::v1::raft_service_server::RaftServiceServer;
 use cairn_storage::Store;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::actor::EventSourced;
@@ -33,6 +33,9 @@ use crate::registry::Registry;
 use crate::runtime::{ActorRuntime, RuntimeConfig};
 use crate::service::ask_stream::AskForwarder;
 use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService, QueryGrpcService};
+
+/// How long shutdown waits for the calls in progress to finish.
+const SERVER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for the last users of the store to finish.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -195,10 +198,13 @@ impl NodeBuilder {
         let bus = CommandBus::new(node.clone(), runtime.clone(), forwarder.clone());
         let handlers = HandlerRunner::start(node.clone(), handlers, bus.clone(), upcasters.clone());
 
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        // Stops the server, and first ends the long-lived streams it serves
+        // (peers' Raft streams, clients' and forwarders' AskStreams): the
+        // server's graceful shutdown waits for every open call.
+        let serving = CancellationToken::new();
         let server = tonic::transport::Server::builder()
             .add_service(
-                RaftServiceServer::new(RaftGrpcService::new(dispatcher, node.stop_token()))
+                RaftServiceServer::new(RaftGrpcService::new(dispatcher, serving.clone()))
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX),
             )
@@ -207,6 +213,7 @@ impl NodeBuilder {
                     node.clone(),
                     runtime.clone(),
                     forwarder,
+                    serving.clone(),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
@@ -235,9 +242,7 @@ impl NodeBuilder {
                         Ok::<_, std::io::Error>(stream)
                     },
                 ),
-                async {
-                    let _ = stop_rx.await;
-                },
+                serving.clone().cancelled_owned(),
             );
         let server = tokio::spawn(server);
         info!(node_id = config.node_id, addr = %local_addr, "serving");
@@ -248,7 +253,7 @@ impl NodeBuilder {
             bus,
             projections,
             handlers,
-            stop: Some(stop_tx),
+            serving,
             server: Some(server),
         })
     }
@@ -286,7 +291,8 @@ pub struct RunningNode {
     bus: CommandBus,
     projections: ProjectionRunner,
     handlers: HandlerRunner,
-    stop: Option<oneshot::Sender<()>>,
+    /// Cancelled to stop serving.
+    serving: CancellationToken,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
@@ -315,11 +321,16 @@ impl RunningNode {
     /// Stops in order: stop accepting calls, drop activations, stop the Raft
     /// groups; the store closes when the last reference goes.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.serving.cancel();
         if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            if tokio::time::timeout(SERVER_STOP_WAIT, server)
+                .await
+                .is_err()
+            {
+                warn!(
+                    "calls were still open {SERVER_STOP_WAIT:?} after serving stopped; stopping anyway"
+                );
+            }
         }
         self.handlers.shutdown();
         self.runtime.shutdown();

@@ -116,6 +116,27 @@ impl ProcessCluster {
         }
     }
 
+    /// Sends node `id` SIGTERM (a clean shutdown) and waits up to `within`
+    /// for it to exit; returns whether it exited successfully.
+    pub async fn terminate(&mut self, id: u64, within: Duration) -> bool {
+        let mut child = self.children.remove(&id).expect("node is running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for node") {
+                return status.success();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} did not exit within {within:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The node's log so far (for failure messages).
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.root.path().join(format!("node-{id}.log"))).unwrap_or_default()

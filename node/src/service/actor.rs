@@ -11,6 +11,7 @@ use cairn_proto::v1::{
     AskEnvelope, AskOutcome, AskReply, AskRequest, GetStateReply, GetStateRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::NodeError;
@@ -27,20 +28,25 @@ pub struct ActorGrpcService {
     node: Arc<ClusterNode>,
     runtime: ActorRuntime,
     forwarder: Arc<AskForwarder>,
+    /// Ends the `AskStream`s being served (the node stops serving).
+    streams_end: CancellationToken,
 }
 
 impl ActorGrpcService {
     /// Serves calls with `runtime`, forwarding asks through `forwarder`
-    /// (one per node, shared with the command bus).
+    /// (one per node, shared with the command bus); open `AskStream`s end
+    /// when `streams_end` is cancelled.
     pub fn new(
         node: Arc<ClusterNode>,
         runtime: ActorRuntime,
         forwarder: Arc<AskForwarder>,
+        streams_end: CancellationToken,
     ) -> ActorGrpcService {
         ActorGrpcService {
             node,
             runtime,
             forwarder,
+            streams_end,
         }
     }
 
@@ -100,7 +106,7 @@ impl ActorService for ActorGrpcService {
         let service = self.clone();
         Ok(Response::new(ask_stream::serve(
             request.into_inner(),
-            self.node.stop_token(),
+            self.streams_end.clone(),
             move |ask| {
                 let service = service.clone();
                 async move { service.ask_one(ask).await }

@@ -184,3 +184,44 @@ async fn bench_append_writes_appends_of_the_asked_size() {
         "{info} {report}"
     );
 }
+
+/// A node asked to stop (SIGTERM) ends the streams its peers (Raft) and
+/// clients (asks) keep open to it rather than waiting for them, and exits
+/// cleanly; the other two keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_streams_held_open_to_a_node_and_it_exits_cleanly() {
+    let mut cluster = ProcessCluster::start(3).await;
+    // A client whose asks all go through node 3, over one open AskStream.
+    let client = cairn_client::Client::connect(cluster.addr(3))
+        .await
+        .expect("connect")
+        .without_leader_routing();
+    client
+        .ask("account", "held", &serde_json::json!({"type": "OPEN"}))
+        .await
+        .expect("an ask through node 3");
+
+    let exited_ok = cluster.terminate(3, Duration::from_secs(60)).await;
+    let log = cluster.log(3);
+    assert!(exited_ok, "node 3 exited with a failure: {log}");
+    assert!(
+        log.contains("stopped"),
+        "node 3 did not finish stopping: {log}"
+    );
+    assert!(
+        !log.contains("still open"),
+        "node 3 waited out open streams instead of ending them: {log}"
+    );
+
+    let deposit = ok(cluster.cli_on(
+        1,
+        &[
+            "actor",
+            "ask",
+            "account",
+            "held",
+            r#"{"type":"DEPOSIT","amount":5}"#,
+        ],
+    ));
+    assert_eq!(deposit["version"], 2, "{deposit}");
+}
