@@ -589,6 +589,11 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
         // A connection that broke mid-call (the server restarted) can come
         // back as a bare `Unknown: transport error`.
         || (status.code() == tonic::Code::Unknown && status.message().contains("transport error"))
+        // A call in flight when its server was killed comes back as
+        // `Cancelled: operation was canceled`. This client never cancels a
+        // call itself (a timeout drops it), so it means the same; retrying
+        // is safe (appended events keep their ids, asks their command id).
+        || status.code() == tonic::Code::Cancelled
 }
 
 /// The innermost cause of a transport failure, e.g. "connection refused".
@@ -606,5 +611,23 @@ fn root_cause(status: &tonic::Status) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => status.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_cut_off_by_its_server_dying_is_a_transport_failure() {
+        assert!(is_transport_failure(&tonic::Status::cancelled(
+            "operation was canceled"
+        )));
+        assert!(is_transport_failure(&tonic::Status::unknown(
+            "transport error"
+        )));
+        assert!(!is_transport_failure(&tonic::Status::failed_precondition(
+            "wrong expected version"
+        )));
     }
 }
