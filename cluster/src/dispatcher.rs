@@ -84,8 +84,8 @@ pub struct RaftGrpcService {
 }
 
 impl RaftGrpcService {
-    /// Serve the groups registered in `dispatcher`; streams of calls end
-    /// when `stop` is cancelled (the node shuts down).
+    /// Serve the groups registered in `dispatcher`; open streams of calls
+    /// end when `stop` is cancelled (the node stops serving).
     pub fn new(dispatcher: RaftDispatcher, stop: CancellationToken) -> RaftGrpcService {
         RaftGrpcService { dispatcher, stop }
     }

@@ -219,12 +219,6 @@ impl ClusterNode {
             .collect()
     }
 
-    /// Cancelled once [`ClusterNode::shutdown`] starts: long-lived tasks that
-    /// hold the node (and so its store) end on it.
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
-    }
-
     /// Stops every Raft group (the store stays open for the caller to close).
     pub async fn shutdown(&self) {
         self.stop.cancel();

@@ -116,7 +116,7 @@ impl RaftStreams {
 
 /// A `RaftService` client for `channel`, with no limit on message size
 /// (AppendEntries and snapshots are as large as the groups make them).
-pub fn client(channel: Channel) -> RaftServiceClient<Channel> {
+pub(crate) fn client(channel: Channel) -> RaftServiceClient<Channel> {
     RaftServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
@@ -124,7 +124,7 @@ pub fn client(channel: Channel) -> RaftServiceClient<Channel> {
 
 /// What a failed gRPC call or stream means to openraft: a peer that cannot
 /// be reached (openraft backs off) or a failed delivery.
-pub fn failure(status: &Status) -> TransportError {
+pub(crate) fn failure(status: &Status) -> TransportError {
     TransportError {
         unreachable: matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
         message: status.message().to_string(),
@@ -250,7 +250,7 @@ fn closed() -> Status {
 }
 
 /// The wire name of an RPC kind.
-pub fn rpc_of(kind: RpcKind) -> RaftRpc {
+fn rpc_of(kind: RpcKind) -> RaftRpc {
     match kind {
         RpcKind::AppendEntries => RaftRpc::AppendEntries,
         RpcKind::Vote => RaftRpc::Vote,
@@ -259,7 +259,7 @@ pub fn rpc_of(kind: RpcKind) -> RaftRpc {
 }
 
 /// The RPC kind a wire name stands for.
-pub fn kind_of(rpc: RaftRpc) -> RpcKind {
+pub(crate) fn kind_of(rpc: RaftRpc) -> RpcKind {
     match rpc {
         RaftRpc::AppendEntries => RpcKind::AppendEntries,
         RaftRpc::Vote => RpcKind::Vote,
@@ -268,7 +268,7 @@ pub fn kind_of(rpc: RaftRpc) -> RpcKind {
 }
 
 /// The answer to call `id`: the encoded response, or why there is none.
-pub fn answer(id: u64, result: Result<Vec<u8>, TransportError>) -> RaftAnswer {
+pub(crate) fn answer(id: u64, result: Result<Vec<u8>, TransportError>) -> RaftAnswer {
     let result = match result {
         Ok(payload) => Answered::Payload(payload.into()),
         Err(TransportError {

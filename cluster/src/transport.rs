@@ -368,7 +368,7 @@ mod tests {
                 Err(e) => assert!(e.unreachable, "{e}"),
             }
             assert!(tokio::time::Instant::now() < deadline, "no new stream");
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 2);
         assert_eq!(peer.unary.load(Ordering::SeqCst), 0);
