@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_cluster::Partition;
-use cairn_storage::{GroupId, Reader};
+use cairn_storage::{EventRef, GroupId, Reader};
 
 use crate::actor::{AnyState, DynActor};
 use crate::error::NodeError;
@@ -20,9 +20,6 @@ pub enum StateAt {
     /// Events with a timestamp at or before this time (ms since the epoch).
     Timestamp(i64),
 }
-
-/// Events read per page while replaying.
-const PAGE: usize = 1024;
 
 /// Folds the actor's stream from this replica's applied state: the newest
 /// snapshot at or below the target version, then the events after it.
@@ -150,37 +147,51 @@ impl Fold<'_> {
         };
         let mut crossed = Vec::new();
         let mut crossed_bytes = 0;
-        while version < max_version {
-            let want = PAGE.min((max_version - version).try_into().unwrap_or(usize::MAX));
-            let events = self
-                .reader
-                .read_stream(self.group, self.stream, version + 1, want)?;
-            if events.is_empty() {
-                break;
-            }
-            for mut event in events {
-                if let Err(e) = self.upcasters.upcast(&mut event) {
-                    return Ok(Err(e.into()));
-                }
-                if let Err(e) = actor.apply(&mut state, &event.event_type, &event.data) {
-                    return Ok(Err(e.into()));
-                }
-                version = event.version;
-                let at_interval = self
-                    .snapshot_every
-                    .is_some_and(|every| version % every == 0);
-                if at_interval && crossed_bytes < CROSSED_BYTES {
-                    let bytes = Bytes::from(actor.encode_state(&state));
-                    crossed_bytes += bytes.len();
-                    crossed.push((version, bytes));
-                }
-            }
+        let mut failed = None;
+        if version < max_version {
+            let limit = (max_version - version).try_into().unwrap_or(usize::MAX);
+            // Events are folded as borrowed from storage: only an event that
+            // needs upcasting is copied.
+            self.reader
+                .visit_stream(self.group, self.stream, version + 1, limit, |event| {
+                    if let Err(e) = self.apply(&mut state, &event) {
+                        failed = Some(e);
+                        return Ok(false);
+                    }
+                    version = event.version;
+                    let at_interval = self
+                        .snapshot_every
+                        .is_some_and(|every| version % every == 0);
+                    if at_interval && crossed_bytes < CROSSED_BYTES {
+                        let bytes = Bytes::from(actor.encode_state(&state));
+                        crossed_bytes += bytes.len();
+                        crossed.push((version, bytes));
+                    }
+                    Ok(true)
+                })?;
         }
-        Ok(Ok(Activated {
-            state,
-            version,
-            crossed,
-        }))
+        Ok(match failed {
+            Some(e) => Err(e),
+            None => Ok(Activated {
+                state,
+                version,
+                crossed,
+            }),
+        })
+    }
+
+    /// Folds one event into `state`, upcast first if its schema is old.
+    fn apply(&self, state: &mut AnyState, event: &EventRef<'_>) -> Result<(), NodeError> {
+        let id = || event.id().unwrap_or_else(|e| format!("<{e}>"));
+        let data =
+            match self
+                .upcasters
+                .upcasted(&id, event.event_type, event.data, event.metadata)?
+            {
+                Some((data, _)) => std::borrow::Cow::Owned(data.to_vec()),
+                None => std::borrow::Cow::Borrowed(event.data),
+            };
+        Ok(self.actor.apply(state, event.event_type, &data)?)
     }
 }
 

@@ -101,23 +101,42 @@ impl Upcasters {
         data: &mut Bytes,
         metadata: &mut Bytes,
     ) -> Result<(), UpcastError> {
+        if let Some((new_data, new_metadata)) =
+            self.upcasted(&|| event_id.to_owned(), event_type, data, metadata)?
+        {
+            *data = new_data;
+            *metadata = new_metadata;
+        }
+        Ok(())
+    }
+
+    /// The data and metadata of an event brought to the newest shape of its
+    /// type, or `None` when they have it already (nothing is copied then).
+    /// `event_id` is asked for only to name the event in an error.
+    pub fn upcasted(
+        &self,
+        event_id: &dyn Fn() -> String,
+        event_type: &str,
+        data: &[u8],
+        metadata: &[u8],
+    ) -> Result<Option<(Bytes, Bytes)>, UpcastError> {
         let known = self.current_version(event_type);
         let malformed = |message: String| UpcastError::Malformed {
-            event_id: event_id.to_string(),
+            event_id: event_id(),
             event_type: event_type.to_string(),
             message,
         };
         let version = schema_version(metadata).map_err(malformed)?;
         if version > known {
             return Err(UpcastError::TooNew {
-                event_id: event_id.to_string(),
+                event_id: event_id(),
                 event_type: event_type.to_string(),
                 version,
                 known,
             });
         }
         if version == known {
-            return Ok(());
+            return Ok(None);
         }
         let mut meta: Value = if metadata.is_empty() {
             Value::Object(Default::default())
@@ -133,9 +152,10 @@ impl Upcasters {
             }
         }
         meta["schema_version"] = Value::from(known);
-        *data = Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"));
-        *metadata = Bytes::from(serde_json::to_vec(&meta).expect("JSON values serialize"));
-        Ok(())
+        Ok(Some((
+            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
+            Bytes::from(serde_json::to_vec(&meta).expect("JSON values serialize")),
+        )))
     }
 
     /// The metadata the runtime writes on a new event of `event_type`.

@@ -14,7 +14,7 @@ use crate::command::{
     AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection, StreamAppend,
 };
 use crate::error::{Error, decode, decode_u64, encode};
-use crate::event::{RecordedEvent, StreamInfo};
+use crate::event::{EventBody, StreamInfo};
 use crate::keys;
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
@@ -183,18 +183,16 @@ impl<'a> Applier<'a> {
         Ok(stored.max(batched))
     }
 
+    /// The stored event at `version` of `stream`, if any.
+    fn event(&self, stream: &str, version: u64) -> Result<Option<EventBody>, Error> {
+        let key = keys::stream_event(self.group, stream, version)
+            .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
+        self.get(&key)?.map(|b| EventBody::decode(&b)).transpose()
+    }
+
     /// Timestamp of the event at `version` of `stream`, if it is stored.
     fn timestamp_of(&self, stream: &str, version: u64) -> Result<Option<i64>, Error> {
-        let key = keys::stream_version(self.group, stream, version)
-            .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
-        let Some(pos) = self.get(&key)? else {
-            return Ok(None);
-        };
-        let pos = decode_u64("version index", &pos)?;
-        match self.get(&keys::event(self.group, pos))? {
-            Some(body) => Ok(Some(decode::<RecordedEvent>("event", &body)?.timestamp_ms)),
-            None => Ok(None),
-        }
+        Ok(self.event(stream, version)?.map(|e| e.timestamp_ms))
     }
 
     /// Purges every event of `stream` beyond its retention limits at
@@ -211,8 +209,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Removes the events of `stream` at versions `(purged_through, upto]`:
-    /// bodies, version index and event-id index. Their positions become gaps
-    /// in the partition log.
+    /// their bodies, partition-log entries and event-id index entries. Their
+    /// positions become gaps in the partition log.
     fn purge_through(
         &mut self,
         stream: &str,
@@ -222,18 +220,14 @@ impl<'a> Applier<'a> {
         let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
         let upto = upto.min(info.version);
         for version in info.purged_through.saturating_add(1)..=upto {
-            let version_key =
-                keys::stream_version(self.group, stream, version).map_err(too_long)?;
-            let Some(pos) = self.get(&version_key)? else {
+            let key = keys::stream_event(self.group, stream, version).map_err(too_long)?;
+            let Some(body) = self.get(&key)? else {
                 continue;
             };
-            let event_key = keys::event(self.group, decode_u64("version index", &pos)?);
-            if let Some(body) = self.get(&event_key)? {
-                let recorded: RecordedEvent = decode("event", &body)?;
-                self.remove(keys::event_id(self.group, stream, &recorded.id).map_err(too_long)?);
-                self.remove(event_key);
-            }
-            self.remove(version_key);
+            let body = EventBody::decode(&body)?;
+            self.remove(keys::event_id(self.group, stream, &body.id).map_err(too_long)?);
+            self.remove(keys::position(self.group, body.position));
+            self.remove(key);
         }
         info.purged_through = info.purged_through.max(upto);
         Ok(())
@@ -408,27 +402,28 @@ impl<'a> Applier<'a> {
             position += 1;
             let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
             self.put(
-                keys::stream_version(g, &stream, version).map_err(too_long)?,
-                position.to_be_bytes().to_vec(),
+                keys::position(g, position),
+                keys::event_ref(&stream, version).map_err(too_long)?,
             );
             self.put(
                 keys::event_id(g, &stream, &e.id).map_err(too_long)?,
                 version.to_be_bytes().to_vec(),
             );
-            let recorded = RecordedEvent {
+            let body = EventBody {
                 id: e.id,
-                stream: stream.clone(),
                 event_type: e.event_type,
                 data: e.data,
                 metadata: e.metadata,
                 correlation_id: e.correlation_id,
                 causation_id: e.causation_id,
                 timestamp_ms,
-                version,
                 position,
             };
-            self.put(keys::event(g, position), encode("event", &recorded)?);
-            last_id = recorded.id;
+            self.put(
+                keys::stream_event(g, &stream, version).map_err(too_long)?,
+                encode("event", &body)?,
+            );
+            last_id = body.id;
         }
 
         info.version = version;
@@ -466,7 +461,6 @@ impl<'a> Applier<'a> {
         version: u64,
         ids: &[&str],
     ) -> Result<Result<AppendOutcome, Rejection>, Error> {
-        let g = self.group;
         let conflict = || {
             Ok(Err(Rejection::IdempotencyConflict {
                 stream: stream.to_owned(),
@@ -478,21 +472,13 @@ impl<'a> Applier<'a> {
         let mut last_position = 0;
         for (i, id) in ids.iter().enumerate() {
             let v = version + i as u64;
-            let key = keys::stream_version(g, stream, v)
-                .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
-            let Some(pos) = self.get(&key)? else {
+            let Some(recorded) = self.event(stream, v)? else {
                 return conflict();
             };
-            let pos = decode_u64("version index", &pos)?;
-            let body = self.get(&keys::event(g, pos))?.ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "version index of `{stream}` v{v} points to missing position {pos}"
-                ))
-            })?;
-            let recorded: RecordedEvent = decode("event", &body)?;
             if recorded.id != *id {
                 return conflict();
             }
+            let pos = recorded.position;
             first.get_or_insert((pos, recorded.timestamp_ms));
             last_position = pos;
         }

@@ -35,6 +35,23 @@ pub enum Error {
         len: usize,
     },
 
+    /// The data directory was written in another storage layout (by another
+    /// version of Cairn); nothing was read or written.
+    #[error(
+        "{} holds storage format {found}, this build reads format {expected}: \
+         start it with the version of Cairn that wrote it, or move it aside and let the \
+         node catch up from its peers with an empty data directory",
+        path.display()
+    )]
+    Format {
+        /// The store's directory.
+        path: std::path::PathBuf,
+        /// The format found on disk.
+        found: u32,
+        /// The format this build reads.
+        expected: u32,
+    },
+
     /// A snapshot offered for installation is malformed; nothing was installed.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
@@ -82,7 +99,10 @@ impl From<Error> for StorageError<NodeId> {
 }
 
 /// Decodes a postcard value read from disk; failures are [`Error::Corrupt`].
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(
+    what: &str,
+    bytes: &'a [u8],
+) -> Result<T, Error> {
     postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 

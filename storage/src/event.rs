@@ -30,6 +30,121 @@ pub struct RecordedEvent {
     pub position: u64,
 }
 
+/// An event as stored under its stream and version (the `keys` module):
+/// a [`RecordedEvent`] without the two, which its key holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EventBody {
+    #[serde(with = "crate::stored_id::serde_form")]
+    pub(crate) id: String,
+    pub(crate) event_type: String,
+    pub(crate) data: Bytes,
+    pub(crate) metadata: Bytes,
+    pub(crate) correlation_id: String,
+    pub(crate) causation_id: String,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) position: u64,
+}
+
+impl EventBody {
+    /// Decodes a stored body.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<EventBody, crate::Error> {
+        crate::error::decode("event", bytes)
+    }
+
+    /// The event of `stream` at `version` that this body is.
+    pub(crate) fn recorded(self, stream: String, version: u64) -> RecordedEvent {
+        RecordedEvent {
+            id: self.id,
+            stream,
+            event_type: self.event_type,
+            data: self.data,
+            metadata: self.metadata,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            timestamp_ms: self.timestamp_ms,
+            version,
+            position: self.position,
+        }
+    }
+}
+
+/// [`EventBody`] borrowed from the stored bytes (same fields, same order).
+#[derive(Deserialize)]
+struct EventBodyRef<'a> {
+    id: &'a [u8],
+    event_type: &'a str,
+    data: &'a [u8],
+    metadata: &'a [u8],
+    correlation_id: &'a str,
+    causation_id: &'a str,
+    timestamp_ms: i64,
+    position: u64,
+}
+
+/// An event of a stream as stored, borrowed for the length of a visit
+/// ([`Reader::visit_stream`](crate::Reader::visit_stream)): folding it
+/// copies nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    /// 1-based, gapless within the stream.
+    pub version: u64,
+    /// The event's type name.
+    pub event_type: &'a str,
+    /// JSON bytes, as written.
+    pub data: &'a [u8],
+    /// JSON object bytes, as written.
+    pub metadata: &'a [u8],
+    /// As written.
+    pub correlation_id: &'a str,
+    /// As written.
+    pub causation_id: &'a str,
+    /// Milliseconds since the epoch, assigned by the partition leader.
+    pub timestamp_ms: i64,
+    /// Position in the partition's log.
+    pub position: u64,
+    stored_id: &'a [u8],
+}
+
+impl<'a> EventRef<'a> {
+    /// Decodes the stored body of the event at `version`.
+    pub(crate) fn decode(version: u64, bytes: &'a [u8]) -> Result<EventRef<'a>, crate::Error> {
+        let body: EventBodyRef<'a> = crate::error::decode("event", bytes)?;
+        Ok(EventRef {
+            version,
+            event_type: body.event_type,
+            data: body.data,
+            metadata: body.metadata,
+            correlation_id: body.correlation_id,
+            causation_id: body.causation_id,
+            timestamp_ms: body.timestamp_ms,
+            position: body.position,
+            stored_id: body.id,
+        })
+    }
+
+    /// The event's unique id.
+    pub fn id(&self) -> Result<String, crate::Error> {
+        crate::stored_id::decode(self.stored_id)
+            .ok_or_else(|| crate::Error::Corrupt(format!("event id {:?}", self.stored_id)))
+    }
+
+    /// The event as an owned [`RecordedEvent`] of `stream`.
+    pub fn to_recorded(&self, stream: &str) -> Result<RecordedEvent, crate::Error> {
+        Ok(RecordedEvent {
+            id: self.id()?,
+            stream: stream.to_owned(),
+            event_type: self.event_type.to_owned(),
+            data: Bytes::copy_from_slice(self.data),
+            metadata: Bytes::copy_from_slice(self.metadata),
+            correlation_id: self.correlation_id.to_owned(),
+            causation_id: self.causation_id.to_owned(),
+            timestamp_ms: self.timestamp_ms,
+            version: self.version,
+            position: self.position,
+        })
+    }
+}
+
 /// The state of one stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {

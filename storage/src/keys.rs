@@ -28,14 +28,24 @@
 //! | --- | --- |
 //! | `group ++ 0x01` | applied state: postcard `AppliedState` (last applied log id, last membership) |
 //! | `group ++ 0x02` | partition counters: postcard `PartitionCounters` (last position, last timestamp) |
-//! | `group ++ 0x10 ++ position: u64` | the event body, stored once: postcard [`RecordedEvent`](crate::RecordedEvent) |
-//! | `group ++ 0x11 ++ stream ++ version: u64` | version index: position `u64 BE` of that event |
+//! | `group ++ 0x10 ++ position: u64` | the partition log: `stream ++ version: u64` of the event at that position |
+//! | `group ++ 0x11 ++ stream ++ version: u64` | the event, stored once: postcard `EventBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
 //! | `group ++ 0x12 ++ stream` | postcard [`StreamInfo`](crate::StreamInfo) |
-//! | `group ++ 0x13 ++ stream ++ event id bytes` | event-id index: version `u64 BE` (the id is the key's tail, so needs no prefix) |
+//! | `group ++ 0x13 ++ stream ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
 //! | `group ++ 0x14 ++ stream ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
 //! | `group ++ 0x20 ++ key utf8` | metadata map value, raw bytes (the key is the key's tail) |
 //!
 //! where `stream` is `len: u16 BE ++ utf8 bytes`.
+//!
+//! Events are keyed by stream and version, so replaying a stream or reading
+//! it is one range scan; the partition log names each event's stream and
+//! version, so reading it in position order takes a second lookup per event.
+//!
+//! # Format version
+//! [`FORMAT`] is stored in the `node` column family under [`FORMAT_KEY`]; a
+//! store written in another layout is refused at open (see
+//! [`Store::open`](crate::Store::open)). Format 1 stored the event under its
+//! position and a version index pointing to it.
 //!
 //! # Column family `snap` (latest Raft snapshot per group)
 //! | key | value |
@@ -50,6 +60,11 @@
 
 use crate::command::GroupId;
 
+/// The layout this module describes, stored under [`FORMAT_KEY`].
+pub const FORMAT: u32 = 2;
+/// Key of the stored format version in the `node` column family.
+pub const FORMAT_KEY: &str = "storage-format";
+
 /// Longest stream id accepted, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 256;
 
@@ -62,8 +77,8 @@ const LOG_ENTRY: u8 = 0x10;
 // Tags of the `sm` column family.
 const SM_APPLIED: u8 = 0x01;
 const SM_COUNTERS: u8 = 0x02;
-const SM_EVENT: u8 = 0x10;
-const SM_STREAM_VERSION: u8 = 0x11;
+const SM_POSITION: u8 = 0x10;
+const SM_STREAM_EVENT: u8 = 0x11;
 const SM_STREAM_INFO: u8 = 0x12;
 const SM_EVENT_ID: u8 = 0x13;
 const SM_ACTOR_SNAPSHOT: u8 = 0x14;
@@ -157,34 +172,54 @@ pub fn counters(group: GroupId) -> Vec<u8> {
     with_tag(group, SM_COUNTERS, 0)
 }
 
-/// The event body at partition-log `position`.
-pub fn event(group: GroupId, position: u64) -> Vec<u8> {
-    let mut k = with_tag(group, SM_EVENT, 8);
+/// The partition-log entry at `position`.
+pub fn position(group: GroupId, position: u64) -> Vec<u8> {
+    let mut k = with_tag(group, SM_POSITION, 8);
     k.extend_from_slice(&position.to_be_bytes());
     k
 }
 
 /// Exclusive upper bound of the partition log of `group`.
-pub fn events_end(group: GroupId) -> Vec<u8> {
-    with_tag(group, SM_EVENT + 1, 0)
+pub fn positions_end(group: GroupId) -> Vec<u8> {
+    with_tag(group, SM_POSITION + 1, 0)
 }
 
-/// Version index entry of `stream` at `version`.
-pub fn stream_version(
-    group: GroupId,
-    stream: &str,
-    version: u64,
-) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_STREAM_VERSION, stream, 8)?;
+/// The event at `version` of `stream`.
+pub fn stream_event(group: GroupId, stream: &str, version: u64) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_STREAM_EVENT, stream, 8)?;
     k.extend_from_slice(&version.to_be_bytes());
     Ok(k)
 }
 
-/// Exclusive upper bound of the version index of `stream`.
-pub fn stream_versions_end(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_STREAM_VERSION, stream, 9)?;
+/// Exclusive upper bound of the events of `stream`.
+pub fn stream_events_end(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_STREAM_EVENT, stream, 9)?;
     k.extend_from_slice(&[0xFF; 9]);
     Ok(k)
+}
+
+/// Where the event at a position lives: the value of its partition-log
+/// entry, `stream ++ version: u64` (the tail of its [`stream_event`] key).
+pub fn event_ref(stream: &str, version: u64) -> Result<Vec<u8>, StreamTooLong> {
+    let mut r = Vec::with_capacity(2 + stream.len() + 8);
+    push_stream(&mut r, stream)?;
+    r.extend_from_slice(&version.to_be_bytes());
+    Ok(r)
+}
+
+/// The [`stream_event`] key a partition-log entry's value points to, with
+/// the stream and version it names; `None` if the value is malformed.
+pub fn stream_event_of_ref(group: GroupId, event_ref: &[u8]) -> Option<(Vec<u8>, String, u64)> {
+    let len: [u8; 2] = event_ref.get(..2)?.try_into().ok()?;
+    let len = usize::from(u16::from_be_bytes(len));
+    let stream = std::str::from_utf8(event_ref.get(2..2 + len)?).ok()?;
+    if event_ref.len() != 2 + len + 8 {
+        return None;
+    }
+    let version = trailing_u64(event_ref)?;
+    let mut k = with_tag(group, SM_STREAM_EVENT, event_ref.len());
+    k.extend_from_slice(event_ref);
+    Some((k, stream.to_owned(), version))
 }
 
 /// Stream info of `stream`.
@@ -194,8 +229,8 @@ pub fn stream_info(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLon
 
 /// Event-id index entry of event `event_id` in `stream`.
 pub fn event_id(group: GroupId, stream: &str, event_id: &str) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_EVENT_ID, stream, event_id.len())?;
-    k.extend_from_slice(event_id.as_bytes());
+    let mut k = stream_key(group, SM_EVENT_ID, stream, 17)?;
+    crate::stored_id::encode_into(event_id, &mut k);
     Ok(k)
 }
 
@@ -262,11 +297,11 @@ mod tests {
     #[test]
     fn stream_prefixes_never_collide() {
         // "a" at a huge version must sort before any key of "ab".
-        let a = stream_version(1, "a", u64::MAX).expect("short stream");
-        let ab = stream_version(1, "ab", 0).expect("short stream");
+        let a = stream_event(1, "a", u64::MAX).expect("short stream");
+        let ab = stream_event(1, "ab", 0).expect("short stream");
         assert!(a < ab);
         assert!(!ab.starts_with(&actor_snapshots_prefix(1, "a").expect("short")));
-        assert!(stream_versions_end(1, "a").expect("short") <= ab);
+        assert!(stream_events_end(1, "a").expect("short") <= ab);
     }
 
     #[test]
@@ -276,8 +311,8 @@ mod tests {
             let keys = [
                 applied(g),
                 counters(g),
-                event(g, u64::MAX),
-                stream_version(g, &"x".repeat(MAX_STREAM_ID_LEN), u64::MAX).expect("max len"),
+                position(g, u64::MAX),
+                stream_event(g, &"x".repeat(MAX_STREAM_ID_LEN), u64::MAX).expect("max len"),
                 meta(g, "\u{10FFFF}"),
                 vote(g),
                 log_entry(g, u64::MAX),
@@ -291,9 +326,19 @@ mod tests {
 
     #[test]
     fn numbers_sort_numerically() {
-        assert!(event(3, 255) < event(3, 256));
+        assert!(position(3, 255) < position(3, 256));
         assert!(log_entry(3, 9) < log_entry(3, 10));
-        assert_eq!(trailing_u64(&event(3, 42)), Some(42));
+        assert_eq!(trailing_u64(&position(3, 42)), Some(42));
+    }
+
+    #[test]
+    fn an_event_ref_leads_back_to_the_event_key() {
+        let r = event_ref("acct-7", 42).expect("short stream");
+        let (key, stream, version) = stream_event_of_ref(9, &r).expect("well formed");
+        assert_eq!(key, stream_event(9, "acct-7", 42).expect("short stream"));
+        assert_eq!((stream.as_str(), version), ("acct-7", 42));
+        assert_eq!(stream_event_of_ref(9, &r[..r.len() - 1]), None);
+        assert_eq!(stream_event_of_ref(9, &[0, 9, b'a']), None);
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod snapshot;
 mod snapshot_bytes;
 mod state_machine;
 mod store;
+mod stored_id;
 mod syncer;
 pub mod type_config;
 
@@ -47,7 +48,7 @@ pub use command::{
     Rejection, StreamAppend,
 };
 pub use error::Error;
-pub use event::{ActorSnapshot, RecordedEvent, StreamInfo};
+pub use event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
 pub use keys::MAX_STREAM_ID_LEN;
 pub use log_store::LogStore;
 pub use projection_store::ProjectionChanges;

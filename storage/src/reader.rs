@@ -5,8 +5,8 @@ use openraft::LogId;
 
 use crate::apply::{PartitionCounters, read_applied};
 use crate::command::GroupId;
-use crate::error::{Error, decode, decode_u64};
-use crate::event::{ActorSnapshot, RecordedEvent, StreamInfo};
+use crate::error::{Error, decode};
+use crate::event::{ActorSnapshot, EventBody, EventRef, RecordedEvent, StreamInfo};
 use crate::keys::{self, StreamTooLong};
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
@@ -71,11 +71,7 @@ impl Reader {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        self.read_stream_at(group, stream, from_version, limit, now_ms)
+        self.read_stream_at(group, stream, from_version, limit, now_ms())
     }
 
     /// [`Reader::read_stream`] with `max-age` measured against `now_ms`
@@ -88,10 +84,41 @@ impl Reader {
         limit: usize,
         now_ms: i64,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        let mut events = Vec::new();
+        self.visit_stream_at(group, stream, from_version, limit, now_ms, |e| {
+            events.push(e.to_recorded(stream)?);
+            Ok(true)
+        })?;
+        Ok(events)
+    }
+
+    /// The events [`Reader::read_stream`] returns, handed to `visit` one at a
+    /// time as borrowed from storage, until it returns `Ok(false)`: a fold
+    /// over a long stream copies nothing. One consistent point in time.
+    pub fn visit_stream(
+        &self,
+        group: GroupId,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+        visit: impl FnMut(EventRef<'_>) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        self.visit_stream_at(group, stream, from_version, limit, now_ms(), visit)
+    }
+
+    fn visit_stream_at(
+        &self,
+        group: GroupId,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+        now_ms: i64,
+        mut visit: impl FnMut(EventRef<'_>) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
         let info_key = keys::stream_info(group, stream).map_err(too_long(stream))?;
         let view = View::new(&self.store);
         let Some(info) = view.get(CF_SM, &info_key)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let info = StreamInfo::decode(&info)?;
         if info.deleted || info.tombstoned {
@@ -110,28 +137,17 @@ impl Reader {
             from = from.max(retained);
         }
         if limit == 0 || from > info.version {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let start = keys::stream_version(group, stream, from).map_err(too_long(stream))?;
-        let end = keys::stream_versions_end(group, stream).map_err(too_long(stream))?;
-        let mut positions = Vec::new();
-        view.scan(CF_SM, &start, &end, |_, v| {
-            positions.push(keys::event(group, decode_u64("version index", v)?));
-            Ok(positions.len() < limit)
-        })?;
-        let bodies = view.multi_get(CF_SM, &positions)?;
-        bodies
-            .into_iter()
-            .zip(&positions)
-            .map(|(body, key)| {
-                let body = body.ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "`{stream}`: version index points to missing event {key:?}"
-                    ))
-                })?;
-                decode("event", &body)
-            })
-            .collect()
+        let start = keys::stream_event(group, stream, from).map_err(too_long(stream))?;
+        let end = keys::stream_events_end(group, stream).map_err(too_long(stream))?;
+        let mut visited = 0;
+        view.scan(CF_SM, &start, &end, |k, v| {
+            let version = keys::trailing_u64(k)
+                .ok_or_else(|| Error::Corrupt(format!("`{stream}`: event key {k:?}")))?;
+            visited += 1;
+            Ok(visit(EventRef::decode(version, v)?)? && visited < limit)
+        })
     }
 
     /// The newest actor snapshot of `stream` with version `<= max_version`
@@ -182,16 +198,36 @@ impl Reader {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
-        let mut out = Vec::new();
         if limit == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let start = keys::event(group, from_position.max(1));
-        View::new(&self.store).scan(CF_SM, &start, &keys::events_end(group), |_, v| {
-            out.push(decode("event", v)?);
-            Ok(out.len() < limit)
+        let start = keys::position(group, from_position.max(1));
+        let view = View::new(&self.store);
+        let mut located = Vec::new();
+        view.scan(CF_SM, &start, &keys::positions_end(group), |k, v| {
+            let found = keys::stream_event_of_ref(group, v).ok_or_else(|| {
+                Error::Corrupt(format!("partition log entry {k:?} names no event: {v:?}"))
+            })?;
+            located.push(found);
+            Ok(located.len() < limit)
         })?;
-        Ok(out)
+        let (keys, names): (Vec<_>, Vec<_>) = located
+            .into_iter()
+            .map(|(key, stream, version)| (key, (stream, version)))
+            .unzip();
+        let bodies = view.multi_get(CF_SM, &keys)?;
+        names
+            .into_iter()
+            .zip(bodies)
+            .map(|((stream, version), body)| {
+                let body = body.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "partition log names v{version} of `{stream}`, which is missing"
+                    ))
+                })?;
+                Ok(EventBody::decode(&body)?.recorded(stream, version))
+            })
+            .collect()
     }
 
     /// The last position written in the partition's log (0 = none).
@@ -235,6 +271,14 @@ impl Reader {
     }
 }
 
+/// Milliseconds since the epoch by this node's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Timestamp of the event at `version` of `stream` in `view`, if stored.
 fn timestamp_of(
     view: &View<'_>,
@@ -242,13 +286,9 @@ fn timestamp_of(
     stream: &str,
     version: u64,
 ) -> Result<Option<i64>, Error> {
-    let key = keys::stream_version(group, stream, version).map_err(too_long(stream))?;
-    let Some(pos) = view.get(CF_SM, &key)? else {
-        return Ok(None);
-    };
-    let pos = decode_u64("version index", &pos)?;
-    match view.get(CF_SM, &keys::event(group, pos))? {
-        Some(body) => Ok(Some(decode::<RecordedEvent>("event", &body)?.timestamp_ms)),
+    let key = keys::stream_event(group, stream, version).map_err(too_long(stream))?;
+    match view.get(CF_SM, &key)? {
+        Some(body) => Ok(Some(EventBody::decode(&body)?.timestamp_ms)),
         None => Ok(None),
     }
 }

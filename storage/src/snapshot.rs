@@ -11,7 +11,7 @@
 //!
 //! # Format
 //! ```text
-//! magic  b"CAIRNSM1"
+//! magic  b"CAIRNSM" ++ the storage format's digit (b"CAIRNSM2")
 //! pair*  key_len: u32 BE, key (without the 4-byte group prefix), value_len: u32 BE, value
 //! end    0xFFFF_FFFF, pair count: u64 BE
 //! ```
@@ -33,7 +33,9 @@ use crate::snapshot_bytes::SnapshotBytes;
 use crate::store::{CF_SM, CF_SNAP, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
 
-const MAGIC: &[u8; 8] = b"CAIRNSM1";
+/// Ends in the storage format ([`keys::FORMAT`]): a replica never installs
+/// a snapshot whose keys it would misread.
+const MAGIC: &[u8; 8] = b"CAIRNSM2";
 const END_MARK: u32 = u32::MAX;
 const GROUP_PREFIX: usize = 4;
 
@@ -187,7 +189,7 @@ fn parse(data: &[u8]) -> Result<Vec<Pair<'_>>, Error> {
     let bad = |what: &str| Error::InvalidSnapshot(what.to_owned());
     let mut rest = data
         .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| bad("bad magic"))?;
+        .ok_or_else(|| bad("bad magic (not a snapshot of this storage format)"))?;
     let mut take = |n: usize| -> Result<&[u8], Error> {
         if rest.len() < n {
             return Err(bad("truncated"));
@@ -293,6 +295,11 @@ pub(crate) async fn install_async(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_magic_names_the_storage_format() {
+        assert_eq!(u32::from(MAGIC[7] - b'0'), keys::FORMAT);
+    }
 
     #[test]
     fn parse_rejects_damaged_snapshots() {

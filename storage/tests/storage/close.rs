@@ -43,3 +43,63 @@ async fn close_reports_handles_still_open() -> anyhow::Result<()> {
     drop(Store::open(dir.path())?);
     Ok(())
 }
+
+/// A data directory written in another storage layout is refused at open
+/// with an error that names both formats, and is left as it was.
+#[tokio::test]
+async fn a_store_of_another_format_is_refused_at_open() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    store.put_node_meta("storage-format", &7u32.to_be_bytes())?;
+    store.close(Duration::from_secs(10)).await?;
+
+    let err = Store::open(dir.path()).expect_err("format 7 is not this build's");
+    assert!(
+        matches!(
+            err,
+            Error::Format {
+                found: 7,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("format 7") && message.contains("format 2"),
+        "{message}"
+    );
+    // Refusing wrote nothing: the stamp is still the one found.
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(Error::Format { found: 7, .. })
+    ));
+    Ok(())
+}
+
+/// Format 1 had no stamp: an unstamped directory with state-machine data
+/// is format 1 and refused; an empty one is stamped with this build's.
+#[tokio::test]
+async fn an_unstamped_store_with_data_is_format_1() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["sm", "node"])?;
+        let sm = db.cf_handle("sm").expect("created");
+        db.put_cf(sm, [0, 0, 0, 1, 0x10, 0, 0, 0, 0, 0, 0, 0, 1], b"old body")?;
+    }
+    let err = Store::open(dir.path()).expect_err("unstamped data is format 1");
+    assert!(matches!(err, Error::Format { found: 1, .. }), "{err}");
+
+    let empty = tempfile::tempdir()?;
+    let store = Store::open(empty.path())?;
+    assert_eq!(
+        store.node_meta("storage-format")?.as_deref(),
+        Some(&2u32.to_be_bytes()[..])
+    );
+    store.close(Duration::from_secs(10)).await?;
+    Ok(())
+}

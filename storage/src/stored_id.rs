@@ -1,0 +1,146 @@
+//! How an event id is stored: the UUIDs clients generate as their 16 bytes,
+//! any other id as its text.
+//!
+//! Every event carries an id, stored twice (in the event and in the stream's
+//! event-id index). Clients give each event a UUID, which as text is 36
+//! bytes of which 16 carry information; zstd cannot shrink hex text much. So
+//! an id that is a UUID in its canonical text form (lowercase, hyphenated) is
+//! stored as `0x00 ++ 16 bytes`, and turned back into exactly that text when
+//! read; any other id is stored as `0x01 ++ its UTF-8 bytes`. The leading
+//! byte keeps the two forms apart: no text id can be read back as a UUID.
+
+use std::fmt;
+
+use serde::de::Visitor;
+use serde::{Deserializer, Serializer};
+use uuid::Uuid;
+
+const UUID: u8 = 0x00;
+const TEXT: u8 = 0x01;
+
+/// Appends the stored form of `id` to `out`.
+pub(crate) fn encode_into(id: &str, out: &mut Vec<u8>) {
+    match canonical_uuid(id) {
+        Some(uuid) => {
+            out.push(UUID);
+            out.extend_from_slice(uuid.as_bytes());
+        }
+        None => {
+            out.push(TEXT);
+            out.extend_from_slice(id.as_bytes());
+        }
+    }
+}
+
+/// The stored form of `id`.
+pub(crate) fn encode(id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + id.len().min(16));
+    encode_into(id, &mut out);
+    out
+}
+
+/// The id whose stored form is `stored`, or `None` if it is malformed.
+pub(crate) fn decode(stored: &[u8]) -> Option<String> {
+    match stored.split_first()? {
+        (&UUID, bytes) => {
+            let uuid = Uuid::from_slice(bytes).ok()?;
+            Some(uuid.hyphenated().to_string())
+        }
+        (&TEXT, text) => String::from_utf8(text.to_vec()).ok(),
+        _ => None,
+    }
+}
+
+/// `id` as a UUID if it is one in canonical text form, which is then what
+/// [`decode`] gives back.
+fn canonical_uuid(id: &str) -> Option<Uuid> {
+    if id.len() != uuid::fmt::Hyphenated::LENGTH {
+        return None;
+    }
+    let uuid = Uuid::try_parse(id).ok()?;
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (uuid.hyphenated().encode_lower(&mut text).as_bytes() == id.as_bytes()).then_some(uuid)
+}
+
+/// Serde `with` module: an id field stored in its compact form.
+pub(crate) mod serde_form {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&encode(id))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_bytes(IdVisitor)
+    }
+
+    struct IdVisitor;
+
+    impl<'de> Visitor<'de> for IdVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a stored event id")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
+            decode(v).ok_or_else(|| E::custom("malformed stored event id"))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<String, E> {
+            self.visit_bytes(&v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canonical_uuid_is_stored_in_17_bytes_and_read_back_as_written() {
+        let id = Uuid::now_v7().hyphenated().to_string();
+        let stored = encode(&id);
+        assert_eq!(stored.len(), 17);
+        assert_eq!(decode(&stored).as_deref(), Some(id.as_str()));
+    }
+
+    #[test]
+    fn other_ids_are_stored_as_text_and_read_back_as_written() {
+        let upper = Uuid::now_v7().hyphenated().to_string().to_uppercase();
+        let simple = Uuid::now_v7().simple().to_string();
+        for id in [
+            "e1",
+            "",
+            "order-7/1",
+            upper.as_str(),
+            simple.as_str(),
+            "ünï",
+        ] {
+            let stored = encode(id);
+            assert_eq!(stored.first(), Some(&TEXT), "{id}");
+            assert_eq!(decode(&stored).as_deref(), Some(id));
+        }
+    }
+
+    #[test]
+    fn a_text_id_never_reads_back_as_a_uuid() {
+        // 16 bytes of text that are also the bytes of a UUID.
+        let text = "abcdefghijklmnop";
+        let uuid = Uuid::from_slice(text.as_bytes())
+            .expect("16 bytes")
+            .to_string();
+        assert_eq!(encode(text)[1..], encode(&uuid)[1..]);
+        assert_ne!(encode(text), encode(&uuid));
+        assert_eq!(decode(&encode(text)).as_deref(), Some(text));
+        assert_eq!(decode(&encode(&uuid)), Some(uuid));
+    }
+
+    #[test]
+    fn malformed_stored_ids_are_refused() {
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[UUID, 1, 2, 3]), None);
+        assert_eq!(decode(&[7, b'a']), None);
+        assert_eq!(decode(&[TEXT, 0xFF]), None);
+    }
+}
