@@ -14,7 +14,7 @@ use crate::command::{
     AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection, StreamAppend,
 };
 use crate::error::{Error, decode, decode_u64, encode};
-use crate::event::{EventBody, StreamInfo};
+use crate::event::{EventBody, RecordedEvent, StreamInfo, encode_body};
 use crate::keys;
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
@@ -83,8 +83,11 @@ pub(crate) fn apply_entries(
         results.push(result);
     }
     tx.put(keys::applied(group), encode("applied state", &applied)?);
-    let batch = tx.into_batch()?;
-    store.write(batch, false)?;
+    let (batch, appended, purged) = tx.into_batch()?;
+    store
+        .inner
+        .recent
+        .write_applied(group, appended, &purged, || store.write(batch, false))?;
     Ok(results)
 }
 
@@ -96,6 +99,10 @@ struct Applier<'a> {
     group: GroupId,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     counters: Option<PartitionCounters>,
+    /// The events this batch appends, for the in-memory tail (`recent`).
+    appended: Vec<RecordedEvent>,
+    /// The positions of the events this batch purges.
+    purged: Vec<u64>,
 }
 
 impl<'a> Applier<'a> {
@@ -105,6 +112,8 @@ impl<'a> Applier<'a> {
             group,
             overlay: HashMap::new(),
             counters: None,
+            appended: Vec::new(),
+            purged: Vec::new(),
         }
     }
 
@@ -123,7 +132,8 @@ impl<'a> Applier<'a> {
         self.overlay.insert(key, None);
     }
 
-    fn into_batch(mut self) -> Result<WriteBatch, Error> {
+    /// The batch, with the events it appends and the positions it purges.
+    fn into_batch(mut self) -> Result<(WriteBatch, Vec<RecordedEvent>, Vec<u64>), Error> {
         if let Some(c) = self.counters {
             let k = keys::counters(self.group);
             self.put(k, encode("partition counters", &c)?);
@@ -136,7 +146,7 @@ impl<'a> Applier<'a> {
                 None => batch.delete_cf(cf, k),
             }
         }
-        Ok(batch)
+        Ok((batch, self.appended, self.purged))
     }
 
     fn counters(&mut self) -> Result<PartitionCounters, Error> {
@@ -228,6 +238,7 @@ impl<'a> Applier<'a> {
             self.remove(keys::event_id(self.group, stream, &body.id).map_err(too_long)?);
             self.remove(keys::position(self.group, body.position));
             self.remove(key);
+            self.purged.push(body.position);
         }
         info.purged_through = info.purged_through.max(upto);
         Ok(())
@@ -409,21 +420,24 @@ impl<'a> Applier<'a> {
                 keys::event_id(g, &stream, &e.id).map_err(too_long)?,
                 version.to_be_bytes().to_vec(),
             );
-            let body = EventBody {
+            let recorded = RecordedEvent {
                 id: e.id,
+                stream: stream.clone(),
                 event_type: e.event_type,
                 data: e.data,
                 metadata: e.metadata,
                 correlation_id: e.correlation_id,
                 causation_id: e.causation_id,
                 timestamp_ms,
+                version,
                 position,
             };
             self.put(
                 keys::stream_event(g, &stream, version).map_err(too_long)?,
-                encode("event", &body)?,
+                encode_body(&recorded)?,
             );
-            last_id = body.id;
+            last_id.clone_from(&recorded.id);
+            self.appended.push(recorded);
         }
 
         info.version = version;

@@ -32,9 +32,9 @@ pub struct RecordedEvent {
 
 /// An event as stored under its stream and version (the `keys` module):
 /// a [`RecordedEvent`] without the two, which its key holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub(crate) struct EventBody {
-    #[serde(with = "crate::stored_id::serde_form")]
+    #[serde(deserialize_with = "crate::stored_id::serde_form::deserialize")]
     pub(crate) id: String,
     pub(crate) event_type: String,
     pub(crate) data: Bytes,
@@ -66,6 +66,45 @@ impl EventBody {
             position: self.position,
         }
     }
+}
+
+/// [`EventBody`]'s fields borrowed from a [`RecordedEvent`], for encoding
+/// (same fields, same order, same encoding).
+#[derive(Serialize)]
+struct EventBodyOut<'a> {
+    #[serde(serialize_with = "as_bytes")]
+    id: &'a [u8],
+    event_type: &'a str,
+    #[serde(serialize_with = "as_bytes")]
+    data: &'a [u8],
+    #[serde(serialize_with = "as_bytes")]
+    metadata: &'a [u8],
+    correlation_id: &'a str,
+    causation_id: &'a str,
+    timestamp_ms: i64,
+    position: u64,
+}
+
+fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes)
+}
+
+/// The stored body of `event` (which its key, by stream and version, files).
+pub(crate) fn encode_body(event: &RecordedEvent) -> Result<Vec<u8>, crate::Error> {
+    let id = crate::stored_id::encode(&event.id);
+    crate::error::encode(
+        "event",
+        &EventBodyOut {
+            id: &id,
+            event_type: &event.event_type,
+            data: &event.data,
+            metadata: &event.metadata,
+            correlation_id: &event.correlation_id,
+            causation_id: &event.causation_id,
+            timestamp_ms: event.timestamp_ms,
+            position: event.position,
+        },
+    )
 }
 
 /// [`EventBody`] borrowed from the stored bytes (same fields, same order).
@@ -188,4 +227,30 @@ pub struct ActorSnapshot {
     pub version: u64,
     /// The actor's serialized state, as saved.
     pub state: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_body_decodes_owned_and_borrowed_to_the_event_written() {
+        let event = RecordedEvent {
+            id: "01a22450-12cd-719c-aa5a-ff544c01f132".into(),
+            stream: "account-7".into(),
+            event_type: "MONEY_DEPOSITED".into(),
+            data: Bytes::from_static(br#"{"amount":1}"#),
+            metadata: Bytes::from_static(b"{}"),
+            correlation_id: "c".into(),
+            causation_id: String::new(),
+            timestamp_ms: 1_795_905_557_236,
+            version: 3,
+            position: 41,
+        };
+        let stored = encode_body(&event).expect("encodes");
+        let owned = EventBody::decode(&stored).expect("decodes");
+        assert_eq!(owned.recorded("account-7".into(), 3), event);
+        let borrowed = EventRef::decode(3, &stored).expect("decodes");
+        assert_eq!(borrowed.to_recorded("account-7").expect("valid id"), event);
+    }
 }

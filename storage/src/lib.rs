@@ -34,6 +34,7 @@ mod keys;
 mod log_store;
 mod projection_store;
 mod reader;
+mod recent;
 mod retention;
 mod snapshot;
 mod snapshot_bytes;

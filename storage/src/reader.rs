@@ -201,6 +201,14 @@ impl Reader {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        if let Some(events) = self
+            .store
+            .inner
+            .recent
+            .read(group, from_position.max(1), limit)
+        {
+            return Ok(events);
+        }
         let start = keys::position(group, from_position.max(1));
         let view = View::new(&self.store);
         let mut located = Vec::new();

@@ -276,7 +276,10 @@ pub(crate) fn install(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     put_current(store, &mut batch, group, meta)?;
-    store.write(batch, true)
+    store
+        .inner
+        .recent
+        .write_replacing(group, || store.write(batch, true))
 }
 
 /// Installs through openraft's error type (used by the state machine).

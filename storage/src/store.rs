@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::keys;
 use crate::log_store::LogStore;
 use crate::reader::Reader;
+use crate::recent::Recent;
 use crate::state_machine::StateMachine;
 use crate::syncer::{FlushCallback, Syncer};
 
@@ -81,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) db: Arc<DB>,
     /// Serializes replacing a group's stored Raft snapshot.
     pub(crate) snapshot_lock: Mutex<()>,
+    /// The newest applied events of each group.
+    pub(crate) recent: Recent,
     path: PathBuf,
     // Declared last, so dropped after `db` is closed: never sent on, its
     // drop is what wakes [`Store::close`].
@@ -166,6 +169,7 @@ impl Store {
                 syncer,
                 db,
                 snapshot_lock: Mutex::new(()),
+                recent: Recent::default(),
                 path: path.to_path_buf(),
                 closed: watch::Sender::new(()),
             }),

@@ -11,8 +11,8 @@
 
 use std::fmt;
 
+use serde::Deserializer;
 use serde::de::Visitor;
-use serde::{Deserializer, Serializer};
 use uuid::Uuid;
 
 const UUID: u8 = 0x00;
@@ -62,13 +62,9 @@ fn canonical_uuid(id: &str) -> Option<Uuid> {
     (uuid.hyphenated().encode_lower(&mut text).as_bytes() == id.as_bytes()).then_some(uuid)
 }
 
-/// Serde `with` module: an id field stored in its compact form.
+/// Serde `deserialize_with` module: an id field read from its stored form.
 pub(crate) mod serde_form {
     use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&encode(id))
-    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         d.deserialize_bytes(IdVisitor)

@@ -700,3 +700,32 @@ mod durability;
 /// Deletion purges and stream retention (`max-count`, `max-age`).
 #[path = "retention.rs"]
 mod retention;
+
+/// Reads that follow the tail of the partition log are answered from the
+/// events kept in memory as they are applied; after a restart the same
+/// reads come from RocksDB. Both give the same events, with the gaps that
+/// a hard delete left, from any position.
+#[tokio::test]
+async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("a", NoStream, &["a1", "a2"]).await??;
+    n.append("b", NoStream, &["b1"]).await??;
+    n.append("c", NoStream, &["c1", "c2", "c3"]).await??;
+    n.delete("b", Any, true).await??;
+    n.apply_all(vec![
+        append_cmd(TS, "a", Exact(2), &["a3"]),
+        append_cmd(TS, "d", NoStream, &["d1"]),
+    ])
+    .await?;
+    let read_all = |reader: &Reader| -> Result<Vec<Vec<RecordedEvent>>> {
+        (0..=9)
+            .map(|from| Ok(reader.read_partition_log(G, from, 4)?))
+            .collect()
+    };
+    let from_memory = read_all(&n.reader)?;
+    let ids: Vec<&str> = from_memory[0].iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2", "c1", "c2"], "b1 (position 3) was purged");
+    let n = n.restart()?;
+    assert_eq!(read_all(&n.reader)?, from_memory);
+    Ok(())
+}

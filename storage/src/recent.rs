@@ -1,0 +1,186 @@
+//! The newest applied events of each group, kept in memory.
+//!
+//! Projections, event handlers, subscriptions and read-all follow the tail
+//! of the partition logs: nearly every read of theirs asks for events the
+//! state machine applied moments ago. [`Recent`] keeps each group's newest
+//! events as applied, so those reads are served without going back to
+//! RocksDB (a scan of the partition log, then a lookup of every event).
+//!
+//! **The invariant:** a group's tail holds every stored event of the group
+//! from its first position up to the newest applied one. Applying appends
+//! to it, purges (hard deletes, retention) remove from it, it drops its
+//! oldest events beyond [`MAX_EVENTS`] / [`MAX_BYTES`], and installing a
+//! Raft snapshot empties it. A read from a position at or after the tail's
+//! first is answered from memory; any other read goes to RocksDB.
+//!
+//! **Consistency:** a state-machine write and the tail's update happen under
+//! one lock, which readers of the tail take too. A reader that saw an
+//! applied write in RocksDB (say, the partition's last position) and then
+//! reads the tail therefore sees its events as well.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::command::GroupId;
+use crate::error::Error;
+use crate::event::RecordedEvent;
+
+/// Most events kept per group.
+const MAX_EVENTS: usize = 4096;
+/// Most bytes (payloads and ids, roughly) kept per group.
+const MAX_BYTES: usize = 4 << 20;
+
+/// The in-memory tails of every group of a store.
+#[derive(Default)]
+pub(crate) struct Recent {
+    tails: Mutex<HashMap<GroupId, Tail>>,
+}
+
+#[derive(Default)]
+struct Tail {
+    /// In position order, complete from the first (see the module docs).
+    events: VecDeque<RecordedEvent>,
+    bytes: usize,
+}
+
+fn size(e: &RecordedEvent) -> usize {
+    e.data.len() + e.metadata.len() + e.id.len() + e.stream.len() + e.event_type.len() + 64
+}
+
+impl Recent {
+    fn lock(&self) -> MutexGuard<'_, HashMap<GroupId, Tail>> {
+        self.tails.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `write` (a state-machine write of `group` that appended
+    /// `appended` and purged the events at `purged`) and, if it succeeds,
+    /// records its effect on the group's tail, atomically for readers.
+    pub(crate) fn write_applied(
+        &self,
+        group: GroupId,
+        appended: Vec<RecordedEvent>,
+        purged: &[u64],
+        write: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut tails = self.lock();
+        write()?;
+        let tail = tails.entry(group).or_default();
+        for position in purged {
+            if let Ok(i) = tail.events.binary_search_by_key(position, |e| e.position)
+                && let Some(gone) = tail.events.remove(i)
+            {
+                tail.bytes -= size(&gone);
+            }
+        }
+        for event in appended {
+            tail.bytes += size(&event);
+            tail.events.push_back(event);
+        }
+        while tail.events.len() > MAX_EVENTS || tail.bytes > MAX_BYTES {
+            let Some(gone) = tail.events.pop_front() else {
+                break;
+            };
+            tail.bytes -= size(&gone);
+        }
+        Ok(())
+    }
+
+    /// Runs `write`, which replaces the whole state of `group` (a snapshot
+    /// install), and forgets the group's tail.
+    pub(crate) fn write_replacing(
+        &self,
+        group: GroupId,
+        write: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut tails = self.lock();
+        let result = write();
+        tails.remove(&group);
+        result
+    }
+
+    /// The events of `group` from position `from` on, at most `limit`, if
+    /// the tail holds them all (`from` is at or after its first position);
+    /// `None` when RocksDB must be read.
+    pub(crate) fn read(
+        &self,
+        group: GroupId,
+        from: u64,
+        limit: usize,
+    ) -> Option<Vec<RecordedEvent>> {
+        let tails = self.lock();
+        let events = &tails.get(&group)?.events;
+        if from < events.front()?.position {
+            return None;
+        }
+        let start = events.partition_point(|e| e.position < from);
+        Some(events.range(start..).take(limit).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            id: format!("e{position}"),
+            stream: "s".into(),
+            event_type: "T".into(),
+            data: bytes::Bytes::from_static(b"{}"),
+            metadata: bytes::Bytes::from_static(b"{}"),
+            correlation_id: String::new(),
+            causation_id: String::new(),
+            timestamp_ms: 0,
+            version: position,
+            position,
+        }
+    }
+
+    fn positions(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
+        events.map(|e| e.iter().map(|e| e.position).collect())
+    }
+
+    #[test]
+    fn reads_from_the_tail_only_what_it_holds_completely() {
+        let recent = Recent::default();
+        assert_eq!(positions(recent.read(1, 1, 10)), None);
+        let ok = || Ok(());
+        recent
+            .write_applied(1, (5..=9).map(event).collect(), &[], ok)
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 4, 10)), None, "before the tail");
+        assert_eq!(positions(recent.read(1, 5, 2)), Some(vec![5, 6]));
+        assert_eq!(positions(recent.read(1, 8, 10)), Some(vec![8, 9]));
+        assert_eq!(positions(recent.read(1, 10, 10)), Some(vec![]));
+        assert_eq!(positions(recent.read(2, 5, 10)), None, "another group");
+
+        recent
+            .write_applied(1, vec![event(10)], &[6, 7, 3], ok)
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 9, 10]));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_and_a_snapshot_install_forgets() {
+        let recent = Recent::default();
+        recent
+            .write_applied(1, vec![event(1)], &[], || Ok(()))
+            .expect("writes");
+        let failed = recent.write_applied(1, vec![event(2)], &[1], || Err(Error::ShutDown));
+        assert!(failed.is_err());
+        assert_eq!(positions(recent.read(1, 1, 10)), Some(vec![1]));
+        recent.write_replacing(1, || Ok(())).expect("writes");
+        assert_eq!(positions(recent.read(1, 1, 10)), None);
+    }
+
+    #[test]
+    fn the_oldest_events_go_beyond_the_limit() {
+        let recent = Recent::default();
+        let events = (1..=MAX_EVENTS as u64 + 10).map(event).collect();
+        recent
+            .write_applied(1, events, &[], || Ok(()))
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 10, 1)), None);
+        assert_eq!(positions(recent.read(1, 11, 1)), Some(vec![11]));
+    }
+}
