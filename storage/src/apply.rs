@@ -16,6 +16,7 @@ use crate::command::{
 use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{EventBody, RecordedEvent, StreamInfo, encode_body};
 use crate::keys;
+use crate::recent::Appended;
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
@@ -100,7 +101,7 @@ struct Applier<'a> {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     counters: Option<PartitionCounters>,
     /// The events this batch appends, for the in-memory tail (`recent`).
-    appended: Vec<RecordedEvent>,
+    appended: Appended,
     /// The positions of the events this batch purges.
     purged: Vec<u64>,
 }
@@ -112,7 +113,7 @@ impl<'a> Applier<'a> {
             group,
             overlay: HashMap::new(),
             counters: None,
-            appended: Vec::new(),
+            appended: Appended::default(),
             purged: Vec::new(),
         }
     }
@@ -133,7 +134,7 @@ impl<'a> Applier<'a> {
     }
 
     /// The batch, with the events it appends and the positions it purges.
-    fn into_batch(mut self) -> Result<(WriteBatch, Vec<RecordedEvent>, Vec<u64>), Error> {
+    fn into_batch(mut self) -> Result<(WriteBatch, Appended, Vec<u64>), Error> {
         if let Some(c) = self.counters {
             let k = keys::counters(self.group);
             self.put(k, encode("partition counters", &c)?);

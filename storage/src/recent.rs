@@ -30,6 +30,36 @@ const MAX_EVENTS: usize = 4096;
 /// Most bytes (payloads and ids, roughly) kept per group.
 const MAX_BYTES: usize = 4 << 20;
 
+/// The events one state-machine write appends, as the tail will keep them:
+/// only the newest [`MAX_EVENTS`], so that a big write (a follower catching
+/// up) does not hold on to all of its events until it is done.
+#[derive(Default)]
+pub(crate) struct Appended {
+    events: VecDeque<RecordedEvent>,
+    /// Older events of the write were not kept.
+    dropped: bool,
+}
+
+impl Appended {
+    pub(crate) fn push(&mut self, event: RecordedEvent) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+            self.dropped = true;
+        }
+        self.events.push_back(event);
+    }
+}
+
+impl FromIterator<RecordedEvent> for Appended {
+    fn from_iter<I: IntoIterator<Item = RecordedEvent>>(events: I) -> Appended {
+        let mut appended = Appended::default();
+        for event in events {
+            appended.push(event);
+        }
+        appended
+    }
+}
+
 /// The in-memory tails of every group of a store.
 #[derive(Default)]
 pub(crate) struct Recent {
@@ -58,13 +88,18 @@ impl Recent {
     pub(crate) fn write_applied(
         &self,
         group: GroupId,
-        appended: Vec<RecordedEvent>,
+        appended: Appended,
         purged: &[u64],
         write: impl FnOnce() -> Result<(), Error>,
     ) -> Result<(), Error> {
         let mut tails = self.lock();
         write()?;
         let tail = tails.entry(group).or_default();
+        if appended.dropped {
+            // The tail would miss the events between its newest and the
+            // first one kept: start it over from those kept.
+            *tail = Tail::default();
+        }
         for position in purged {
             if let Ok(i) = tail.events.binary_search_by_key(position, |e| e.position)
                 && let Some(gone) = tail.events.remove(i)
@@ -72,7 +107,7 @@ impl Recent {
                 tail.bytes -= size(&gone);
             }
         }
-        for event in appended {
+        for event in appended.events {
             tail.bytes += size(&event);
             tail.events.push_back(event);
         }
@@ -155,7 +190,7 @@ mod tests {
         assert_eq!(positions(recent.read(2, 5, 10)), None, "another group");
 
         recent
-            .write_applied(1, vec![event(10)], &[6, 7, 3], ok)
+            .write_applied(1, [event(10)].into_iter().collect(), &[6, 7, 3], ok)
             .expect("writes");
         assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 9, 10]));
     }
@@ -164,9 +199,11 @@ mod tests {
     fn a_failed_write_changes_nothing_and_a_snapshot_install_forgets() {
         let recent = Recent::default();
         recent
-            .write_applied(1, vec![event(1)], &[], || Ok(()))
+            .write_applied(1, [event(1)].into_iter().collect(), &[], || Ok(()))
             .expect("writes");
-        let failed = recent.write_applied(1, vec![event(2)], &[1], || Err(Error::ShutDown));
+        let failed = recent.write_applied(1, [event(2)].into_iter().collect(), &[1], || {
+            Err(Error::ShutDown)
+        });
         assert!(failed.is_err());
         assert_eq!(positions(recent.read(1, 1, 10)), Some(vec![1]));
         recent.write_replacing(1, || Ok(())).expect("writes");
@@ -176,11 +213,28 @@ mod tests {
     #[test]
     fn the_oldest_events_go_beyond_the_limit() {
         let recent = Recent::default();
-        let events = (1..=MAX_EVENTS as u64 + 10).map(event).collect();
+        let first = (1..=3).map(event).collect();
         recent
-            .write_applied(1, events, &[], || Ok(()))
+            .write_applied(1, first, &[], || Ok(()))
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 10, 1)), None);
-        assert_eq!(positions(recent.read(1, 11, 1)), Some(vec![11]));
+        // One write of more than the tail keeps: the tail starts over.
+        let big = (4..=MAX_EVENTS as u64 + 13).map(event).collect();
+        recent
+            .write_applied(1, big, &[], || Ok(()))
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 3, 1)), None);
+        assert_eq!(positions(recent.read(1, 13, 1)), None);
+        assert_eq!(positions(recent.read(1, 14, 1)), Some(vec![14]));
+        // Small writes after it keep the oldest going.
+        recent
+            .write_applied(
+                1,
+                [event(MAX_EVENTS as u64 + 14)].into_iter().collect(),
+                &[],
+                || Ok(()),
+            )
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 14, 1)), None);
+        assert_eq!(positions(recent.read(1, 15, 1)), Some(vec![15]));
     }
 }
