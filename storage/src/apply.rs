@@ -16,7 +16,7 @@ use crate::command::{
 use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{EventBody, RecordedEvent, StreamInfo, encode_body};
 use crate::keys;
-use crate::recent::Appended;
+use crate::recent::{Appended, MAX_EVENTS};
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
@@ -46,6 +46,20 @@ pub(crate) fn read_applied(store: &Store, group: GroupId) -> Result<AppliedState
     }
 }
 
+/// How many events `entries` append (other commands count as one).
+pub(crate) fn events_in(entries: &[Entry<TypeConfig>]) -> usize {
+    entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            EntryPayload::Normal(Command::Append { appends, .. }) => {
+                appends.iter().map(|append| append.events.len()).sum()
+            }
+            EntryPayload::Normal(_) => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Applies `entries` in order and writes all their effects, plus the new
 /// applied state, in one unsynced `WriteBatch`: either all of it lands or none.
 #[tracing::instrument(level = "debug", skip_all, fields(partition = group, entries = entries.len()))]
@@ -59,6 +73,8 @@ pub(crate) fn apply_entries(
     }
     let mut applied = read_applied(store, group)?;
     let mut tx = Applier::new(store, group);
+    // Only the newest events of a write join the in-memory tail.
+    tx.appended = Appended::skipping(events_in(&entries).saturating_sub(MAX_EVENTS));
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let log_id = entry.log_id;
@@ -421,24 +437,25 @@ impl<'a> Applier<'a> {
                 keys::event_id(g, &stream, &e.id).map_err(too_long)?,
                 version.to_be_bytes().to_vec(),
             );
-            let recorded = RecordedEvent {
-                id: e.id,
-                stream: stream.clone(),
-                event_type: e.event_type,
-                data: e.data,
-                metadata: e.metadata,
-                correlation_id: e.correlation_id,
-                causation_id: e.causation_id,
-                timestamp_ms,
-                version,
-                position,
-            };
             self.put(
                 keys::stream_event(g, &stream, version).map_err(too_long)?,
-                encode_body(&recorded)?,
+                encode_body(&e, timestamp_ms, position)?,
             );
-            last_id.clone_from(&recorded.id);
-            self.appended.push(recorded);
+            last_id.clone_from(&e.id);
+            if self.appended.keeps_next() {
+                self.appended.push(RecordedEvent {
+                    id: e.id,
+                    stream: stream.clone(),
+                    event_type: e.event_type,
+                    data: e.data,
+                    metadata: e.metadata,
+                    correlation_id: e.correlation_id,
+                    causation_id: e.causation_id,
+                    timestamp_ms,
+                    version,
+                    position,
+                });
+            }
         }
 
         info.version = version;

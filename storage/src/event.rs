@@ -89,8 +89,13 @@ fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error
     s.serialize_bytes(bytes)
 }
 
-/// The stored body of `event` (which its key, by stream and version, files).
-pub(crate) fn encode_body(event: &RecordedEvent) -> Result<Vec<u8>, crate::Error> {
+/// The stored body of `event`, written at `timestamp_ms` to `position`
+/// (its key, by stream and version, holds the rest).
+pub(crate) fn encode_body(
+    event: &crate::NewEvent,
+    timestamp_ms: i64,
+    position: u64,
+) -> Result<Vec<u8>, crate::Error> {
     let id = crate::stored_id::encode(&event.id);
     crate::error::encode(
         "event",
@@ -101,8 +106,8 @@ pub(crate) fn encode_body(event: &RecordedEvent) -> Result<Vec<u8>, crate::Error
             metadata: &event.metadata,
             correlation_id: &event.correlation_id,
             causation_id: &event.causation_id,
-            timestamp_ms: event.timestamp_ms,
-            position: event.position,
+            timestamp_ms,
+            position,
         },
     )
 }
@@ -247,7 +252,15 @@ mod tests {
             version: 3,
             position: 41,
         };
-        let stored = encode_body(&event).expect("encodes");
+        let new = crate::NewEvent {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            data: event.data.clone(),
+            metadata: event.metadata.clone(),
+            correlation_id: event.correlation_id.clone(),
+            causation_id: event.causation_id.clone(),
+        };
+        let stored = encode_body(&new, event.timestamp_ms, event.position).expect("encodes");
         let owned = EventBody::decode(&stored).expect("decodes");
         assert_eq!(owned.recorded("account-7".into(), 3), event);
         let borrowed = EventRef::decode(3, &stored).expect("decodes");

@@ -14,19 +14,19 @@
 //! first is answered from memory; any other read goes to RocksDB.
 //!
 //! **Consistency:** a state-machine write and the tail's update happen under
-//! one lock, which readers of the tail take too. A reader that saw an
+//! the group's tail lock, which readers of the tail take too. A reader that saw an
 //! applied write in RocksDB (say, the partition's last position) and then
 //! reads the tail therefore sees its events as well.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::command::GroupId;
 use crate::error::Error;
 use crate::event::RecordedEvent;
 
 /// Most events kept per group.
-const MAX_EVENTS: usize = 4096;
+pub(crate) const MAX_EVENTS: usize = 4096;
 /// Most bytes (payloads and ids, roughly) kept per group.
 const MAX_BYTES: usize = 4 << 20;
 
@@ -38,9 +38,30 @@ pub(crate) struct Appended {
     events: VecDeque<RecordedEvent>,
     /// Older events of the write were not kept.
     dropped: bool,
+    /// How many of the write's next events will not be kept.
+    skip: usize,
 }
 
 impl Appended {
+    /// Keeps none of a write's first `skip` events (they would be dropped
+    /// anyway): they need not even be built.
+    pub(crate) fn skipping(skip: usize) -> Appended {
+        Appended {
+            skip,
+            ..Appended::default()
+        }
+    }
+
+    /// Whether the write's next event is kept ([`Appended::push`] it then).
+    pub(crate) fn keeps_next(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        self.dropped = true;
+        false
+    }
+
     pub(crate) fn push(&mut self, event: RecordedEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
@@ -60,10 +81,12 @@ impl FromIterator<RecordedEvent> for Appended {
     }
 }
 
-/// The in-memory tails of every group of a store.
+/// The in-memory tails of every group of a store. Each group's tail has
+/// its own lock, so the state-machine writes of different groups never
+/// wait for each other.
 #[derive(Default)]
 pub(crate) struct Recent {
-    tails: Mutex<HashMap<GroupId, Tail>>,
+    tails: Mutex<HashMap<GroupId, Arc<Mutex<Tail>>>>,
 }
 
 #[derive(Default)]
@@ -73,13 +96,19 @@ struct Tail {
     bytes: usize,
 }
 
+fn lock(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
+    tail.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn size(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.id.len() + e.stream.len() + e.event_type.len() + 64
 }
 
 impl Recent {
-    fn lock(&self) -> MutexGuard<'_, HashMap<GroupId, Tail>> {
-        self.tails.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The tail of `group`, created empty if it has none yet.
+    fn tail(&self, group: GroupId) -> Arc<Mutex<Tail>> {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(tails.entry(group).or_default())
     }
 
     /// Runs `write` (a state-machine write of `group` that appended
@@ -92,9 +121,9 @@ impl Recent {
         purged: &[u64],
         write: impl FnOnce() -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut tails = self.lock();
+        let tail = self.tail(group);
+        let mut tail = lock(&tail);
         write()?;
-        let tail = tails.entry(group).or_default();
         if appended.dropped {
             // The tail would miss the events between its newest and the
             // first one kept: start it over from those kept.
@@ -127,9 +156,10 @@ impl Recent {
         group: GroupId,
         write: impl FnOnce() -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut tails = self.lock();
+        let tail = self.tail(group);
+        let mut tail = lock(&tail);
         let result = write();
-        tails.remove(&group);
+        *tail = Tail::default();
         result
     }
 
@@ -142,8 +172,9 @@ impl Recent {
         from: u64,
         limit: usize,
     ) -> Option<Vec<RecordedEvent>> {
-        let tails = self.lock();
-        let events = &tails.get(&group)?.events;
+        let tail = self.tail(group);
+        let tail = lock(&tail);
+        let events = &tail.events;
         if from < events.front()?.position {
             return None;
         }
@@ -213,6 +244,9 @@ mod tests {
     #[test]
     fn the_oldest_events_go_beyond_the_limit() {
         let recent = Recent::default();
+        let mut skipping = Appended::skipping(2);
+        assert!(!skipping.keeps_next() && !skipping.keeps_next() && skipping.keeps_next());
+        assert!(skipping.dropped);
         let first = (1..=3).map(event).collect();
         recent
             .write_applied(1, first, &[], || Ok(()))

@@ -4,12 +4,12 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, Snapshot,
-    SnapshotMeta, StorageError, StoredMembership,
+    BasicNode, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership,
 };
 
-use crate::apply::{apply_entries, read_applied};
-use crate::command::{Command, CommandResult, GroupId};
+use crate::apply::{apply_entries, events_in, read_applied};
+use crate::command::{CommandResult, GroupId};
 use crate::error::{Error, blocking};
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::snapshot_bytes::SnapshotBytes;
@@ -57,18 +57,6 @@ impl StateMachine {
 const INLINE_APPLY_EVENTS: usize = 1024;
 
 /// The events (and other commands) a batch of entries applies.
-fn events_in(entries: &[Entry<TypeConfig>]) -> usize {
-    entries
-        .iter()
-        .map(|entry| match &entry.payload {
-            EntryPayload::Normal(Command::Append { appends, .. }) => {
-                appends.iter().map(|append| append.events.len()).sum()
-            }
-            EntryPayload::Normal(_) => 1,
-            _ => 0,
-        })
-        .sum()
-}
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
@@ -136,10 +124,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, LogId};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
     use super::*;
-    use crate::command::{ExpectedVersion, NewEvent, StreamAppend};
+    use crate::command::{Command, ExpectedVersion, NewEvent, StreamAppend};
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
         Entry {
