@@ -129,16 +129,18 @@ impl Recent {
             // first one kept: start it over from those kept.
             *tail = Tail::default();
         }
+        for event in appended.events {
+            tail.bytes += size(&event);
+            tail.events.push_back(event);
+        }
+        // After the appends: a write may purge events it appended itself
+        // (an append longer than its stream's max-count).
         for position in purged {
             if let Ok(i) = tail.events.binary_search_by_key(position, |e| e.position)
                 && let Some(gone) = tail.events.remove(i)
             {
                 tail.bytes -= size(&gone);
             }
-        }
-        for event in appended.events {
-            tail.bytes += size(&event);
-            tail.events.push_back(event);
         }
         while tail.events.len() > MAX_EVENTS || tail.bytes > MAX_BYTES {
             let Some(gone) = tail.events.pop_front() else {
@@ -224,6 +226,12 @@ mod tests {
             .write_applied(1, [event(10)].into_iter().collect(), &[6, 7, 3], ok)
             .expect("writes");
         assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 9, 10]));
+
+        // A write that purges some of what it appends itself.
+        recent
+            .write_applied(1, (11..=13).map(event).collect(), &[9, 11, 12], ok)
+            .expect("writes");
+        assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 10, 13]));
     }
 
     #[test]

@@ -228,3 +228,19 @@ async fn replicas_purge_identically_and_snapshots_carry_the_purge() -> Result<()
     assert_eq!((info.max_count, info.max_age_ms), (Some(5), Some(500)));
     Ok(())
 }
+
+/// An append longer than its stream's `max-count` purges part of itself in
+/// the same write: the partition log, read from memory right away and from
+/// disk after a restart, holds only what the limit keeps.
+#[tokio::test]
+async fn an_append_longer_than_max_count_purges_part_of_itself() -> Result<()> {
+    let mut n = Node::new()?;
+    assert_eq!(n.set_metadata("s", Some(2), None, TS).await?, Ok(0));
+    n.append("s", NoStream, &["a", "b", "c", "d", "e"])
+        .await??;
+    assert_eq!(n.versions("s")?, vec![4, 5]);
+    assert_eq!(n.log()?, in_log("s", [4, 5]));
+    let n = n.restart()?;
+    assert_eq!(n.log()?, in_log("s", [4, 5]));
+    Ok(())
+}
