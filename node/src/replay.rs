@@ -183,15 +183,14 @@ impl Fold<'_> {
     /// Folds one event into `state`, upcast first if its schema is old.
     fn apply(&self, state: &mut AnyState, event: &EventRef<'_>) -> Result<(), NodeError> {
         let id = || event.id().unwrap_or_else(|e| format!("<{e}>"));
-        let data =
-            match self
-                .upcasters
-                .upcasted(&id, event.event_type, event.data, event.metadata)?
-            {
-                Some((data, _)) => std::borrow::Cow::Owned(data.to_vec()),
-                None => std::borrow::Cow::Borrowed(event.data),
-            };
-        Ok(self.actor.apply(state, event.event_type, &data)?)
+        let upcast = self
+            .upcasters
+            .upcasted(&id, event.event_type, event.data, event.metadata)?;
+        let data = match &upcast {
+            Some((data, _)) => data,
+            None => event.data,
+        };
+        Ok(self.actor.apply(state, event.event_type, data)?)
     }
 }
 

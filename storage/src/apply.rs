@@ -14,7 +14,7 @@ use crate::command::{
     AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection, StreamAppend,
 };
 use crate::error::{Error, decode, decode_u64, encode};
-use crate::event::{EventBody, RecordedEvent, StreamInfo, encode_body};
+use crate::event::{EventRef, RecordedEvent, StreamInfo, encode_body};
 use crate::keys;
 use crate::recent::{Appended, MAX_EVENTS};
 use crate::retention;
@@ -72,9 +72,9 @@ pub(crate) fn apply_entries(
         return Ok(Vec::new());
     }
     let mut applied = read_applied(store, group)?;
-    let mut tx = Applier::new(store, group);
     // Only the newest events of a write join the in-memory tail.
-    tx.appended = Appended::skipping(events_in(&entries).saturating_sub(MAX_EVENTS));
+    let appended = Appended::skipping(events_in(&entries).saturating_sub(MAX_EVENTS));
+    let mut tx = Applier::new(store, group, appended);
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let log_id = entry.log_id;
@@ -123,13 +123,13 @@ struct Applier<'a> {
 }
 
 impl<'a> Applier<'a> {
-    fn new(store: &'a Store, group: GroupId) -> Applier<'a> {
+    fn new(store: &'a Store, group: GroupId, appended: Appended) -> Applier<'a> {
         Applier {
             store,
             group,
             overlay: HashMap::new(),
             counters: None,
-            appended: Appended::default(),
+            appended,
             purged: Vec::new(),
         }
     }
@@ -211,10 +211,12 @@ impl<'a> Applier<'a> {
     }
 
     /// The stored event at `version` of `stream`, if any.
-    fn event(&self, stream: &str, version: u64) -> Result<Option<EventBody>, Error> {
+    fn event(&self, stream: &str, version: u64) -> Result<Option<RecordedEvent>, Error> {
         let key = keys::stream_event(self.group, stream, version)
             .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
-        self.get(&key)?.map(|b| EventBody::decode(&b)).transpose()
+        self.get(&key)?
+            .map(|b| EventRef::decode(version, &b)?.to_recorded(stream.to_owned()))
+            .transpose()
     }
 
     /// Timestamp of the event at `version` of `stream`, if it is stored.
@@ -251,11 +253,12 @@ impl<'a> Applier<'a> {
             let Some(body) = self.get(&key)? else {
                 continue;
             };
-            let body = EventBody::decode(&body)?;
-            self.remove(keys::event_id(self.group, stream, &body.id).map_err(too_long)?);
-            self.remove(keys::position(self.group, body.position));
+            let event = EventRef::decode(version, &body)?;
+            let position = event.position;
+            self.remove(keys::event_id(self.group, stream, &event.id()?).map_err(too_long)?);
+            self.remove(keys::position(self.group, position));
             self.remove(key);
-            self.purged.push(body.position);
+            self.purged.push(position);
         }
         info.purged_through = info.purged_through.max(upto);
         Ok(())

@@ -29,7 +29,7 @@
 //! | `group ++ 0x01` | applied state: postcard `AppliedState` (last applied log id, last membership) |
 //! | `group ++ 0x02` | partition counters: postcard `PartitionCounters` (last position, last timestamp) |
 //! | `group ++ 0x10 ++ position: u64` | the partition log: `stream ++ version: u64` of the event at that position |
-//! | `group ++ 0x11 ++ stream ++ version: u64` | the event, stored once: postcard `EventBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
+//! | `group ++ 0x11 ++ stream ++ version: u64` | the event, stored once: postcard `StoredBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
 //! | `group ++ 0x12 ++ stream` | postcard [`StreamInfo`](crate::StreamInfo) |
 //! | `group ++ 0x13 ++ stream ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
 //! | `group ++ 0x14 ++ stream ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |

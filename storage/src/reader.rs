@@ -6,7 +6,7 @@ use openraft::LogId;
 use crate::apply::{PartitionCounters, read_applied};
 use crate::command::GroupId;
 use crate::error::{Error, decode};
-use crate::event::{ActorSnapshot, EventBody, EventRef, RecordedEvent, StreamInfo};
+use crate::event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
 use crate::keys::{self, StreamTooLong};
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
@@ -86,7 +86,7 @@ impl Reader {
     ) -> Result<Vec<RecordedEvent>, Error> {
         let mut events = Vec::new();
         self.visit_stream_at(group, stream, from_version, limit, now_ms, |e| {
-            events.push(e.to_recorded(stream)?);
+            events.push(e.to_recorded(stream.to_owned())?);
             Ok(true)
         })?;
         Ok(events)
@@ -233,7 +233,7 @@ impl Reader {
                         "partition log names v{version} of `{stream}`, which is missing"
                     ))
                 })?;
-                Ok(EventBody::decode(&body)?.recorded(stream, version))
+                EventRef::decode(version, &body)?.to_recorded(stream)
             })
             .collect()
     }
@@ -296,7 +296,7 @@ fn timestamp_of(
 ) -> Result<Option<i64>, Error> {
     let key = keys::stream_event(group, stream, version).map_err(too_long(stream))?;
     match view.get(CF_SM, &key)? {
-        Some(body) => Ok(Some(EventBody::decode(&body)?.timestamp_ms)),
+        Some(body) => Ok(Some(EventRef::decode(version, &body)?.timestamp_ms)),
         None => Ok(None),
     }
 }

@@ -9,10 +9,6 @@
 //! read; any other id is stored as `0x01 ++ its UTF-8 bytes`. The leading
 //! byte keeps the two forms apart: no text id can be read back as a UUID.
 
-use std::fmt;
-
-use serde::Deserializer;
-use serde::de::Visitor;
 use uuid::Uuid;
 
 const UUID: u8 = 0x00;
@@ -60,33 +56,6 @@ fn canonical_uuid(id: &str) -> Option<Uuid> {
     let uuid = Uuid::try_parse(id).ok()?;
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     (uuid.hyphenated().encode_lower(&mut text).as_bytes() == id.as_bytes()).then_some(uuid)
-}
-
-/// Serde `deserialize_with` module: an id field read from its stored form.
-pub(crate) mod serde_form {
-    use super::*;
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        d.deserialize_bytes(IdVisitor)
-    }
-
-    struct IdVisitor;
-
-    impl<'de> Visitor<'de> for IdVisitor {
-        type Value = String;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a stored event id")
-        }
-
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<String, E> {
-            decode(v).ok_or_else(|| E::custom("malformed stored event id"))
-        }
-
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<String, E> {
-            self.visit_bytes(&v)
-        }
-    }
 }
 
 #[cfg(test)]
