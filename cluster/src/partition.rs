@@ -10,6 +10,7 @@ use cairn_storage::{
     TypeConfig,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, Raft, RaftMetrics};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -70,9 +71,23 @@ impl Partition {
         self.raft.metrics()
     }
 
+    /// Sees the partition's last applied log index move, once per
+    /// state-machine write: what a follower of the applied state waits on.
+    /// [`Partition::metrics`] changes on every turn of the Raft core, several
+    /// times per entry.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.reader.watch_applied(self.group)
+    }
+
+    /// Sees the replica's vote, role, leader and membership change, and
+    /// nothing else: what a watcher of leadership waits on.
+    pub fn leadership(&self) -> watch::Receiver<RaftServerMetrics<NodeId, BasicNode>> {
+        self.raft.server_metrics()
+    }
+
     /// The leader this replica knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.server_metrics().borrow().current_leader
     }
 
     /// Appends to one stream. Returns once the entry carrying it is committed
@@ -203,12 +218,12 @@ async fn propose_appends(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = append_size(&first.0);
+        let mut bytes = first.0.size();
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
             match queue.try_recv() {
                 Ok(next) => {
-                    bytes += append_size(&next.0);
+                    bytes += next.0.size();
                     batch.push(next);
                 }
                 Err(_) => break,
@@ -246,15 +261,6 @@ async fn propose_appends(
             }
         });
     }
-}
-
-fn append_size(append: &StreamAppend) -> usize {
-    append
-        .events
-        .iter()
-        .map(|e| e.data.len() + e.metadata.len() + 64)
-        .sum::<usize>()
-        + append.stream.len()
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.

@@ -111,7 +111,7 @@ struct Run {
 
 impl Run {
     async fn run(self) {
-        let mut metrics = self.partition.metrics();
+        let mut metrics = self.partition.leadership();
         loop {
             let leading = metrics.borrow_and_update().current_leader == Some(self.me);
             if leading {
@@ -150,7 +150,8 @@ impl Run {
             .await?;
         let mut recorded = checkpoint;
         info!(checkpoint, "handling events");
-        let mut applied = self.partition.metrics();
+        let mut applied = self.partition.applied();
+        let mut leadership = self.partition.leadership();
         loop {
             let from = checkpoint + 1;
             let events = self
@@ -163,8 +164,9 @@ impl Run {
                 tokio::select! {
                     _ = self.stop.cancelled() => return Ok(()),
                     changed = applied.changed() => if changed.is_err() { return Ok(()) },
+                    changed = leadership.changed() => if changed.is_err() { return Ok(()) },
                 }
-                if applied.borrow().current_leader != Some(self.me) {
+                if leadership.borrow_and_update().current_leader != Some(self.me) {
                     return Err(ClusterError::NotLeader {
                         group: self.partition.group(),
                         leader: None,

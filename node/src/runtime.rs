@@ -302,7 +302,7 @@ impl ActorRuntime {
             let Some(partition) = self.node.partition(group) else {
                 continue;
             };
-            let mut metrics = partition.metrics();
+            let mut metrics = partition.leadership();
             let activations = self.activations.clone();
             let stop = self.stop.clone();
             tokio::spawn(async move {

@@ -105,6 +105,9 @@ pub(crate) fn apply_entries(
         .inner
         .recent
         .write_applied(group, appended, &purged, || store.write(batch, false))?;
+    if let Some(last) = applied.last_applied {
+        store.inner.applied.advance(group, last.index);
+    }
     Ok(results)
 }
 
@@ -391,7 +394,9 @@ impl<'a> Applier<'a> {
             None => return Ok(Err(Rejection::StreamTombstoned { stream })),
         };
 
-        if let Some(first) = events.first() {
+        // Event ids are indexed per stream, so a stream never written has
+        // none to find: skip the lookup (a miss in every level's filter).
+        if let Some(first) = events.first().filter(|_| info.version > 0) {
             let id_key = keys::event_id(g, &stream, &first.id)
                 .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
             if let Some(v) = self.get(&id_key)? {

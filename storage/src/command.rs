@@ -129,6 +129,33 @@ pub enum Command {
     },
 }
 
+impl StreamAppend {
+    /// Roughly the bytes this append carries (payloads, plus a fixed
+    /// allowance per event for its id, type and the rest).
+    pub fn size(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + 64)
+            .sum::<usize>()
+            + self.stream.len()
+    }
+}
+
+impl Command {
+    /// Roughly the bytes this command carries.
+    pub fn size(&self) -> usize {
+        match self {
+            Command::Append { appends, .. } => appends.iter().map(StreamAppend::size).sum(),
+            Command::SaveActorSnapshot { state, .. } => state.len(),
+            Command::SaveActorSnapshots { snapshots, .. } => {
+                snapshots.iter().map(|(_, state)| state.len()).sum()
+            }
+            Command::MetaPut { value, .. } => value.len(),
+            Command::Delete { .. } | Command::SetStreamMetadata { .. } => 64,
+        }
+    }
+}
+
 /// Where an accepted append landed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendOutcome {

@@ -87,6 +87,19 @@ const SM_META: u8 = 0x20;
 /// Tag that no key uses: `group ++ RANGE_END` is above every key of `group`.
 const RANGE_END: u8 = 0xFF;
 
+/// Whether a key of the `sm` column family is ever looked up on its own,
+/// and so belongs in the bloom filters: every key but the partition log's,
+/// the events' and the actor snapshots', which are read by range scans (or
+/// looked up knowing they exist, where a filter cannot help). Those are two
+/// or three of the four keys an event writes; at 10 bits per key their
+/// filter entries would cost ~2.5 bytes per event on disk for nothing.
+pub(crate) fn is_point_key(key: &[u8]) -> bool {
+    !matches!(
+        key.get(4),
+        Some(&(SM_POSITION | SM_STREAM_EVENT | SM_ACTOR_SNAPSHOT))
+    )
+}
+
 /// A stream id too long to be keyed (see [`MAX_STREAM_ID_LEN`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamTooLong;

@@ -14,6 +14,7 @@
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
 //! - `entry_cache`: the newest entries of a group's log, in memory, for replication.
 //! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
+//! - `applied_watch`: per-group watches of the last applied log index.
 //! - `apply`: the event store's write rules, applied to committed entries.
 //! - `retention`: which events `max-count`, `max-age` and actor snapshots keep
 //!   readable (shared by reads and purges).
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod applied_watch;
 mod apply;
 pub mod command;
 mod entry_cache;

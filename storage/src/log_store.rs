@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, StorageError,
-    Vote,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader,
+    StorageError, Vote,
 };
 use rocksdb::WriteBatch;
 
@@ -175,18 +175,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let this = self.clone();
-        blocking(move || {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                this.store.cf(CF_LOG),
-                keys::committed(this.group),
-                encode("committed log id", &committed)?,
-            );
-            this.store.write(batch, false)
-        })
-        .await
-        .map_err(|e| log_err(e, ErrorVerb::Write))
+        // One small unsynced write, on every commit of every group: done
+        // here, as a hop to the blocking pool and back costs more.
+        let mut batch = WriteBatch::default();
+        let encoded =
+            encode("committed log id", &committed).map_err(|e| log_err(e, ErrorVerb::Write))?;
+        batch.put_cf(self.store.cf(CF_LOG), keys::committed(self.group), encoded);
+        self.store
+            .write(batch, false)
+            .map_err(|e| log_err(e, ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -213,10 +210,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let this = self.clone();
-        blocking(move || this.append_then(entries, Box::new(move |r| callback.log_io_completed(r))))
-            .await
-            .map_err(|e| log_err(e, ErrorVerb::Write))
+        let on_durable: crate::syncer::FlushCallback =
+            Box::new(move |r| callback.log_io_completed(r));
+        let appended = if entries_size(&entries) <= INLINE_APPEND_BYTES {
+            self.append_then(entries, on_durable)
+        } else {
+            let this = self.clone();
+            blocking(move || this.append_then(entries, on_durable)).await
+        };
+        appended.map_err(|e| log_err(e, ErrorVerb::Write))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -259,6 +261,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .map_err(|e| log_err(e, ErrorVerb::Delete))
     }
+}
+
+/// Log appends of up to this many payload bytes are written on the Raft
+/// core's own task instead of the blocking pool: an unsynced RocksDB write
+/// (a memtable insert and a `write` to the WAL file, the fsync comes later
+/// on the syncer thread) of a few KiB takes microseconds, where the hop to a
+/// pool thread and back costs two context switches, on every node, for
+/// every entry. Bigger appends (a follower catching up) still go to the
+/// pool, so that none holds a runtime worker for long.
+const INLINE_APPEND_BYTES: usize = 256 << 10;
+
+/// Roughly the bytes `entries` carry (their events' payloads).
+fn entries_size(entries: &[Entry<TypeConfig>]) -> usize {
+    entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            EntryPayload::Normal(command) => command.size(),
+            _ => 0,
+        })
+        .sum()
 }
 
 impl LogStore {

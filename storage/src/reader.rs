@@ -31,6 +31,11 @@ impl Reader {
         Reader { store }
     }
 
+    /// Sees `group`'s last applied log index move (see [`Store::watch_applied`]).
+    pub fn watch_applied(&self, group: GroupId) -> tokio::sync::watch::Receiver<u64> {
+        self.store.watch_applied(group)
+    }
+
     /// The stream's info, or `None` if it was never written nor deleted.
     /// Deleted streams are reported, with their `deleted`/`tombstoned` flags.
     pub fn stream_info(&self, group: GroupId, stream: &str) -> Result<Option<StreamInfo>, Error> {

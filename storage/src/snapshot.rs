@@ -279,7 +279,11 @@ pub(crate) fn install(
     store
         .inner
         .recent
-        .write_replacing(group, || store.write(batch, true))
+        .write_replacing(group, || store.write(batch, true))?;
+    if let Some(last) = applied.last_applied {
+        store.inner.applied.advance(group, last.index);
+    }
+    Ok(())
 }
 
 /// Installs through openraft's error type (used by the state machine).

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions,
+    ReadOptions, SliceTransform, SnapshotWithThreadMode, WriteBatch, WriteOptions,
 };
 use tokio::sync::watch;
 
+use crate::applied_watch::AppliedWatch;
 use crate::command::GroupId;
 use crate::error::Error;
 use crate::keys;
@@ -84,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) snapshot_lock: Mutex<()>,
     /// The newest applied events of each group.
     pub(crate) recent: Recent,
+    /// The last applied log index of each group.
+    pub(crate) applied: AppliedWatch,
     path: PathBuf,
     // Declared last, so dropped after `db` is closed: never sent on, its
     // drop is what wakes [`Store::close`].
@@ -97,31 +100,62 @@ enum Family {
     /// deleted once every replica has them. Never compressed: compressing
     /// what is about to be deleted only costs CPU.
     Transient,
-    /// Data that stays; `bloom` for families read by point lookups.
-    Kept { bloom: bool },
+    /// Data that stays; `filter` says which keys its bloom filters hold,
+    /// `block` is the size of its data blocks (before compression).
+    Kept { filter: Filter, block: usize },
+}
+
+/// Which keys of a column family go into its bloom filters, which spare
+/// point lookups of absent keys a read of every level.
+#[derive(Clone, Copy)]
+enum Filter {
+    None,
+    AllKeys,
+    /// Only the keys [`keys::is_point_key`] names (the event store's).
+    PointKeys,
 }
 
 fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
     let mut o = Options::default();
     o.set_write_buffer_size(write_buffer);
     let mut t = BlockBasedOptions::default();
-    t.set_block_size(16 << 10);
     t.set_block_cache(cache);
     match family {
-        Family::Transient => o.set_compression_type(DBCompressionType::None),
-        Family::Kept { bloom } => {
+        Family::Transient => {
+            t.set_block_size(16 << 10);
+            o.set_compression_type(DBCompressionType::None);
+        }
+        Family::Kept { filter, block } => {
+            t.set_block_size(block);
             o.set_compression_type(DBCompressionType::Lz4);
             // Most data ends up in the bottom level. zstd there and 16 KiB
             // blocks (RocksDB's default is 4 KiB) took the event store of
             // the storage benchmark from 171 to 161 bytes per 200-byte
-            // event. Level 1: levels 3 and 6 stored the same bytes (158.4,
-            // 159.1, 158.3 per event) while level 6 spent ~40% of the nodes'
-            // CPU compacting under sustained batch appends. A zstd
-            // dictionary did not help further.
+            // event; 32 KiB blocks for the event store, from 150.7 to 149.2
+            // (a block holds ~100 events then; a point lookup that misses
+            // the block cache decompresses twice as much). Level 1: levels
+            // 3 and 6 stored the same bytes (158.4, 159.1, 158.3 per event)
+            // while level 6 spent ~40% of the nodes' CPU compacting under
+            // sustained batch appends. A zstd dictionary did not help
+            // further.
             o.set_bottommost_compression_type(DBCompressionType::Zstd);
             o.set_bottommost_compression_options(-14, 1, 0, 0, true);
-            if bloom {
-                t.set_bloom_filter(10.0, false);
+            match filter {
+                Filter::None => {}
+                Filter::AllKeys => t.set_bloom_filter(10.0, false),
+                Filter::PointKeys => {
+                    // A "prefix" that is the whole key, defined only for
+                    // the keys point lookups ask for: the filters then hold
+                    // just those. Every iterator of this store reads in
+                    // total order (`View::read_opts`), so none relies on it.
+                    t.set_bloom_filter(10.0, false);
+                    t.set_whole_key_filtering(false);
+                    o.set_prefix_extractor(SliceTransform::create(
+                        "cairn.point-keys",
+                        |key| key,
+                        Some(keys::is_point_key),
+                    ));
+                }
             }
         }
     }
@@ -150,12 +184,13 @@ impl Store {
         db_opts.set_keep_log_file_num(4);
 
         let cache = Cache::new_lru_cache(64 << 20);
+        let kept = |filter, block| Family::Kept { filter, block };
         let cfs = [
             (CF_LOG, 32 << 20, Family::Transient),
-            (CF_SM, 64 << 20, Family::Kept { bloom: true }),
-            (CF_SNAP, 8 << 20, Family::Kept { bloom: false }),
-            (CF_NODE, 1 << 20, Family::Kept { bloom: false }),
-            (CF_PROJ, 16 << 20, Family::Kept { bloom: true }),
+            (CF_SM, 64 << 20, kept(Filter::PointKeys, 32 << 10)),
+            (CF_SNAP, 8 << 20, kept(Filter::None, 16 << 10)),
+            (CF_NODE, 1 << 20, kept(Filter::None, 16 << 10)),
+            (CF_PROJ, 16 << 20, kept(Filter::AllKeys, 16 << 10)),
         ]
         .map(|(name, write_buffer, family)| {
             ColumnFamilyDescriptor::new(name, cf_options(&cache, write_buffer, family))
@@ -170,6 +205,7 @@ impl Store {
                 db,
                 snapshot_lock: Mutex::new(()),
                 recent: Recent::default(),
+                applied: AppliedWatch::default(),
                 path: path.to_path_buf(),
                 closed: watch::Sender::new(()),
             }),
@@ -187,6 +223,13 @@ impl Store {
     /// Fails if the group's applied state on disk cannot be read.
     pub fn state_machine(&self, group: GroupId) -> Result<StateMachine, Error> {
         StateMachine::open(self.clone(), group)
+    }
+
+    /// Sees `group`'s last applied log index move: once per state-machine
+    /// write or snapshot install, not on every turn of its Raft core as
+    /// openraft's metrics do. Starts at 0 in each process.
+    pub fn watch_applied(&self, group: GroupId) -> watch::Receiver<u64> {
+        self.inner.applied.subscribe(group)
     }
 
     /// A reader of the applied state of every group.
@@ -340,7 +383,9 @@ fn check_format(db: &DB, path: &Path) -> Result<(), Error> {
             u32::from_be_bytes(stamp)
         }
         None => {
-            let mut sm = db.raw_iterator_cf(cf(CF_SM));
+            let mut opts = ReadOptions::default();
+            opts.set_total_order_seek(true);
+            let mut sm = db.raw_iterator_cf_opt(cf(CF_SM), opts);
             sm.seek_to_first();
             if sm.valid() {
                 1
@@ -384,6 +429,9 @@ impl<'a> View<'a> {
     fn read_opts(&self) -> ReadOptions {
         let mut o = ReadOptions::default();
         o.set_snapshot(&self.snap);
+        // `sm` has a prefix extractor (for its filters, see `Filter`):
+        // without this, an iterator would read only one "prefix".
+        o.set_total_order_seek(true);
         o
     }
 
@@ -445,5 +493,97 @@ impl<'a> View<'a> {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes of bloom filter in the `sm` column family's SST files.
+    fn sm_filter_bytes(store: &Store) -> anyhow::Result<u64> {
+        let props = store
+            .db()
+            .property_value_cf(store.cf(CF_SM), "rocksdb.aggregated-table-properties")?
+            .unwrap_or_default();
+        let size = props
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("filter block size="))
+            .ok_or_else(|| anyhow::anyhow!("no filter size in {props}"))?;
+        Ok(size.trim().parse()?)
+    }
+
+    fn put_all(store: &Store, keys: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<()> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.put_cf(store.cf(CF_SM), key, b"v");
+        }
+        store.write(batch, false)?;
+        store.db().flush_cf(store.cf(CF_SM))?;
+        Ok(())
+    }
+
+    /// The event store's filters hold its point-lookup keys only, and every
+    /// read still finds what was written: scans across kinds of keys and SST
+    /// files, gets of present and absent keys, before and after a reopen.
+    #[test]
+    fn filters_hold_only_point_keys_and_reads_see_everything() -> anyhow::Result<()> {
+        const N: u64 = 5000;
+        const G: GroupId = 7;
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        put_all(
+            &store,
+            (1..=N).flat_map(|v| {
+                [
+                    keys::stream_event(G, "s", v).expect("short id"),
+                    keys::position(G, v),
+                ]
+            }),
+        )?;
+        let scan_only = sm_filter_bytes(&store)?;
+        put_all(
+            &store,
+            (1..=N).map(|i| keys::stream_info(G, &format!("s-{i}")).expect("short id")),
+        )?;
+        let with_point_keys = sm_filter_bytes(&store)?;
+        assert!(
+            scan_only < 64,
+            "{scan_only} filter bytes for {} scan-only keys",
+            2 * N
+        );
+        assert!(
+            with_point_keys - scan_only >= N,
+            "{N} point keys got only {} filter bytes",
+            with_point_keys - scan_only
+        );
+
+        let store = {
+            drop(store);
+            Store::open(dir.path())?
+        };
+        let view = View::new(&store);
+        let (start, end) = keys::group_range(G);
+        let mut seen = 0;
+        let mut last: Vec<u8> = Vec::new();
+        view.scan(CF_SM, &start, &end, |k, _| {
+            assert!(k > last.as_slice(), "scan in key order");
+            last = k.to_vec();
+            seen += 1;
+            Ok(true)
+        })?;
+        assert_eq!(seen, 3 * N, "a scan over the group sees every key");
+        let info = |i: &str| keys::stream_info(G, i).expect("short id");
+        assert!(view.get(CF_SM, &info("s-17"))?.is_some());
+        assert!(view.get(CF_SM, &info("s-0"))?.is_none());
+        let event = keys::stream_event(G, "s", N).expect("short id");
+        assert!(view.get(CF_SM, &event)?.is_some());
+        let last_event = view.last_in(
+            CF_SM,
+            &keys::stream_event(G, "s", 0).expect("short id"),
+            &keys::stream_events_end(G, "s").expect("short id"),
+        )?;
+        assert_eq!(last_event.map(|(k, _)| k), Some(event));
+        Ok(())
     }
 }

@@ -154,7 +154,7 @@ impl ProjectionRunner {
             .map(|p| &self.slots[&(p.name(), group)])
             .collect();
         let Some(first) = slots.first() else { return };
-        let mut applied = first.partition.metrics();
+        let mut applied = first.partition.applied();
         let wanted = first.wanted.clone();
         let mut failing = vec![false; slots.len()];
         let mut retry_at = Instant::now();

@@ -1,6 +1,6 @@
 //! Long polls on a partition this node leads: read, and while nothing new is
-//! there, sleep until the partition's Raft applies another entry (a change of
-//! `last_applied` in its metrics) rather than polling on a timer.
+//! there, sleep until the partition applies another entry (its applied-index
+//! watch moves) rather than polling on a timer.
 
 use std::time::Duration;
 
@@ -26,10 +26,11 @@ where
     F: Fn(&Reader, GroupId) -> Result<T, cairn_storage::Error> + Clone + Send + 'static,
 {
     let group = partition.group();
-    // Take the applied index before reading: the read sees at least what it
-    // names, so an entry applied after it always wakes the wait below.
-    let mut metrics = partition.metrics();
-    let mut seen = metrics.borrow_and_update().last_applied;
+    // Mark the applied index seen before reading: the read sees at least
+    // that, so an entry applied after it always wakes the wait below.
+    let mut applied = partition.applied();
+    applied.borrow_and_update();
+    let mut leadership = partition.leadership();
     let mut result = partition.read(read.clone()).await?;
     if wait.is_zero() || found(&result) {
         return Ok(result);
@@ -37,23 +38,18 @@ where
     let deadline = Instant::now() + wait;
     loop {
         let changed = tokio::time::timeout_at(deadline, async {
-            loop {
-                metrics
-                    .changed()
-                    .await
-                    .map_err(|_| ClusterError::ShuttingDown)?;
-                let m = metrics.borrow_and_update();
-                if m.current_leader != Some(me) {
-                    return Err(ClusterError::NotLeader {
-                        group,
-                        leader: None,
-                    });
-                }
-                if m.last_applied != seen {
-                    seen = m.last_applied;
-                    return Ok(());
-                }
+            tokio::select! {
+                changed = applied.changed() => changed,
+                changed = leadership.changed() => changed,
             }
+            .map_err(|_| ClusterError::ShuttingDown)?;
+            if leadership.borrow_and_update().current_leader != Some(me) {
+                return Err(ClusterError::NotLeader {
+                    group,
+                    leader: None,
+                });
+            }
+            Ok(())
         })
         .await;
         match changed {
