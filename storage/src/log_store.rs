@@ -176,14 +176,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         // One small unsynced write, on every commit of every group: done
-        // here, as a hop to the blocking pool and back costs more.
-        let mut batch = WriteBatch::default();
-        let encoded =
-            encode("committed log id", &committed).map_err(|e| log_err(e, ErrorVerb::Write))?;
-        batch.put_cf(self.store.cf(CF_LOG), keys::committed(self.group), encoded);
-        self.store
-            .write(batch, false)
-            .map_err(|e| log_err(e, ErrorVerb::Write))
+        // here unless RocksDB would stall it, as a hop to the blocking pool
+        // and back costs more.
+        let batch = move |this: &LogStore| -> Result<WriteBatch, Error> {
+            let mut batch = WriteBatch::default();
+            let encoded = encode("committed log id", &committed)?;
+            batch.put_cf(this.store.cf(CF_LOG), keys::committed(this.group), encoded);
+            Ok(batch)
+        };
+        let written = batch(self).and_then(|b| self.store.write_unless_stalled(b));
+        if !written.map_err(|e| log_err(e, ErrorVerb::Write))? {
+            let this = self.clone();
+            blocking(move || this.store.write(batch(&this)?, false))
+                .await
+                .map_err(|e| log_err(e, ErrorVerb::Write))?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -212,13 +220,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<_> = entries.into_iter().collect();
         let on_durable: crate::syncer::FlushCallback =
             Box::new(move |r| callback.log_io_completed(r));
-        let appended = if entries_size(&entries) <= INLINE_APPEND_BYTES {
-            self.append_then(entries, on_durable)
-        } else {
-            let this = self.clone();
-            blocking(move || this.append_then(entries, on_durable)).await
-        };
-        appended.map_err(|e| log_err(e, ErrorVerb::Write))
+        if entries_size(&entries) <= INLINE_APPEND_BYTES {
+            let (batch, sizes) = self
+                .batch(&entries)
+                .map_err(|e| log_err(e, ErrorVerb::Write))?;
+            if self
+                .store
+                .write_unless_stalled(batch)
+                .map_err(|e| log_err(e, ErrorVerb::Write))?
+            {
+                self.cache().append(entries.into_iter().zip(sizes));
+                return self
+                    .store
+                    .submit_flush(on_durable)
+                    .map_err(|e| log_err(e, ErrorVerb::Write));
+            }
+        }
+        let this = self.clone();
+        blocking(move || this.append_then(entries, on_durable))
+            .await
+            .map_err(|e| log_err(e, ErrorVerb::Write))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -268,8 +289,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// (a memtable insert and a `write` to the WAL file, the fsync comes later
 /// on the syncer thread) of a few KiB takes microseconds, where the hop to a
 /// pool thread and back costs two context switches, on every node, for
-/// every entry. Bigger appends (a follower catching up) still go to the
-/// pool, so that none holds a runtime worker for long.
+/// every entry. Bigger appends (a follower catching up), and any write
+/// RocksDB would stall, still go to the pool, so that none holds a runtime
+/// worker for long.
 const INLINE_APPEND_BYTES: usize = 256 << 10;
 
 /// Roughly the bytes `entries` carry (their events' payloads).
@@ -292,20 +314,27 @@ impl LogStore {
         entries: Vec<Entry<TypeConfig>>,
         on_durable: crate::syncer::FlushCallback,
     ) -> Result<(), Error> {
-        self.store.check_running()?;
         if !entries.is_empty() {
-            let cf = self.store.cf(CF_LOG);
-            let mut batch = WriteBatch::default();
-            let mut sizes = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                let encoded = encode("log entry", entry)?;
-                sizes.push(encoded.len());
-                batch.put_cf(cf, keys::log_entry(self.group, entry.log_id.index), encoded);
-            }
+            let (batch, sizes) = self.batch(&entries)?;
             self.store.write(batch, false)?;
             self.cache().append(entries.into_iter().zip(sizes));
         }
         self.store.submit_flush(on_durable)
+    }
+
+    /// The write of `entries` to the log, and each one's encoded size.
+    /// Fails once the store is shut down.
+    fn batch(&self, entries: &[Entry<TypeConfig>]) -> Result<(WriteBatch, Vec<usize>), Error> {
+        self.store.check_running()?;
+        let cf = self.store.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        let mut sizes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let encoded = encode("log entry", entry)?;
+            sizes.push(encoded.len());
+            batch.put_cf(cf, keys::log_entry(self.group, entry.log_id.index), encoded);
+        }
+        Ok((batch, sizes))
     }
 }
 

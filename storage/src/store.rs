@@ -353,6 +353,20 @@ impl Store {
         Ok(self.inner.db.write_opt(batch, &opts)?)
     }
 
+    /// Writes `batch` unsynced, unless RocksDB would make the write wait
+    /// (a write stall: too many level-0 files or memtables); then writes
+    /// nothing and returns `false`, so that the caller, on an async task,
+    /// can hand the write to a thread that may block.
+    pub(crate) fn write_unless_stalled(&self, batch: WriteBatch) -> Result<bool, Error> {
+        let mut opts = WriteOptions::default();
+        opts.set_no_slowdown(true);
+        match self.inner.db.write_opt(batch, &opts) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Fails with [`Error::ShutDown`] once [`Store::shutdown`] was called.
     pub(crate) fn check_running(&self) -> Result<(), Error> {
         if self.inner.syncer.is_running() {
