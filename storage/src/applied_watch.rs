@@ -56,7 +56,7 @@ mod tests {
     fn watchers_see_only_forward_moves_of_their_group() {
         let applied = AppliedWatch::default();
         let mut one = applied.subscribe(1);
-        let mut two = applied.subscribe(2);
+        let two = applied.subscribe(2);
         applied.advance(1, 5);
         assert!(one.has_changed().unwrap());
         assert_eq!(*one.borrow_and_update(), 5);
