@@ -322,15 +322,14 @@ impl RunningNode {
     /// groups; the store closes when the last reference goes.
     pub async fn shutdown(mut self) {
         self.serving.cancel();
-        if let Some(server) = self.server.take() {
-            if tokio::time::timeout(SERVER_STOP_WAIT, server)
+        if let Some(server) = self.server.take()
+            && tokio::time::timeout(SERVER_STOP_WAIT, server)
                 .await
                 .is_err()
-            {
-                warn!(
-                    "calls were still open {SERVER_STOP_WAIT:?} after serving stopped; stopping anyway"
-                );
-            }
+        {
+            warn!(
+                "calls were still open {SERVER_STOP_WAIT:?} after serving stopped; stopping anyway"
+            );
         }
         self.handlers.shutdown();
         self.runtime.shutdown();

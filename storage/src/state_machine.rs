@@ -56,8 +56,6 @@ impl StateMachine {
 /// pool, so none holds a runtime worker for more than a few milliseconds.
 const INLINE_APPLY_EVENTS: usize = 1024;
 
-/// The events (and other commands) a batch of entries applies.
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
