@@ -86,6 +86,8 @@ pub struct ClusterConfig {
 
 /// Keys of the metadata group's map.
 pub const META_TOPOLOGY_KEY: &str = "topology";
+/// Pause before the metadata leader tries again to record the topology.
+const TOPOLOGY_RETRY: Duration = Duration::from_secs(1);
 
 /// This node's Raft groups and what it knows of the cluster.
 pub struct ClusterNode {
@@ -241,28 +243,36 @@ impl ClusterNode {
         let stop = self.stop.clone();
         let me = self.node_id;
         tokio::spawn(async move {
-            let mut metrics = meta.metrics();
+            // Leadership changes only: the full metrics watch moves on every
+            // heartbeat, and each wake would read the recorded topology.
+            let mut leadership = meta.server_metrics();
             let encoded = Bytes::from(serde_json::to_vec(&*topology).expect("topology serializes"));
             loop {
-                let leading = metrics.borrow().current_leader == Some(me);
+                let leading = leadership.borrow_and_update().current_leader == Some(me);
+                let mut failed = false;
                 if leading {
-                    let recorded = reader
-                        .meta_get(META_GROUP, META_TOPOLOGY_KEY)
-                        .ok()
-                        .flatten();
-                    if recorded.as_ref() != Some(&encoded) {
+                    let recorded = {
+                        let reader = reader.clone();
+                        tokio::task::spawn_blocking(move || {
+                            reader.meta_get(META_GROUP, META_TOPOLOGY_KEY)
+                        })
+                        .await
+                    };
+                    if !matches!(&recorded, Ok(Ok(Some(r))) if *r == encoded) {
                         let put = Command::MetaPut {
                             key: META_TOPOLOGY_KEY.into(),
                             value: encoded.clone(),
                         };
                         if let Err(e) = meta.client_write(put).await {
                             warn!("recording topology in the metadata group: {e}");
+                            failed = true;
                         }
                     }
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = leadership.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(TOPOLOGY_RETRY), if failed => {}
                 }
             }
         });

@@ -220,26 +220,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<_> = entries.into_iter().collect();
         let on_durable: crate::syncer::FlushCallback =
             Box::new(move |r| callback.log_io_completed(r));
+        let write_err = |e| log_err(e, ErrorVerb::Write);
         if entries_size(&entries) <= INLINE_APPEND_BYTES {
-            let (batch, sizes) = self
-                .batch(&entries)
-                .map_err(|e| log_err(e, ErrorVerb::Write))?;
-            if self
-                .store
-                .write_unless_stalled(batch)
-                .map_err(|e| log_err(e, ErrorVerb::Write))?
-            {
-                self.cache().append(entries.into_iter().zip(sizes));
-                return self
-                    .store
-                    .submit_flush(on_durable)
-                    .map_err(|e| log_err(e, ErrorVerb::Write));
+            let (batch, sizes) = self.batch(&entries).map_err(write_err)?;
+            if self.store.write_unless_stalled(batch).map_err(write_err)? {
+                return self.written(entries, sizes, on_durable).map_err(write_err);
             }
         }
         let this = self.clone();
         blocking(move || this.append_then(entries, on_durable))
             .await
-            .map_err(|e| log_err(e, ErrorVerb::Write))
+            .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -314,11 +305,22 @@ impl LogStore {
         entries: Vec<Entry<TypeConfig>>,
         on_durable: crate::syncer::FlushCallback,
     ) -> Result<(), Error> {
+        let (batch, sizes) = self.batch(&entries)?;
         if !entries.is_empty() {
-            let (batch, sizes) = self.batch(&entries)?;
             self.store.write(batch, false)?;
-            self.cache().append(entries.into_iter().zip(sizes));
         }
+        self.written(entries, sizes, on_durable)
+    }
+
+    /// After `entries` were written: keeps them in the cache and queues
+    /// `on_durable` for the fsync that covers them.
+    fn written(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+        sizes: Vec<usize>,
+        on_durable: crate::syncer::FlushCallback,
+    ) -> Result<(), Error> {
+        self.cache().append(entries.into_iter().zip(sizes));
         self.store.submit_flush(on_durable)
     }
 

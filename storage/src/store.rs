@@ -538,8 +538,8 @@ mod tests {
     }
 
     /// The event store's filters hold its point-lookup keys only, and every
-    /// read still finds what was written: scans across kinds of keys and SST
-    /// files, gets of present and absent keys, before and after a reopen.
+    /// read still finds what was written, once the store is reopened: scans
+    /// across kinds of keys and SST files, gets of present and absent keys.
     #[test]
     fn filters_hold_only_point_keys_and_reads_see_everything() -> anyhow::Result<()> {
         const N: u64 = 5000;

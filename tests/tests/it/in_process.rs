@@ -688,3 +688,34 @@ async fn asks_through_a_node_that_does_not_lead_are_forwarded() {
     );
     cluster.shutdown().await;
 }
+
+/// The metadata group's leader records the cluster's topology (members and
+/// partition table) in the group, so every replica of it holds the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_metadata_group_records_the_topology_on_every_replica() {
+    let cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
+    let expected = serde_json::to_vec(&**cluster.node(1).cluster().topology()).expect("json");
+    for id in [1, 2, 3] {
+        let node = cluster.node(id).cluster();
+        eventually(
+            &format!("node {id} to hold the recorded topology"),
+            Duration::from_secs(30),
+            || async {
+                let recorded = node
+                    .store()
+                    .reader()
+                    .meta_get(
+                        cairn_storage::META_GROUP,
+                        cairn_cluster::node::META_TOPOLOGY_KEY,
+                    )
+                    .map_err(|e| e.to_string())?;
+                match recorded {
+                    Some(r) if r.as_ref() == expected.as_slice() => Ok(()),
+                    other => Err(format!("recorded: {other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    cluster.shutdown().await;
+}
