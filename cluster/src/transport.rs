@@ -172,7 +172,7 @@ async fn unary(
 
 /// Encodes a Raft message for the wire (postcard).
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).expect("openraft messages always serialize")
+    cairn_storage::encode_exact(value).expect("openraft messages always serialize")
 }
 
 /// Decodes a Raft message from the wire.

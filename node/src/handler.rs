@@ -35,6 +35,14 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Whether the handler wants `event` (filter by type or stream prefix).
     fn accepts(&self, event: &RecordedEvent) -> bool;
 
+    /// Whether the handler may want events of `stream`. The events of
+    /// streams it refuses are passed over by the partition log's entry
+    /// alone, never read nor decoded (see `Projection::accepts_stream`).
+    /// All, by default.
+    fn accepts_stream(&self, _stream: &str) -> bool {
+        true
+    }
+
     /// The commands `event` calls for, in order. Must be deterministic: after
     /// a leader change the same event may be handled again, and its commands
     /// must come out the same so their ids match.
@@ -154,13 +162,15 @@ impl Run {
         let mut leadership = self.partition.leadership();
         loop {
             let from = checkpoint + 1;
-            let events = self
+            let handler = self.handler.clone();
+            let page = self
                 .partition
                 .read_local(move |reader, group: GroupId| {
-                    reader.read_partition_log(group, from, PAGE)
+                    let wanted = |stream: &str| handler.accepts_stream(stream);
+                    reader.read_partition_log_where(group, from, PAGE, wanted)
                 })
                 .await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            let Some(last) = page.last_position else {
                 tokio::select! {
                     _ = self.stop.cancelled() => return Ok(()),
                     changed = applied.changed() => if changed.is_err() { return Ok(()) },
@@ -176,7 +186,7 @@ impl Run {
                 continue;
             };
             let mut sent = false;
-            for event in events {
+            for event in page.events {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }

@@ -50,12 +50,12 @@ pub use command::{
     AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, META_GROUP, NewEvent,
     Rejection, StreamAppend,
 };
-pub use error::Error;
+pub use error::{Error, encode_exact};
 pub use event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
 pub use keys::MAX_STREAM_ID_LEN;
 pub use log_store::LogStore;
 pub use projection_store::ProjectionChanges;
-pub use reader::Reader;
+pub use reader::{LogPage, Reader};
 pub use snapshot::SnapshotBuilder;
 pub use snapshot_bytes::SnapshotBytes;
 pub use state_machine::StateMachine;

@@ -331,10 +331,18 @@ impl LogStore {
         let cf = self.store.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         let mut sizes = Vec::with_capacity(entries.len());
+        // One buffer for all: the batch copies each value.
+        let mut encoded = Vec::new();
         for entry in entries {
-            let encoded = encode("log entry", entry)?;
+            encoded.clear();
+            encoded = postcard::to_extend(entry, encoded)
+                .map_err(|e| Error::Corrupt(format!("encoding log entry: {e}")))?;
             sizes.push(encoded.len());
-            batch.put_cf(cf, keys::log_entry(self.group, entry.log_id.index), encoded);
+            batch.put_cf(
+                cf,
+                keys::log_entry(self.group, entry.log_id.index),
+                &encoded,
+            );
         }
         Ok((batch, sizes))
     }

@@ -12,6 +12,16 @@ use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::NodeId;
 
+/// Events of a stretch of a partition log read through a stream filter.
+#[derive(Debug, Default)]
+pub struct LogPage {
+    /// The events kept, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// The last position read, kept or not (`None`: nothing was there);
+    /// the next page starts after it.
+    pub last_position: Option<u64>,
+}
+
 /// Reads a group's *applied* state straight from RocksDB.
 ///
 /// Every call sees one consistent point in time (a RocksDB snapshot): never
@@ -203,33 +213,52 @@ impl Reader {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        Ok(self
+            .read_partition_log_where(group, from_position, limit, |_| true)?
+            .events)
+    }
+
+    /// The next `limit` positions of the partition log from `from_position`
+    /// (as [`Reader::read_partition_log`]), keeping only the events of the
+    /// streams `keep` names: the others are passed over by their
+    /// partition-log entry alone, their bodies never read nor decoded. A
+    /// reader interested in a few streams (a projection of `user-` streams)
+    /// then pays little for the rest.
+    pub fn read_partition_log_where(
+        &self,
+        group: GroupId,
+        from_position: u64,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<LogPage, Error> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(LogPage::default());
         }
-        if let Some(events) = self
-            .store
-            .inner
-            .recent
-            .read(group, from_position.max(1), limit)
-        {
-            return Ok(events);
+        let from_position = from_position.max(1);
+        let recent = &self.store.inner.recent;
+        if let Some(page) = recent.read_where(group, from_position, limit, &keep) {
+            return Ok(page);
         }
-        let start = keys::position(group, from_position.max(1));
+        let start = keys::position(group, from_position);
         let view = View::new(&self.store);
-        let mut located = Vec::new();
+        let (mut located, mut scanned, mut last_position) = (Vec::new(), 0, None);
         view.scan(CF_SM, &start, &keys::positions_end(group), |k, v| {
             let found = keys::stream_event_of_ref(group, v).ok_or_else(|| {
                 Error::Corrupt(format!("partition log entry {k:?} names no event: {v:?}"))
             })?;
-            located.push(found);
-            Ok(located.len() < limit)
+            scanned += 1;
+            last_position = keys::trailing_u64(k);
+            if keep(&found.1) {
+                located.push(found);
+            }
+            Ok(scanned < limit)
         })?;
         let (keys, names): (Vec<_>, Vec<_>) = located
             .into_iter()
             .map(|(key, stream, version)| (key, (stream, version)))
             .unzip();
         let bodies = view.multi_get(CF_SM, &keys)?;
-        names
+        let events = names
             .into_iter()
             .zip(bodies)
             .map(|((stream, version), body)| {
@@ -240,7 +269,11 @@ impl Reader {
                 })?;
                 EventRef::decode(version, &body)?.to_recorded(stream)
             })
-            .collect()
+            .collect::<Result<_, Error>>()?;
+        Ok(LogPage {
+            events,
+            last_position,
+        })
     }
 
     /// The last position written in the partition's log (0 = none).

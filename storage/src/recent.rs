@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::command::GroupId;
 use crate::error::Error;
 use crate::event::RecordedEvent;
+use crate::reader::LogPage;
 
 /// Most events kept per group.
 pub(crate) const MAX_EVENTS: usize = 4096;
@@ -165,15 +166,16 @@ impl Recent {
         result
     }
 
-    /// The events of `group` from position `from` on, at most `limit`, if
-    /// the tail holds them all (`from` is at or after its first position);
-    /// `None` when RocksDB must be read.
-    pub(crate) fn read(
+    /// The events of `group` at the next `limit` positions from `from` of
+    /// the streams `keep` names, if the tail holds those positions (`from` is
+    /// at or after its first position); `None` when RocksDB must be read.
+    pub(crate) fn read_where(
         &self,
         group: GroupId,
         from: u64,
         limit: usize,
-    ) -> Option<Vec<RecordedEvent>> {
+        keep: impl Fn(&str) -> bool,
+    ) -> Option<LogPage> {
         let tail = self.tail(group);
         let tail = lock(&tail);
         let events = &tail.events;
@@ -181,7 +183,14 @@ impl Recent {
             return None;
         }
         let start = events.partition_point(|e| e.position < from);
-        Some(events.range(start..).take(limit).cloned().collect())
+        let mut page = LogPage::default();
+        for event in events.range(start..).take(limit) {
+            page.last_position = Some(event.position);
+            if keep(&event.stream) {
+                page.events.push(event.clone());
+            }
+        }
+        Some(page)
     }
 }
 
@@ -204,34 +213,57 @@ mod tests {
         }
     }
 
-    fn positions(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
-        events.map(|e| e.iter().map(|e| e.position).collect())
+    fn positions(page: Option<LogPage>) -> Option<Vec<u64>> {
+        page.map(|page| page.events.iter().map(|e| e.position).collect())
     }
 
     #[test]
     fn reads_from_the_tail_only_what_it_holds_completely() {
         let recent = Recent::default();
-        assert_eq!(positions(recent.read(1, 1, 10)), None);
+        assert_eq!(positions(recent.read_where(1, 1, 10, |_| true)), None);
         let ok = || Ok(());
         recent
             .write_applied(1, (5..=9).map(event).collect(), &[], ok)
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 4, 10)), None, "before the tail");
-        assert_eq!(positions(recent.read(1, 5, 2)), Some(vec![5, 6]));
-        assert_eq!(positions(recent.read(1, 8, 10)), Some(vec![8, 9]));
-        assert_eq!(positions(recent.read(1, 10, 10)), Some(vec![]));
-        assert_eq!(positions(recent.read(2, 5, 10)), None, "another group");
+        assert_eq!(
+            positions(recent.read_where(1, 4, 10, |_| true)),
+            None,
+            "before the tail"
+        );
+        assert_eq!(
+            positions(recent.read_where(1, 5, 2, |_| true)),
+            Some(vec![5, 6])
+        );
+        assert_eq!(
+            positions(recent.read_where(1, 8, 10, |_| true)),
+            Some(vec![8, 9])
+        );
+        assert_eq!(
+            positions(recent.read_where(1, 10, 10, |_| true)),
+            Some(vec![])
+        );
+        assert_eq!(
+            positions(recent.read_where(2, 5, 10, |_| true)),
+            None,
+            "another group"
+        );
 
         recent
             .write_applied(1, [event(10)].into_iter().collect(), &[6, 7, 3], ok)
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 9, 10]));
+        assert_eq!(
+            positions(recent.read_where(1, 5, 10, |_| true)),
+            Some(vec![5, 8, 9, 10])
+        );
 
         // A write that purges some of what it appends itself.
         recent
             .write_applied(1, (11..=13).map(event).collect(), &[9, 11, 12], ok)
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 5, 10)), Some(vec![5, 8, 10, 13]));
+        assert_eq!(
+            positions(recent.read_where(1, 5, 10, |_| true)),
+            Some(vec![5, 8, 10, 13])
+        );
     }
 
     #[test]
@@ -244,9 +276,12 @@ mod tests {
             Err(Error::ShutDown)
         });
         assert!(failed.is_err());
-        assert_eq!(positions(recent.read(1, 1, 10)), Some(vec![1]));
+        assert_eq!(
+            positions(recent.read_where(1, 1, 10, |_| true)),
+            Some(vec![1])
+        );
         recent.write_replacing(1, || Ok(())).expect("writes");
-        assert_eq!(positions(recent.read(1, 1, 10)), None);
+        assert_eq!(positions(recent.read_where(1, 1, 10, |_| true)), None);
     }
 
     #[test]
@@ -264,9 +299,12 @@ mod tests {
         recent
             .write_applied(1, big, &[], || Ok(()))
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 3, 1)), None);
-        assert_eq!(positions(recent.read(1, 13, 1)), None);
-        assert_eq!(positions(recent.read(1, 14, 1)), Some(vec![14]));
+        assert_eq!(positions(recent.read_where(1, 3, 1, |_| true)), None);
+        assert_eq!(positions(recent.read_where(1, 13, 1, |_| true)), None);
+        assert_eq!(
+            positions(recent.read_where(1, 14, 1, |_| true)),
+            Some(vec![14])
+        );
         // Small writes after it keep the oldest going.
         recent
             .write_applied(
@@ -276,7 +314,10 @@ mod tests {
                 || Ok(()),
             )
             .expect("writes");
-        assert_eq!(positions(recent.read(1, 14, 1)), None);
-        assert_eq!(positions(recent.read(1, 15, 1)), Some(vec![15]));
+        assert_eq!(positions(recent.read_where(1, 14, 1, |_| true)), None);
+        assert_eq!(
+            positions(recent.read_where(1, 15, 1, |_| true)),
+            Some(vec![15])
+        );
     }
 }

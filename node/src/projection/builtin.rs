@@ -10,8 +10,8 @@ use super::{Projection, ProjectionError, ReadModel};
 pub struct UserAnalytics;
 
 /// Both built-in projections read the `user` actors' streams only.
-fn is_user_stream(event: &RecordedEvent) -> bool {
-    event.stream.starts_with("user-")
+fn is_user_stream(stream: &str) -> bool {
+    stream.starts_with("user-")
 }
 
 const COUNTERS: [&str; 4] = ["totalUsers", "activeUsers", "totalLogins", "failedLogins"];
@@ -22,7 +22,11 @@ impl Projection for UserAnalytics {
     }
 
     fn accepts(&self, event: &RecordedEvent) -> bool {
-        is_user_stream(event)
+        is_user_stream(&event.stream)
+    }
+
+    fn accepts_stream(&self, stream: &str) -> bool {
+        is_user_stream(stream)
     }
 
     fn apply(
@@ -79,7 +83,11 @@ impl Projection for UsersByEmail {
     }
 
     fn accepts(&self, event: &RecordedEvent) -> bool {
-        is_user_stream(event)
+        is_user_stream(&event.stream)
+    }
+
+    fn accepts_stream(&self, stream: &str) -> bool {
+        is_user_stream(stream)
     }
 
     fn apply(

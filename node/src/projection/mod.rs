@@ -33,6 +33,14 @@ pub trait Projection: Send + Sync + 'static {
     /// Whether the projection consumes `event` (filter by type or stream prefix).
     fn accepts(&self, event: &RecordedEvent) -> bool;
 
+    /// Whether the projection may consume events of `stream`. The events of
+    /// streams it refuses are passed over by the partition log's entry
+    /// alone, never read nor decoded: a projection of a few streams then
+    /// costs little on a partition busy with others. All, by default.
+    fn accepts_stream(&self, _stream: &str) -> bool {
+        true
+    }
+
     /// Folds one event into a partition's read model. Must be deterministic.
     fn apply(
         &self,

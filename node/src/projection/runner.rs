@@ -373,13 +373,16 @@ fn fold_batch(
     behind: Vec<Behind>,
 ) -> Result<Vec<Result<Option<Folded>, ProjectionError>>, ProjectionError> {
     let from = behind.iter().map(|b| b.checkpoint).min().unwrap_or(0) + 1;
-    let events = store.reader().read_partition_log(group, from, BATCH)?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let wanted = |stream: &str| behind.iter().any(|b| b.projection.accepts_stream(stream));
+    let page = store
+        .reader()
+        .read_partition_log_where(group, from, BATCH, wanted)?;
+    let Some(last) = page.last_position else {
         return Ok(behind.iter().map(|_| Ok(None)).collect());
     };
     Ok(behind
-        .into_iter()
-        .map(|b| fold_into(store, upcasters, group, &b, &events, last))
+        .iter()
+        .map(|b| fold_into(store, upcasters, group, b, &page.events, last))
         .collect())
 }
 
@@ -398,7 +401,9 @@ fn fold_into(
     let name = b.projection.name();
     let mut model = ReadModel::new(store, name, group);
     let new = events.iter().filter(|e| e.position > b.checkpoint);
-    for event in new.filter(|e| b.projection.accepts(e)) {
+    let accepted =
+        |e: &&RecordedEvent| b.projection.accepts_stream(&e.stream) && b.projection.accepts(e);
+    for event in new.filter(accepted) {
         let mut event = event.clone();
         upcasters.upcast(&mut event)?;
         b.projection.apply(&event, &mut model)?;

@@ -729,3 +729,38 @@ async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<
     assert_eq!(read_all(&n.reader)?, from_memory);
     Ok(())
 }
+
+/// A read of the partition log through a stream filter keeps only those
+/// streams' events but moves past every position it read, kept or not, the
+/// same from memory and, after a restart, from RocksDB.
+#[tokio::test]
+async fn a_filtered_partition_log_read_passes_over_other_streams() -> Result<()> {
+    let mut n = Node::new()?;
+    n.append("a", NoStream, &["a1", "a2"]).await??;
+    n.append("b", NoStream, &["b1"]).await??;
+    n.append("c", NoStream, &["c1", "c2", "c3"]).await??;
+    n.delete("b", Any, true).await??;
+    n.apply_all(vec![
+        append_cmd(TS, "a", Exact(2), &["a3"]),
+        append_cmd(TS, "d", NoStream, &["d1"]),
+    ])
+    .await?;
+    let pages = |reader: &Reader| -> Result<Vec<(Vec<String>, Option<u64>)>> {
+        (0..=9)
+            .map(|from| {
+                let page = reader.read_partition_log_where(G, from, 3, |s| s == "a" || s == "d")?;
+                let ids = page.events.into_iter().map(|e| e.id).collect();
+                Ok((ids, page.last_position))
+            })
+            .collect()
+    };
+    let from_memory = pages(&n.reader)?;
+    // Positions: a1 1, a2 2, b1 3 (purged), c1..c3 4-6, a3 7, d1 8.
+    assert_eq!(from_memory[0], (vec!["a1".into(), "a2".into()], Some(4)));
+    assert_eq!(from_memory[4], (vec![], Some(6)), "only c's events");
+    assert_eq!(from_memory[6], (vec!["a3".into(), "d1".into()], Some(8)));
+    assert_eq!(from_memory[9], (vec![], None), "past the end");
+    let n = n.restart()?;
+    assert_eq!(pages(&n.reader)?, from_memory);
+    Ok(())
+}

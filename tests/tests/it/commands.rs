@@ -22,7 +22,11 @@ impl EventHandler for WelcomeBonus {
     }
 
     fn accepts(&self, event: &cairn_storage::RecordedEvent) -> bool {
-        event.event_type == "USER_CREATED" && event.stream.starts_with("user-")
+        event.event_type == "USER_CREATED"
+    }
+
+    fn accepts_stream(&self, stream: &str) -> bool {
+        stream.starts_with("user-")
     }
 
     fn handle(
