@@ -175,6 +175,15 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        // Compactions at the lowest CPU priority: on a busy machine they run
+        // in the time left over by reads and writes instead of competing
+        // with them. Flushes (the high-priority pool) keep their priority, so
+        // memtables are never held back. Should compactions fall behind
+        // under sustained writes, RocksDB's own L0 slowdown paces the
+        // writes, as it would without this.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         // RocksDB's own info log: at its default level it grew by ~16 MB per
         // node while the storage benchmark wrote 200k events (81 bytes per
         // event, half of the event store itself). Warnings and errors only,
