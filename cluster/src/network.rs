@@ -19,7 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::transport::{RaftTransport, RpcKind, TransportError, decode, encode};
 
 /// Pause between a group's tries to replicate to an unreachable peer.
-const UNREACHABLE_RETRY: Duration = Duration::from_millis(100);
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(200);
 
 /// Creates the per-peer network clients of one group.
 pub struct GroupNetworkFactory {
@@ -103,12 +103,13 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
     }
 
     /// How long a group's replication to an unreachable peer waits before
-    /// trying again: 100 ms, where openraft waits 500. A restarted node
+    /// trying again: 200 ms, where openraft waits 500. A restarted node
     /// waited up to that long for each of its groups' leaders to notice it,
-    /// which was a third or more of its catch-up time (`cairn-bench run
-    /// --workloads failover`: 85k and 88k events/s at 500 ms, 142k and
-    /// 118k at 50). The cost is a retry, which encodes what the peer
-    /// lacks, ten times a second instead of twice while a peer is down.
+    /// a third or more of its catch-up time. Each retry reads what the peer
+    /// lacks from the log (openraft does so before calling the network),
+    /// which costs the survivors CPU while a peer is down: with 1000-event
+    /// appends, 15% more per event at 200 ms, 40% at 100 ms (see
+    /// bench/README.md, session 8).
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(UNREACHABLE_RETRY))
     }
