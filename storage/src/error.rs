@@ -116,11 +116,11 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
 }
 
 /// The postcard encoding of `value` in a vector allocated once at its exact
-/// size. `postcard::to_allocvec` grows its vector by doubling: encoding a
-/// Raft entry or message of a few MB then copied it ~20 times into fresh
-/// memory, which the kernel zeroed first (a follower catching up spent a
-/// quarter of its CPU in those copies and page clears). Sizing first walks
-/// the value twice but copies its bytes once.
+/// size. `postcard::to_allocvec` grows its vector by doubling: a Raft entry
+/// or message of a few MB was reallocated ~20 times, each time into fresh
+/// memory the kernel zeroed first (copies and page clears, much of them
+/// from this, were a quarter of a catching-up follower's CPU). Sizing first
+/// walks the value twice but copies its bytes once.
 pub fn encode_exact<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     let size = postcard::experimental::serialized_size(value)?;
     postcard::to_extend(value, Vec::with_capacity(size))
