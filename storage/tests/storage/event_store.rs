@@ -701,12 +701,9 @@ mod durability;
 #[path = "retention.rs"]
 mod retention;
 
-/// Reads that follow the tail of the partition log are answered from the
-/// events kept in memory as they are applied; after a restart the same
-/// reads come from RocksDB. Both give the same events, with the gaps that
-/// a hard delete left, from any position.
-#[tokio::test]
-async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<()> {
+/// A node whose partition log holds, by position: a1 1, a2 2, b1 3 (purged
+/// by a hard delete of `b`), c1..c3 4-6, a3 7, d1 8.
+async fn node_with_a_gap_in_its_log() -> Result<Node> {
     let mut n = Node::new()?;
     n.append("a", NoStream, &["a1", "a2"]).await??;
     n.append("b", NoStream, &["b1"]).await??;
@@ -717,6 +714,16 @@ async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<
         append_cmd(TS, "d", NoStream, &["d1"]),
     ])
     .await?;
+    Ok(n)
+}
+
+/// Reads that follow the tail of the partition log are answered from the
+/// events kept in memory as they are applied; after a restart the same
+/// reads come from RocksDB. Both give the same events, with the gaps that
+/// a hard delete left, from any position.
+#[tokio::test]
+async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<()> {
+    let n = node_with_a_gap_in_its_log().await?;
     let read_all = |reader: &Reader| -> Result<Vec<Vec<RecordedEvent>>> {
         (0..=9)
             .map(|from| Ok(reader.read_partition_log(G, from, 4)?))
@@ -735,16 +742,7 @@ async fn the_partition_log_reads_the_same_from_memory_and_from_disk() -> Result<
 /// same from memory and, after a restart, from RocksDB.
 #[tokio::test]
 async fn a_filtered_partition_log_read_passes_over_other_streams() -> Result<()> {
-    let mut n = Node::new()?;
-    n.append("a", NoStream, &["a1", "a2"]).await??;
-    n.append("b", NoStream, &["b1"]).await??;
-    n.append("c", NoStream, &["c1", "c2", "c3"]).await??;
-    n.delete("b", Any, true).await??;
-    n.apply_all(vec![
-        append_cmd(TS, "a", Exact(2), &["a3"]),
-        append_cmd(TS, "d", NoStream, &["d1"]),
-    ])
-    .await?;
+    let n = node_with_a_gap_in_its_log().await?;
     let pages = |reader: &Reader| -> Result<Vec<(Vec<String>, Option<u64>)>> {
         (0..=9)
             .map(|from| {
@@ -755,7 +753,6 @@ async fn a_filtered_partition_log_read_passes_over_other_streams() -> Result<()>
             .collect()
     };
     let from_memory = pages(&n.reader)?;
-    // Positions: a1 1, a2 2, b1 3 (purged), c1..c3 4-6, a3 7, d1 8.
     assert_eq!(from_memory[0], (vec!["a1".into(), "a2".into()], Some(4)));
     assert_eq!(from_memory[4], (vec![], Some(6)), "only c's events");
     assert_eq!(from_memory[6], (vec!["a3".into(), "d1".into()], Some(8)));
