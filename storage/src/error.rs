@@ -112,7 +112,21 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
     what: &str,
     value: &T,
 ) -> Result<Vec<u8>, Error> {
-    encode_exact(value).map_err(|e| Error::Corrupt(format!("encoding {what}: {e}")))
+    encode_exact(value).map_err(|e| encode_error(what, e))
+}
+
+/// Encodes a value for disk at the end of `buf`, reusing its allocation:
+/// for many values written one after another.
+pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
+    what: &str,
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<Vec<u8>, Error> {
+    postcard::to_extend(value, buf).map_err(|e| encode_error(what, e))
+}
+
+fn encode_error(what: &str, e: postcard::Error) -> Error {
+    Error::Corrupt(format!("encoding {what}: {e}"))
 }
 
 /// The postcard encoding of `value` in a vector allocated once at its exact

@@ -14,7 +14,7 @@ use rocksdb::WriteBatch;
 
 use crate::command::GroupId;
 use crate::entry_cache::EntryCache;
-use crate::error::{Error, blocking, decode, encode};
+use crate::error::{Error, blocking, decode, encode, encode_into};
 use crate::keys;
 use crate::store::{CF_LOG, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
@@ -335,8 +335,7 @@ impl LogStore {
         let mut encoded = Vec::new();
         for entry in entries {
             encoded.clear();
-            encoded = postcard::to_extend(entry, encoded)
-                .map_err(|e| Error::Corrupt(format!("encoding log entry: {e}")))?;
+            encoded = encode_into("log entry", entry, encoded)?;
             sizes.push(encoded.len());
             batch.put_cf(
                 cf,
