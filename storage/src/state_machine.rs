@@ -8,7 +8,7 @@ use openraft::{
     StorageError, StoredMembership,
 };
 
-use crate::apply::{apply_entries, events_in, read_applied};
+use crate::apply::{Written, apply_entries, events_in, read_applied};
 use crate::command::{CommandResult, GroupId};
 use crate::error::{Error, blocking};
 use crate::snapshot::{self, SnapshotBuilder};
@@ -28,13 +28,20 @@ use crate::type_config::{NodeId, TypeConfig};
 pub struct StateMachine {
     store: Store,
     group: GroupId,
+    /// What the last write left; `None` until read, and after a failed
+    /// apply or a snapshot install (read again on the next apply).
+    written: Option<Written>,
 }
 
 impl StateMachine {
     pub(crate) fn open(store: Store, group: GroupId) -> Result<StateMachine, Error> {
         // Fail now, not on the first Raft call, if the applied state is unreadable.
-        read_applied(&store, group)?;
-        Ok(StateMachine { store, group })
+        let written = Written::read(&store, group)?;
+        Ok(StateMachine {
+            store,
+            group,
+            written: Some(written),
+        })
     }
 
     /// The group this state machine belongs to.
@@ -79,12 +86,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         let store = self.store.clone();
         let group = self.group;
+        let written = self.written.take();
         let applied = if events_in(&entries) <= INLINE_APPLY_EVENTS {
-            apply_entries(&store, group, entries)
+            apply_entries(&store, group, written, entries)
         } else {
-            blocking(move || apply_entries(&store, group, entries)).await
+            blocking(move || apply_entries(&store, group, written, entries)).await
         };
-        applied.map_err(|e| Self::sm_err(e, ErrorVerb::Write))
+        let (results, written) = applied.map_err(|e| Self::sm_err(e, ErrorVerb::Write))?;
+        self.written = Some(written);
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -103,6 +113,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError<NodeId>> {
         let sig = meta.signature();
+        self.written = None;
         let data = snapshot.into_bytes().await.map_err(|e| {
             StorageError::from_io_error(ErrorSubject::Snapshot(Some(sig)), ErrorVerb::Read, e)
         })?;

@@ -150,6 +150,12 @@ fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
                     // total order (`View::read_opts`), so none relies on it.
                     t.set_bloom_filter(10.0, false);
                     t.set_whole_key_filtering(false);
+                    // And a filter over the memtables' point keys: the
+                    // lookups an append makes of keys absent from them
+                    // (its event id, the info of a stream last written
+                    // before a flush) skip the skiplist searches, a tenth
+                    // of the nodes' CPU under single-event appends.
+                    o.set_memtable_prefix_bloom_ratio(0.02);
                     o.set_prefix_extractor(SliceTransform::create(
                         "cairn.point-keys",
                         |key| key,
