@@ -181,6 +181,16 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        // Many writers at once (log appends and applies of every group):
+        // pipelined, one write group's memtable inserts overlap the next
+        // one's WAL write; and a writer waiting its turn sleeps rather than
+        // spinning, which on a busy machine only takes a core from the
+        // writer it waits for. Node CPU per 100-event append at 16 writers,
+        // three alternated pairs: 3,823 / 3,709 / 3,816 µs without, 3,684 /
+        // 3,326 / 3,501 with; one pair at 64 writers went the other way
+        // (4,535 against 4,824), single appends at 256 writers were even.
+        db_opts.set_enable_pipelined_write(true);
+        db_opts.set_enable_write_thread_adaptive_yield(false);
         // Compactions at the lowest CPU priority: on a busy machine they run
         // in the time left over by reads and writes instead of competing
         // with them. Flushes (the high-priority pool) keep their priority, so
