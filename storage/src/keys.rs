@@ -19,7 +19,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `group ++ 0x01` | vote: postcard `Vote<NodeId>` |
-//! | `group ++ 0x02` | committed log id: postcard `Option<LogId>` |
+//! | `group ++ 0x02` | (the committed log id in earlier builds: not read, never reused) |
 //! | `group ++ 0x03` | last purged log id: postcard `LogId` |
 //! | `group ++ 0x10 ++ index: u64` | postcard `Entry<TypeConfig>` |
 //!
@@ -70,7 +70,7 @@ pub const MAX_STREAM_ID_LEN: usize = 256;
 
 // Tags of the `log` column family.
 const LOG_VOTE: u8 = 0x01;
-const LOG_COMMITTED: u8 = 0x02;
+// 0x02 held the committed log id, which earlier builds saved: not reused.
 const LOG_PURGED: u8 = 0x03;
 const LOG_ENTRY: u8 = 0x10;
 
@@ -149,11 +149,6 @@ pub fn group_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
 /// The group's Raft vote.
 pub fn vote(group: GroupId) -> Vec<u8> {
     with_tag(group, LOG_VOTE, 0)
-}
-
-/// The group's last known committed log id.
-pub fn committed(group: GroupId) -> Vec<u8> {
-    with_tag(group, LOG_COMMITTED, 0)
 }
 
 /// The group's last purged log id.

@@ -19,7 +19,14 @@ use crate::keys;
 use crate::store::{CF_LOG, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
 
-/// The Raft log, vote and committed log id of one group.
+/// The Raft log and vote of one group.
+///
+/// It does not save the committed log id (openraft's optional
+/// `save_committed`): every apply already persists its last applied log id
+/// with its effects, in the same write-ahead log as the entries, so a
+/// restarted replica resumes from what it applied and learns the commit
+/// point from its leader. Saving it was one more RocksDB write per entry on
+/// every replica.
 ///
 /// Guarantees: an appended entry is readable as soon as `append` returns and
 /// durable (fsynced) before its `LogFlushed` callback is called, with one
@@ -169,43 +176,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || this.get_value("vote", &keys::vote(this.group)))
             .await
             .map_err(|e| vote_err(e, ErrorVerb::Read))
-    }
-
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
-        // One small unsynced write, on every commit of every group: done
-        // here unless RocksDB would stall it, as a hop to the blocking pool
-        // and back costs more.
-        let batch = move |this: &LogStore| -> Result<WriteBatch, Error> {
-            let mut batch = WriteBatch::default();
-            let encoded = encode("committed log id", &committed)?;
-            batch.put_cf(this.store.cf(CF_LOG), keys::committed(this.group), encoded);
-            Ok(batch)
-        };
-        let written = batch(self).and_then(|b| self.store.write_unless_stalled(b));
-        if !written.map_err(|e| log_err(e, ErrorVerb::Write))? {
-            let this = self.clone();
-            blocking(move || this.store.write(batch(&this)?, false))
-                .await
-                .map_err(|e| log_err(e, ErrorVerb::Write))?;
-        }
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        let this = self.clone();
-        blocking(move || {
-            Ok(this
-                .get_value::<Option<LogId<NodeId>>>(
-                    "committed log id",
-                    &keys::committed(this.group),
-                )?
-                .flatten())
-        })
-        .await
-        .map_err(|e| log_err(e, ErrorVerb::Read))
     }
 
     async fn append<I>(
