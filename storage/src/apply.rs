@@ -46,6 +46,14 @@ pub(crate) fn read_applied(store: &Store, group: GroupId) -> Result<AppliedState
     }
 }
 
+/// Reads a partition's counters (default if nothing was appended yet).
+pub(crate) fn read_counters(store: &Store, group: GroupId) -> Result<PartitionCounters, Error> {
+    match store.db().get_cf(store.cf(CF_SM), keys::counters(group))? {
+        Some(bytes) => decode("partition counters", &bytes),
+        None => Ok(PartitionCounters::default()),
+    }
+}
+
 /// What a group's last state-machine write left in its applied state and
 /// counters. The state machine, their only writer, keeps it between
 /// applies instead of reading both back from RocksDB at the start of each:
@@ -60,13 +68,9 @@ pub(crate) struct Written {
 impl Written {
     /// Reads both from the store (after opening, or a snapshot install).
     pub(crate) fn read(store: &Store, group: GroupId) -> Result<Written, Error> {
-        let counters = match store.db().get_cf(store.cf(CF_SM), keys::counters(group))? {
-            Some(bytes) => decode("partition counters", &bytes)?,
-            None => PartitionCounters::default(),
-        };
         Ok(Written {
             applied: read_applied(store, group)?,
-            counters,
+            counters: read_counters(store, group)?,
         })
     }
 }

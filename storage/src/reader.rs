@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use openraft::LogId;
 
-use crate::apply::{PartitionCounters, read_applied};
+use crate::apply::{read_applied, read_counters};
 use crate::command::GroupId;
-use crate::error::{Error, decode};
+use crate::error::Error;
 use crate::event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
 use crate::keys::{self, StreamTooLong};
 use crate::retention;
@@ -278,10 +278,7 @@ impl Reader {
 
     /// The last position written in the partition's log (0 = none).
     pub fn last_position(&self, group: GroupId) -> Result<u64, Error> {
-        match View::new(&self.store).get(CF_SM, &keys::counters(group))? {
-            Some(b) => Ok(decode::<PartitionCounters>("partition counters", &b)?.last_position),
-            None => Ok(0),
-        }
+        Ok(read_counters(&self.store, group)?.last_position)
     }
 
     /// The last log id the group's state machine applied (`None` = nothing yet).
