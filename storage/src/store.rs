@@ -154,7 +154,7 @@ fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
                     // lookups an append makes of keys absent from them
                     // (its event id, the info of a stream last written
                     // before a flush) skip the skiplist search, where the
-                    // apply's lookups spent 14% of the nodes' CPU under
+                    // apply's lookups spent 15% of the nodes' CPU under
                     // single-event appends at 256 writers.
                     o.set_memtable_prefix_bloom_ratio(0.02);
                     o.set_prefix_extractor(SliceTransform::create(
