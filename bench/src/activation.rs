@@ -127,6 +127,9 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
 /// Records the p50 and p99 of `latencies` (ms).
 fn record_quantiles(facts: &mut Facts, what: &str, latencies: &[f64], target: Option<&str>) {
     let n = latencies.len();
+    // The p99 of a few samples is their slowest: show where it fell.
+    let samples: Vec<String> = latencies.iter().map(|ms| format!("{ms:.2}")).collect();
+    eprintln!("{what}: samples in ms, in order: {}", samples.join(" "));
     for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
         facts.record(
             format!("{what}: {name} of {n}"),

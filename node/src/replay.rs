@@ -87,7 +87,7 @@ async fn load_with(
             let max_version = match at {
                 StateAt::Latest => u64::MAX,
                 StateAt::Version(v) => v,
-                StateAt::Timestamp(t) => match version_at(reader, group, &stream, t)? {
+                StateAt::Timestamp(t) => match reader.version_at(group, &stream, t)? {
                     Some(v) => v,
                     None => return Ok(Err(NotThen)),
                 },
@@ -192,38 +192,4 @@ impl Fold<'_> {
         };
         Ok(self.actor.apply(state, event.event_type, data)?)
     }
-}
-
-/// The last version of `stream` written at or before `at_ms`, or `None` if
-/// the stream had no event then. Timestamps never decrease along a
-/// partition's log, so they never decrease along a stream either: a binary
-/// search over versions costs O(log n) point reads, however long the stream.
-fn version_at(
-    reader: &Reader,
-    group: GroupId,
-    stream: &str,
-    at_ms: i64,
-) -> Result<Option<u64>, cairn_storage::Error> {
-    let Some(info) = reader.stream_info(group, stream)? else {
-        return Ok(None);
-    };
-    let timestamp_of = |version: u64| -> Result<Option<i64>, cairn_storage::Error> {
-        Ok(reader
-            .read_stream(group, stream, version, 1)?
-            .first()
-            .map(|e| e.timestamp_ms))
-    };
-    // Find the largest version in [first readable, last] with timestamp <= at_ms.
-    let (mut low, mut high) = (info.first_readable_version.max(1), info.version);
-    if high < low || timestamp_of(low)?.is_none_or(|t| t > at_ms) {
-        return Ok(None);
-    }
-    while low < high {
-        let mid = low + (high - low).div_ceil(2);
-        match timestamp_of(mid)? {
-            Some(t) if t <= at_ms => low = mid,
-            _ => high = mid - 1,
-        }
-    }
-    Ok(Some(low))
 }

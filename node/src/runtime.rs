@@ -222,7 +222,9 @@ impl ActorRuntime {
     ) -> Result<(Value, u64), NodeError> {
         let (key, registered) = self.resolve(actor_type, id)?;
         let partition = self.leading_partition(&key)?;
+        let started = Instant::now();
         partition.ensure_leader().await?;
+        let confirmed = started.elapsed();
         let actor = registered.actor.clone();
         let (state, version) = replay::load(
             &partition,
@@ -232,6 +234,13 @@ impl ActorRuntime {
             at,
         )
         .await?;
+        debug!(
+            stream = key.stream(),
+            ?at,
+            confirmed_us = confirmed.as_micros(),
+            loaded_us = started.elapsed().as_micros(),
+            "state read"
+        );
         let json = serde_json::from_slice(&actor.encode_state(&state)).map_err(|e| {
             ActorError::Corrupt {
                 actor_type: key.actor_type.clone(),
@@ -355,16 +364,27 @@ struct ActivationTask {
 impl ActivationTask {
     async fn run(self, mut turns: mpsc::Receiver<Turn>) {
         let stream = self.key.stream();
+        let started = Instant::now();
         let loaded = match self.partition.ensure_leader().await {
             Ok(()) => {
-                replay::activate(
+                let confirmed = started.elapsed();
+                let activated = replay::activate(
                     &self.partition,
                     self.actor.clone(),
                     self.upcasters.clone(),
                     stream.clone(),
                     self.snapshot_every,
                 )
-                .await
+                .await;
+                // Where a slow activation waited: on the leadership check
+                // (a heartbeat round, or the term's first entry) or the reads.
+                debug!(
+                    stream,
+                    confirmed_us = confirmed.as_micros(),
+                    loaded_us = started.elapsed().as_micros(),
+                    "activated"
+                );
+                activated
             }
             Err(e) => Err(e.into()),
         };

@@ -289,8 +289,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Removes the events of `stream` at versions `(purged_through, upto]`:
-    /// their bodies, partition-log entries and event-id index entries. Their
-    /// positions become gaps in the partition log.
+    /// their bodies, partition-log, event-id index and time index entries.
+    /// Their positions become gaps in the partition log.
     fn purge_through(
         &mut self,
         stream: &str,
@@ -308,6 +308,10 @@ impl<'a> Applier<'a> {
             let position = event.position;
             self.remove(keys::event_id(self.group, stream, &event.id()?).map_err(too_long)?);
             self.remove(keys::position(self.group, position));
+            if version % keys::TIME_INDEX_EVERY == 0 {
+                let at = event.timestamp_ms;
+                self.remove(keys::time_index(self.group, stream, at, version).map_err(too_long)?);
+            }
             self.remove(key);
             self.purged.push(position);
         }
@@ -499,6 +503,10 @@ impl<'a> Applier<'a> {
                 keys::stream_event(g, &stream, version).map_err(too_long)?,
                 encode_body(&e, timestamp_ms, position)?,
             );
+            if version % keys::TIME_INDEX_EVERY == 0 {
+                let key = keys::time_index(g, &stream, timestamp_ms, version).map_err(too_long)?;
+                self.put_unread(&key, &[]);
+            }
             last_id.clone_from(&e.id);
             if self.appended.keeps_next() {
                 self.appended.push(RecordedEvent {

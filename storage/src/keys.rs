@@ -33,6 +33,7 @@
 //! | `group ++ 0x12 ++ stream` | postcard [`StreamInfo`](crate::StreamInfo) |
 //! | `group ++ 0x13 ++ stream ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
 //! | `group ++ 0x14 ++ stream ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
+//! | `group ++ 0x15 ++ stream ++ timestamp ++ version: u64` | time index: empty, one per [`TIME_INDEX_EVERY`] versions of a stream (see below) |
 //! | `group ++ 0x20 ++ key utf8` | metadata map value, raw bytes (the key is the key's tail) |
 //!
 //! where `stream` is `len: u16 BE ++ utf8 bytes`.
@@ -40,6 +41,15 @@
 //! Events are keyed by stream and version, so replaying a stream or reading
 //! it is one range scan; the partition log names each event's stream and
 //! version, so reading it in position order takes a second lookup per event.
+//!
+//! The time index holds the event at every version that is a multiple of
+//! [`TIME_INDEX_EVERY`], keyed by its timestamp (`i64` with the sign bit
+//! flipped, so negative times sort first) then version. Timestamps never
+//! decrease along a stream, so the last entry at or before a time is at
+//! most `TIME_INDEX_EVERY - 1` versions below the stream's last event at
+//! that time: a temporal query is one seek and a short scan. It came after
+//! format 2 without a change of layout: a stream written before it has no
+//! entries, and is scanned from its first event instead (same answer).
 //!
 //! # Format version
 //! [`FORMAT`] is stored in the `node` column family under [`FORMAT_KEY`]; a
@@ -82,21 +92,27 @@ const SM_STREAM_EVENT: u8 = 0x11;
 const SM_STREAM_INFO: u8 = 0x12;
 const SM_EVENT_ID: u8 = 0x13;
 const SM_ACTOR_SNAPSHOT: u8 = 0x14;
+const SM_TIME_INDEX: u8 = 0x15;
 const SM_META: u8 = 0x20;
 
 /// Tag that no key uses: `group ++ RANGE_END` is above every key of `group`.
 const RANGE_END: u8 = 0xFF;
 
+/// Versions of a stream between two entries of its time index: with 100
+/// events per stream (the storage benchmark's), none is written.
+pub const TIME_INDEX_EVERY: u64 = 128;
+
 /// Whether a key of the `sm` column family is ever looked up on its own,
 /// and so belongs in the bloom filters: every key but the partition log's,
-/// the events' and the actor snapshots', which are read by range scans (or
-/// looked up knowing they exist, where a filter cannot help). Those are two
-/// or three of the four keys an event writes; at 10 bits per key their
-/// filter entries would cost ~2.5 bytes per event on disk for nothing.
+/// the events', the actor snapshots' and the time index's, which are read
+/// by range scans (or looked up knowing they exist, where a filter cannot
+/// help). Those are two or three of the four keys an event writes; at 10
+/// bits per key their filter entries would cost ~2.5 bytes per event on
+/// disk for nothing.
 pub(crate) fn is_point_key(key: &[u8]) -> bool {
     !matches!(
         key.get(4),
-        Some(&(SM_POSITION | SM_STREAM_EVENT | SM_ACTOR_SNAPSHOT))
+        Some(&(SM_POSITION | SM_STREAM_EVENT | SM_ACTOR_SNAPSHOT | SM_TIME_INDEX))
     )
 }
 
@@ -258,6 +274,30 @@ pub fn actor_snapshots_prefix(group: GroupId, stream: &str) -> Result<Vec<u8>, S
     stream_key(group, SM_ACTOR_SNAPSHOT, stream, 0)
 }
 
+/// Time-index entry of the event at `version` of `stream`, written at
+/// `timestamp_ms`.
+pub fn time_index(
+    group: GroupId,
+    stream: &str,
+    timestamp_ms: i64,
+    version: u64,
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = stream_key(group, SM_TIME_INDEX, stream, 16)?;
+    k.extend_from_slice(&sortable_time(timestamp_ms));
+    k.extend_from_slice(&version.to_be_bytes());
+    Ok(k)
+}
+
+/// Prefix shared by every time-index entry of `stream` (and nothing else).
+pub fn time_index_prefix(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
+    stream_key(group, SM_TIME_INDEX, stream, 0)
+}
+
+/// `timestamp_ms` as 8 bytes that sort bytewise as the numbers do.
+fn sortable_time(timestamp_ms: i64) -> [u8; 8] {
+    (timestamp_ms.cast_unsigned() ^ (1 << 63)).to_be_bytes()
+}
+
 /// Metadata map entry `key`.
 pub fn meta(group: GroupId, key: &str) -> Vec<u8> {
     let mut k = with_tag(group, SM_META, key.len());
@@ -313,6 +353,23 @@ mod tests {
     }
 
     #[test]
+    fn time_index_sorts_by_time_then_version() {
+        let key = |t, v| time_index(1, "s", t, v).expect("short stream");
+        let ordered = [
+            key(i64::MIN, 5),
+            key(-1, 9),
+            key(0, 0),
+            key(0, 1),
+            key(7, 0),
+            key(i64::MAX, u64::MAX),
+        ];
+        assert!(ordered.is_sorted(), "{ordered:?}");
+        let prefix = time_index_prefix(1, "s").expect("short stream");
+        assert!(ordered.iter().all(|k| k.starts_with(&prefix)));
+        assert!(!is_point_key(&ordered[0]));
+    }
+
+    #[test]
     fn group_range_holds_all_keys_of_a_group() {
         for g in [0, 7, crate::META_GROUP] {
             let (lo, hi) = group_range(g);
@@ -321,6 +378,7 @@ mod tests {
                 counters(g),
                 position(g, u64::MAX),
                 stream_event(g, &"x".repeat(MAX_STREAM_ID_LEN), u64::MAX).expect("max len"),
+                time_index(g, &"x".repeat(MAX_STREAM_ID_LEN), i64::MAX, u64::MAX).expect("max len"),
                 meta(g, "\u{10FFFF}"),
                 vote(g),
                 log_entry(g, u64::MAX),

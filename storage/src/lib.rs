@@ -52,7 +52,7 @@ pub use command::{
 };
 pub use error::{Error, encode_exact};
 pub use event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
-pub use keys::MAX_STREAM_ID_LEN;
+pub use keys::{MAX_STREAM_ID_LEN, TIME_INDEX_EVERY};
 pub use log_store::LogStore;
 pub use projection_store::ProjectionChanges;
 pub use reader::{LogPage, Reader};

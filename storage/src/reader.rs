@@ -130,10 +130,33 @@ impl Reader {
         now_ms: i64,
         mut visit: impl FnMut(EventRef<'_>) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        let info_key = keys::stream_info(group, stream).map_err(too_long(stream))?;
         let view = View::new(&self.store);
-        let Some(info) = view.get(CF_SM, &info_key)? else {
+        let Some((info, first)) = self.readable(&view, group, stream, now_ms)? else {
             return Ok(());
+        };
+        let from = from_version.max(first);
+        if limit == 0 || from > info.version {
+            return Ok(());
+        }
+        let mut visited = 0;
+        scan_events(&view, group, stream, from, |event| {
+            visited += 1;
+            Ok(visit(event)? && visited < limit)
+        })
+    }
+
+    /// The stream's info and the first version its reads return (see
+    /// [`Reader::read_stream`]), or `None` if it was never written.
+    fn readable(
+        &self,
+        view: &View<'_>,
+        group: GroupId,
+        stream: &str,
+        now_ms: i64,
+    ) -> Result<Option<(StreamInfo, u64)>, Error> {
+        let info_key = keys::stream_info(group, stream).map_err(too_long(stream))?;
+        let Some(info) = view.get(CF_SM, &info_key)? else {
+            return Ok(None);
         };
         let info = StreamInfo::decode(&info)?;
         if info.deleted || info.tombstoned {
@@ -142,27 +165,53 @@ impl Reader {
                 tombstoned: info.tombstoned,
             });
         }
-        let mut from = from_version.max(info.first_readable_version).max(1);
+        let mut first = info.first_readable_version.max(1);
         if retention::has_limits(&info) {
-            let snapshot = self.actor_snapshot_in(&view, group, stream, u64::MAX)?;
+            let snapshot = self.actor_snapshot_in(view, group, stream, u64::MAX)?;
             let retained =
                 retention::retained_from(&info, snapshot.map(|s| s.version), now_ms, |v| {
-                    timestamp_of(&view, group, stream, v)
+                    timestamp_of(view, group, stream, v)
                 })?;
-            from = from.max(retained);
+            first = first.max(retained);
         }
-        if limit == 0 || from > info.version {
-            return Ok(());
+        Ok(Some((info, first)))
+    }
+
+    /// The last version of `stream` written at or before `at_ms` (ms since
+    /// the epoch) among those [`Reader::read_stream`] returns, or `None` if
+    /// none was. Timestamps never decrease along a stream: one seek in its
+    /// time index, then a scan of at most
+    /// [`TIME_INDEX_EVERY`](keys::TIME_INDEX_EVERY) events (of every event
+    /// of a stream written before the index existed).
+    pub fn version_at(
+        &self,
+        group: GroupId,
+        stream: &str,
+        at_ms: i64,
+    ) -> Result<Option<u64>, Error> {
+        let view = View::new(&self.store);
+        let Some((info, first)) = self.readable(&view, group, stream, now_ms())? else {
+            return Ok(None);
+        };
+        if first > info.version {
+            return Ok(None);
         }
-        let start = keys::stream_event(group, stream, from).map_err(too_long(stream))?;
-        let end = keys::stream_events_end(group, stream).map_err(too_long(stream))?;
-        let mut visited = 0;
-        view.scan(CF_SM, &start, &end, |k, v| {
-            let version = keys::trailing_u64(k)
-                .ok_or_else(|| Error::Corrupt(format!("`{stream}`: event key {k:?}")))?;
-            visited += 1;
-            Ok(visit(EventRef::decode(version, v)?)? && visited < limit)
-        })
+        let prefix = keys::time_index_prefix(group, stream).map_err(too_long(stream))?;
+        let mut end = keys::time_index(group, stream, at_ms, u64::MAX).map_err(too_long(stream))?;
+        end.push(0); // make the bound inclusive of `at_ms`
+        let indexed = view
+            .last_in(CF_SM, &prefix, &end)?
+            .and_then(|(k, _)| keys::trailing_u64(&k));
+        let from = indexed.map_or(first, |v| v.max(first));
+        let mut found = None;
+        scan_events(&view, group, stream, from, |event| {
+            if event.timestamp_ms > at_ms {
+                return Ok(false);
+            }
+            found = Some(event.version);
+            Ok(true)
+        })?;
+        Ok(found)
     }
 
     /// The newest actor snapshot of `stream` with version `<= max_version`
@@ -320,6 +369,24 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Hands the events of `stream` in `view` from version `from` on to `visit`,
+/// in version order, until it returns `Ok(false)`.
+fn scan_events(
+    view: &View<'_>,
+    group: GroupId,
+    stream: &str,
+    from: u64,
+    mut visit: impl FnMut(EventRef<'_>) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let start = keys::stream_event(group, stream, from).map_err(too_long(stream))?;
+    let end = keys::stream_events_end(group, stream).map_err(too_long(stream))?;
+    view.scan(CF_SM, &start, &end, |k, v| {
+        let version = keys::trailing_u64(k)
+            .ok_or_else(|| Error::Corrupt(format!("`{stream}`: event key {k:?}")))?;
+        visit(EventRef::decode(version, v)?)
+    })
 }
 
 /// Timestamp of the event at `version` of `stream` in `view`, if stored.

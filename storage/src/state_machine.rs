@@ -184,4 +184,40 @@ mod tests {
         assert_eq!(events_in(&entries), 104);
         assert_eq!(events_in(&entries[..1]), 0);
     }
+
+    /// Time-index entries of stream `s` in group `group`.
+    fn time_index_entries(store: &Store, group: GroupId) -> anyhow::Result<usize> {
+        let prefix = crate::keys::time_index_prefix(group, "s").expect("short stream");
+        let cf = store.cf(crate::store::CF_SM);
+        let mut count = 0;
+        for item in store.db().prefix_iterator_cf(cf, &prefix) {
+            let (key, _) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    #[tokio::test]
+    async fn a_hard_delete_takes_the_time_index_with_the_events() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(3)?;
+        let written = Command::Append {
+            timestamp_ms: 1_000,
+            appends: vec![append(300)],
+        };
+        sm.apply([entry(1, EntryPayload::Normal(written))]).await?;
+        assert_eq!(time_index_entries(&store, 3)?, 2, "at versions 128 and 256");
+        let delete = Command::Delete {
+            stream: "s".into(),
+            expected: ExpectedVersion::Exact(300),
+            hard: true,
+        };
+        sm.apply([entry(2, EntryPayload::Normal(delete))]).await?;
+        assert_eq!(time_index_entries(&store, 3)?, 0);
+        Ok(())
+    }
 }

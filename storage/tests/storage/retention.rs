@@ -153,6 +153,23 @@ async fn max_count_hides_and_purges_all_but_the_newest() -> Result<()> {
 }
 
 #[tokio::test]
+async fn version_at_a_time_skips_what_max_count_purged() -> Result<()> {
+    let mut n = Node::new()?;
+    n.set_metadata("s", Some(300), None, TS).await??;
+    for version in 0..700 {
+        append_many(&mut n, 1_000 + version as i64, "s", version, 1).await?;
+    }
+    assert_eq!(n.versions("s")?.first(), Some(&401));
+    assert_versions_at(&n, "s", 990..=1_710)?;
+    // Purged at once down to the newest 50: the time index with them.
+    n.set_metadata("s", Some(50), None, TS).await??;
+    let n = n.restart()?;
+    assert_eq!(n.reader.version_at(G, "s", 1_600)?, None);
+    assert_versions_at(&n, "s", 1_600..=1_710)?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn max_age_uses_the_entry_timestamp_to_purge_and_the_read_time_to_hide() -> Result<()> {
     let mut n = Node::new()?;
     n.append_at(1_000, "s", NoStream, &["a"]).await??;
