@@ -21,10 +21,10 @@ pub enum StateAt {
     Timestamp(i64),
 }
 
-/// Folds the actor's stream from this replica's applied state: the newest
-/// snapshot at or below the target version, then the events after it.
-/// Returns the state and the version it reflects. Callers confirm
-/// leadership first when they need a linearizable result.
+/// Folds the actor's stream: the newest snapshot at or below the target
+/// version, then the events after it. Returns the state and the version it
+/// reflects. The read is linearizable ([`Partition::read`]): this replica
+/// must lead the partition.
 pub async fn load(
     partition: &Partition,
     actor: Arc<dyn DynActor>,
@@ -83,7 +83,7 @@ async fn load_with(
 ) -> Result<Activated, NodeError> {
     let name = stream.clone();
     let folded = partition
-        .read_local(move |reader, group| {
+        .read(move |reader, group| {
             let max_version = match at {
                 StateAt::Latest => u64::MAX,
                 StateAt::Version(v) => v,

@@ -223,8 +223,6 @@ impl ActorRuntime {
         let (key, registered) = self.resolve(actor_type, id)?;
         let partition = self.leading_partition(&key)?;
         let started = Instant::now();
-        partition.ensure_leader().await?;
-        let confirmed = started.elapsed();
         let actor = registered.actor.clone();
         let (state, version) = replay::load(
             &partition,
@@ -237,7 +235,6 @@ impl ActorRuntime {
         debug!(
             stream = key.stream(),
             ?at,
-            confirmed_us = confirmed.as_micros(),
             loaded_us = started.elapsed().as_micros(),
             "state read"
         );
@@ -365,29 +362,19 @@ impl ActivationTask {
     async fn run(self, mut turns: mpsc::Receiver<Turn>) {
         let stream = self.key.stream();
         let started = Instant::now();
-        let loaded = match self.partition.ensure_leader().await {
-            Ok(()) => {
-                let confirmed = started.elapsed();
-                let activated = replay::activate(
-                    &self.partition,
-                    self.actor.clone(),
-                    self.upcasters.clone(),
-                    stream.clone(),
-                    self.snapshot_every,
-                )
-                .await;
-                // Where a slow activation waited: on the leadership check
-                // (a heartbeat round, or the term's first entry) or the reads.
-                debug!(
-                    stream,
-                    confirmed_us = confirmed.as_micros(),
-                    loaded_us = started.elapsed().as_micros(),
-                    "activated"
-                );
-                activated
-            }
-            Err(e) => Err(e.into()),
-        };
+        let loaded = replay::activate(
+            &self.partition,
+            self.actor.clone(),
+            self.upcasters.clone(),
+            stream.clone(),
+            self.snapshot_every,
+        )
+        .await;
+        debug!(
+            stream,
+            loaded_us = started.elapsed().as_micros(),
+            "activated"
+        );
         match loaded {
             Ok(activated) => {
                 self.save_crossed(&stream, activated.crossed);

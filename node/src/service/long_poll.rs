@@ -23,7 +23,7 @@ pub async fn read_waiting<T, F>(
 ) -> Result<T, ClusterError>
 where
     T: Send + 'static,
-    F: Fn(&Reader, GroupId) -> Result<T, cairn_storage::Error> + Clone + Send + 'static,
+    F: Fn(&Reader, GroupId) -> Result<T, cairn_storage::Error> + Clone + Send + Sync + 'static,
 {
     let group = partition.group();
     // Mark the applied index seen before reading: the read sees at least
