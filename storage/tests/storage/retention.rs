@@ -2,6 +2,7 @@
 //! hide at read time and purge deterministically at apply time, and actor
 //! streams stay rebuildable from their newest snapshot.
 
+use super::time_travel::{append_many, assert_versions_at};
 use super::*;
 
 impl Node {
