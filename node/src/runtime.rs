@@ -222,7 +222,6 @@ impl ActorRuntime {
     ) -> Result<(Value, u64), NodeError> {
         let (key, registered) = self.resolve(actor_type, id)?;
         let partition = self.leading_partition(&key)?;
-        let started = Instant::now();
         let actor = registered.actor.clone();
         let (state, version) = replay::load(
             &partition,
@@ -232,12 +231,6 @@ impl ActorRuntime {
             at,
         )
         .await?;
-        debug!(
-            stream = key.stream(),
-            ?at,
-            loaded_us = started.elapsed().as_micros(),
-            "state read"
-        );
         let json = serde_json::from_slice(&actor.encode_state(&state)).map_err(|e| {
             ActorError::Corrupt {
                 actor_type: key.actor_type.clone(),
@@ -361,7 +354,6 @@ struct ActivationTask {
 impl ActivationTask {
     async fn run(self, mut turns: mpsc::Receiver<Turn>) {
         let stream = self.key.stream();
-        let started = Instant::now();
         let loaded = replay::activate(
             &self.partition,
             self.actor.clone(),
@@ -370,11 +362,6 @@ impl ActivationTask {
             self.snapshot_every,
         )
         .await;
-        debug!(
-            stream,
-            loaded_us = started.elapsed().as_micros(),
-            "activated"
-        );
         match loaded {
             Ok(activated) => {
                 self.save_crossed(&stream, activated.crossed);

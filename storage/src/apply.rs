@@ -308,7 +308,7 @@ impl<'a> Applier<'a> {
             let position = event.position;
             self.remove(keys::event_id(self.group, stream, &event.id()?).map_err(too_long)?);
             self.remove(keys::position(self.group, position));
-            if version % keys::TIME_INDEX_EVERY == 0 {
+            if keys::is_time_indexed(version) {
                 let at = event.timestamp_ms;
                 self.remove(keys::time_index(self.group, stream, at, version).map_err(too_long)?);
             }
@@ -503,7 +503,7 @@ impl<'a> Applier<'a> {
                 keys::stream_event(g, &stream, version).map_err(too_long)?,
                 encode_body(&e, timestamp_ms, position)?,
             );
-            if version % keys::TIME_INDEX_EVERY == 0 {
+            if keys::is_time_indexed(version) {
                 let key = keys::time_index(g, &stream, timestamp_ms, version).map_err(too_long)?;
                 self.put_unread(&key, &[]);
             }

@@ -102,6 +102,11 @@ const RANGE_END: u8 = 0xFF;
 /// events per stream (the storage benchmark's), none is written.
 pub const TIME_INDEX_EVERY: u64 = 128;
 
+/// Whether the event at `version` has a time-index entry.
+pub(crate) fn is_time_indexed(version: u64) -> bool {
+    version % TIME_INDEX_EVERY == 0
+}
+
 /// Whether a key of the `sm` column family is ever looked up on its own,
 /// and so belongs in the bloom filters: every key but the partition log's,
 /// the events', the actor snapshots' and the time index's, which are read
