@@ -104,7 +104,7 @@ pub const TIME_INDEX_EVERY: u64 = 128;
 
 /// Whether the event at `version` has a time-index entry.
 pub(crate) fn is_time_indexed(version: u64) -> bool {
-    version % TIME_INDEX_EVERY == 0
+    version.is_multiple_of(TIME_INDEX_EVERY)
 }
 
 /// Whether a key of the `sm` column family is ever looked up on its own,
