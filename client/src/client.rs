@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ask_stream::AskStreams;
+use crate::call_stream::{Appends, Asks, CallStreams};
 use crate::routing::Routes;
 use crate::subscription::Position;
 use crate::wire::json_bytes;
@@ -49,8 +49,9 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// and whenever a leader fails to answer ([`Client::without_leader_routing`]
 /// turns this off).
 ///
-/// Asks to a server share one `AskStream` call on its connection (see
-/// [`crate::ask_stream`]) rather than making a gRPC call each.
+/// Asks to a server share one `AskStream` call on its connection, and
+/// appends one `AppendStream` call (see [`crate::call_stream`]), rather than
+/// making a gRPC call each.
 ///
 /// Retrying is safe: reads change nothing, appends are idempotent by event
 /// id, and every ask carries a command id that the actor applies once.
@@ -73,17 +74,20 @@ struct Server {
     conn: Conn,
 }
 
-/// One server's connection: its channel, and the stream its asks share.
+/// One server's connection: its channel, and the streams its asks and its
+/// appends share.
 #[derive(Clone)]
 pub(crate) struct Conn {
     pub(crate) channel: Channel,
-    pub(crate) asks: Arc<AskStreams>,
+    pub(crate) asks: Arc<CallStreams<Asks>>,
+    pub(crate) appends: Arc<CallStreams<Appends>>,
 }
 
 impl Conn {
     pub(crate) fn new(channel: Channel) -> Conn {
         Conn {
-            asks: Arc::new(AskStreams::new(channel.clone(), MAX_REPLY_BYTES)),
+            asks: Arc::new(CallStreams::new(channel.clone(), MAX_REPLY_BYTES)),
+            appends: Arc::new(CallStreams::new(channel.clone(), MAX_REPLY_BYTES)),
             channel,
         }
     }
@@ -195,7 +199,7 @@ impl Client {
         let reply = self
             .call_routed(&format!("{actor_type}-{id}"), |conn| {
                 let request = request.clone();
-                async move { conn.asks.ask(request).await.map(tonic::Response::new) }
+                async move { conn.asks.call(request).await.map(tonic::Response::new) }
             })
             .await?;
         AskResult::try_from(reply)
@@ -256,7 +260,7 @@ impl Client {
         let reply = self
             .call_routed(stream, |conn| {
                 let request = request.clone();
-                async move { event_store(conn.channel).append(request).await }
+                async move { conn.appends.call(request).await.map(tonic::Response::new) }
             })
             .await?;
         Ok(reply.into())

@@ -27,6 +27,8 @@
 //!   on another server when the serving one fails.
 //! - [`query`]: the query bus: [`Client::query`], projection status and reset.
 //! - [`status`]: the typed cluster status.
+//! - [`call_stream`]: asks and appends over one long-lived gRPC stream per
+//!   connection instead of a call each.
 //! - `wire`: conversions between these types and the `cairn-proto` messages
 //!   (the only place that knows both).
 //!
@@ -34,7 +36,7 @@
 //! the shape the `cairn` command prints, so its output parses back into them.
 
 pub mod actor;
-pub mod ask_stream;
+pub mod call_stream;
 pub mod checkpoint;
 pub mod client;
 pub mod error;

@@ -15,7 +15,7 @@ use crate::error::NodeError;
 use crate::ids::CommandIds;
 use crate::limits::InvalidInput;
 use crate::runtime::{ActorRuntime, AskOutcome};
-use crate::service::ask_stream::AskForwarder;
+use crate::service::call_stream::AskForwarder;
 use crate::service::route::{Route, route};
 
 /// How long [`CommandBus::send`] keeps retrying while a partition has no
@@ -159,7 +159,7 @@ impl CommandBus {
                 };
                 let reply = self
                     .forwarder
-                    .ask(&address, channel, request)
+                    .call(&address, channel, request)
                     .await
                     .map_err(NodeError::Remote)?;
                 let value = serde_json::from_slice(&reply.reply).map_err(|e| {

@@ -31,7 +31,7 @@ use crate::projection::builtin::{UserAnalytics, UsersByEmail};
 use crate::projection::{Projection, ProjectionRunner};
 use crate::registry::Registry;
 use crate::runtime::{ActorRuntime, RuntimeConfig};
-use crate::service::ask_stream::AskForwarder;
+use crate::service::call_stream::AskForwarder;
 use crate::service::{ActorGrpcService, AdminGrpcService, EventStoreGrpcService, QueryGrpcService};
 
 /// How long shutdown waits for the calls in progress to finish.
@@ -199,7 +199,7 @@ impl NodeBuilder {
         let handlers = HandlerRunner::start(node.clone(), handlers, bus.clone(), upcasters.clone());
 
         // Stops the server, and first ends the long-lived streams it serves
-        // (peers' Raft streams, clients' and forwarders' AskStreams): the
+        // (peers' Raft streams, clients' and forwarders' asks and appends): the
         // server's graceful shutdown waits for every open call.
         let serving = CancellationToken::new();
         let server = tonic::transport::Server::builder()
@@ -221,6 +221,7 @@ impl NodeBuilder {
                 EventStoreServiceServer::new(EventStoreGrpcService::new(
                     node.clone(),
                     registry.clone(),
+                    serving.clone(),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),

@@ -1,9 +1,10 @@
 //! gRPC `ActorService`: `Ask`, `AskStream` and `GetState`, served on the
 //! leader of the actor's partition (forwarded there once from any other
-//! node; asks over one stream per leader, see [`super::ask_stream`]).
+//! node; asks over one stream per leader, see [`super::call_stream`]).
 
 use std::sync::Arc;
 
+use cairn_client::call_stream::Asks;
 use cairn_cluster::ClusterNode;
 use cairn_proto::v1::actor_service_client::ActorServiceClient;
 use cairn_proto::v1::actor_service_server::ActorService;
@@ -19,7 +20,7 @@ use crate::ids::CommandIds;
 use crate::limits::InvalidInput;
 use crate::replay::StateAt;
 use crate::runtime::ActorRuntime;
-use crate::service::ask_stream::{self, AskForwarder};
+use crate::service::call_stream::{self, AskForwarder};
 use crate::service::route::{Route, route};
 
 /// Serves actor calls.
@@ -76,7 +77,7 @@ impl ActorGrpcService {
             }
             Route::Forward { channel, address } => {
                 request.forwarded = true;
-                self.forwarder.ask(&address, channel, request).await
+                self.forwarder.call(&address, channel, request).await
             }
         }
     }
@@ -104,7 +105,7 @@ impl ActorService for ActorGrpcService {
         request: Request<Streaming<AskEnvelope>>,
     ) -> Result<Response<Self::AskStreamStream>, Status> {
         let service = self.clone();
-        Ok(Response::new(ask_stream::serve(
+        Ok(Response::new(call_stream::serve::<Asks, _, _>(
             request.into_inner(),
             self.streams_end.clone(),
             move |ask| {

@@ -7,22 +7,27 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cairn_client::call_stream::Appends;
 use cairn_cluster::{ClusterNode, Partition};
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
 use cairn_proto::v1::event_store_service_server::EventStoreService;
 use cairn_proto::v1::{
-    AppendReply, AppendRequest, DeleteReply, DeleteRequest, InfoRequest, ReadAllReply,
-    ReadAllRequest, ReadPartitionReply, ReadPartitionRequest, ReadReply, ReadRequest,
-    SetStreamMetadataReply, SetStreamMetadataRequest, StreamInfo, SubscribeReply, SubscribeRequest,
+    AppendEnvelope, AppendOutcome, AppendReply, AppendRequest, DeleteReply, DeleteRequest,
+    InfoRequest, ReadAllReply, ReadAllRequest, ReadPartitionReply, ReadPartitionRequest, ReadReply,
+    ReadRequest, SetStreamMetadataReply, SetStreamMetadataRequest, StreamInfo, SubscribeReply,
+    SubscribeRequest,
 };
 use cairn_storage::{Command, CommandResult, GroupId, NodeId, StreamAppend};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::NodeError;
 use crate::limits::check_stream_id;
 use crate::registry::Registry;
+use crate::service::call_stream::{self, AppendForwarder};
 use crate::service::long_poll::read_waiting;
 use crate::service::partition_log::{self, wait_of};
 use crate::service::route::{Route, route};
@@ -36,17 +41,55 @@ const MAX_READ_LIMIT: usize = 10_000;
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the event store API.
+#[derive(Clone)]
 pub struct EventStoreGrpcService {
     node: Arc<ClusterNode>,
     /// Actor types (an actor's stream is protected from retention) and the
     /// upcasters applied to every event handed to a client (not to
     /// node-to-node reads, which the receiving node upcasts itself).
     registry: Arc<Registry>,
+    /// Appends forwarded to leaders, over one stream per leader.
+    forwarder: Arc<AppendForwarder>,
+    /// Ends the `AppendStream`s being served (the node stops serving).
+    streams_end: CancellationToken,
 }
 
 impl EventStoreGrpcService {
-    pub fn new(node: Arc<ClusterNode>, registry: Arc<Registry>) -> EventStoreGrpcService {
-        EventStoreGrpcService { node, registry }
+    /// Serves the event store of `node`; open `AppendStream`s end when
+    /// `streams_end` is cancelled.
+    pub fn new(
+        node: Arc<ClusterNode>,
+        registry: Arc<Registry>,
+        streams_end: CancellationToken,
+    ) -> EventStoreGrpcService {
+        EventStoreGrpcService {
+            node,
+            registry,
+            forwarder: Arc::default(),
+            streams_end,
+        }
+    }
+
+    /// One append: run here on the leader, or forwarded to it.
+    async fn append_one(&self, mut request: AppendRequest) -> Result<AppendReply, Status> {
+        let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
+        match route {
+            Route::Local(partition) => {
+                let append = StreamAppend {
+                    events: convert::new_events(request.events).map_err(NodeError::from)?,
+                    expected: convert::expected_version(request.expected),
+                    stream: request.stream,
+                };
+                let outcome = partition.append(append).await.map_err(NodeError::from)?;
+                Ok(convert::append_reply(outcome, group))
+            }
+            Route::Forward { channel, address } => {
+                // Validate here too, so bad input never travels.
+                convert::new_events(request.events.clone()).map_err(NodeError::from)?;
+                request.forwarded = true;
+                self.forwarder.call(&address, channel, request).await
+            }
+        }
     }
 
     /// Before retention is set on an actor's stream that has no actor
@@ -108,25 +151,26 @@ impl EventStoreService for EventStoreGrpcService {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendReply>, Status> {
-        let mut request = request.into_inner();
-        let (group, route) = self.route_stream(&request.stream, request.forwarded)?;
-        match route {
-            Route::Local(partition) => {
-                let append = StreamAppend {
-                    events: convert::new_events(request.events).map_err(NodeError::from)?,
-                    expected: convert::expected_version(request.expected),
-                    stream: request.stream,
-                };
-                let outcome = partition.append(append).await.map_err(NodeError::from)?;
-                Ok(Response::new(convert::append_reply(outcome, group)))
-            }
-            Route::Forward { channel, .. } => {
-                // Validate here too, so bad input never travels.
-                convert::new_events(request.events.clone()).map_err(NodeError::from)?;
-                request.forwarded = true;
-                client(channel).append(request).await
-            }
-        }
+        self.append_one(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendStreamStream = ReceiverStream<Result<AppendOutcome, Status>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<AppendEnvelope>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let service = self.clone();
+        Ok(Response::new(call_stream::serve::<Appends, _, _>(
+            request.into_inner(),
+            self.streams_end.clone(),
+            move |append| {
+                let service = service.clone();
+                async move { service.append_one(append).await }
+            },
+        )))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {

@@ -2,7 +2,8 @@
 //!
 //! - [`actor`], [`event_store`], [`admin`]: the client services.
 //! - [`route`]: serve here or forward once to the partition's leader.
-//! - [`ask_stream`]: forwarded asks over one stream per leader.
+//! - [`call_stream`]: forwarded asks and appends over one stream per leader,
+//!   and the answering side of those streams.
 //! - [`partition_log`]: reading one partition's log (`ReadPartition`), with
 //!   filters and long polls.
 //! - [`read_all`]: `ReadAll`, the merge of every partition's log, and checkpoints.
@@ -13,7 +14,7 @@
 
 pub mod actor;
 pub mod admin;
-pub mod ask_stream;
+pub mod call_stream;
 pub mod convert;
 pub mod event_store;
 pub mod long_poll;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod commands;
+mod forwarding;
 mod in_process;
 mod log_truncation;
 mod process_cluster;
