@@ -32,9 +32,9 @@ const FULL: Scale = Scale {
     sizes: Sizes {
         replay_events: 100_000,
         big_events: 1_000_000,
-        temporal_queries: 50,
-        cold_activations: 5,
-        warm_activations: 50,
+        temporal_queries: 200,
+        cold_activations: 20,
+        warm_activations: 200,
         failover_writers: 16,
         catch_up_events: 100_000,
         storage_events: 200_000,
