@@ -475,7 +475,7 @@ mod tests {
             partition: 2,
             ..Default::default()
         };
-        let (id, result) = back::<Appends>(outcome::<Appends>(2, Ok(reply.clone())));
+        let (id, result) = back::<Appends>(outcome::<Appends>(2, Ok(reply)));
         assert_eq!(id, 2);
         assert_eq!(result.unwrap(), reply);
         assert!(result_of::<pb::AppendReply>(None).is_err());

@@ -267,6 +267,27 @@ impl Reader {
             .events)
     }
 
+    /// [`Reader::read_partition_log_where`] from memory alone: the page when
+    /// the partition's in-memory tail of recently applied events holds those
+    /// positions, `None` when RocksDB would have to be read. It never waits
+    /// for I/O, so an async task may call it where a read of RocksDB would
+    /// go to the blocking pool.
+    pub fn read_recent_partition_log_where(
+        &self,
+        group: GroupId,
+        from_position: u64,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Option<LogPage> {
+        if limit == 0 {
+            return Some(LogPage::default());
+        }
+        self.store
+            .inner
+            .recent
+            .read_where(group, from_position.max(1), limit, keep)
+    }
+
     /// The next `limit` positions of the partition log from `from_position`
     /// (as [`Reader::read_partition_log`]), keeping only the events of the
     /// streams `keep` names: the others are passed over by their
@@ -284,8 +305,8 @@ impl Reader {
             return Ok(LogPage::default());
         }
         let from_position = from_position.max(1);
-        let recent = &self.store.inner.recent;
-        if let Some(page) = recent.read_where(group, from_position, limit, &keep) {
+        if let Some(page) = self.read_recent_partition_log_where(group, from_position, limit, &keep)
+        {
             return Ok(page);
         }
         let start = keys::position(group, from_position);
