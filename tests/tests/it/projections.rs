@@ -253,3 +253,59 @@ async fn a_failing_projection_does_not_stall_the_others() {
     assert_eq!(analytics(&client).await["totalUsers"], USERS);
     cluster.shutdown().await;
 }
+
+/// Projections move past the events of streams they do not read (from
+/// memory while those are recent) without missing the events of their own
+/// streams between them, also when both share Raft entries, and count each
+/// once again after a cluster-wide restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projections_pass_over_other_streams_without_missing_their_own() {
+    // One partition: every stream's events interleave in one log.
+    let mut cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
+    let client = cluster.client_any().await;
+    let create = |id: &str| json!({"type":"CREATE_USER","userId": id,"name": id,"email": format!("{id}@example.com")});
+    let other = |stream: String| {
+        let client = client.clone();
+        async move {
+            let event = EventData::new("Other", json!({ "stream": stream }));
+            client
+                .append(&stream, vec![event], ExpectedVersion::Any)
+                .await
+                .expect("append to another stream");
+        }
+    };
+    for round in 0..4 {
+        for k in 0..25 {
+            other(format!("other-{round}-{k}")).await;
+        }
+        ask(
+            &client,
+            &format!("solo{round}"),
+            create(&format!("solo{round}")),
+        )
+        .await;
+        let users = analytics(&client).await["totalUsers"].as_u64();
+        assert_eq!(users, Some(round + 1));
+    }
+    // Users created while other streams are written at the same time, so
+    // that their events share entries and batches with the others.
+    let others = futures::future::join_all((0..100).map(|k| other(format!("busy-{k}"))));
+    let users = futures::future::join_all((0..10).map(|k| {
+        let (client, id) = (client.clone(), format!("busy{k}"));
+        let command = create(&id);
+        async move { ask(&client, &id, command).await }
+    }));
+    tokio::join!(others, users);
+    let expected = json!({"totalUsers":14,"activeUsers":14,"totalLogins":0,"failedLogins":0});
+    assert_eq!(analytics(&client).await, expected);
+
+    for id in cluster.running() {
+        cluster.stop(id).await;
+    }
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    cluster.wait_for_leaders().await;
+    assert_eq!(analytics(&client).await, expected);
+    cluster.shutdown().await;
+}
