@@ -337,8 +337,10 @@ impl<C: StreamedCall> Drop for Forget<'_, C> {
 }
 
 /// Makes the call and hands each outcome to its caller until the stream
-/// ends; then fails the calls still waiting with the status it ended with (a
-/// transport failure keeps its cause, for the caller's retry decision).
+/// ends; then fails the calls still waiting: with the status the call was
+/// refused with (a failed connection keeps its cause, for the caller's
+/// retry decision; `Unimplemented` from an older server), or, once the
+/// stream was open, as unavailable.
 async fn read_outcomes<C: StreamedCall>(
     channel: Channel,
     max_message_bytes: usize,
@@ -352,7 +354,7 @@ async fn read_outcomes<C: StreamedCall>(
             match outcomes.message().await {
                 Ok(Some(outcome)) => stream.answer(outcome),
                 Ok(None) => break closed(),
-                Err(status) => break status,
+                Err(status) => break broken(&status),
             }
         },
     };
@@ -361,6 +363,19 @@ async fn read_outcomes<C: StreamedCall>(
         .metadata_mut()
         .insert(STREAM_CALL_FAILED, MetadataValue::from_static("ended"));
     stream.close(&ended);
+}
+
+/// What the calls in flight on a stream that broke get. Their outcome is
+/// unknown, as for a unary call whose connection dropped, whatever the
+/// stream ended with: a killed server's connection reads as `Unknown: h2
+/// protocol error`, which no caller would retry. Unavailable, they are
+/// retried, which is safe: asks carry a command id and appends event ids,
+/// so a retry applies nothing twice.
+fn broken(status: &Status) -> Status {
+    Status::unavailable(format!(
+        "the stream of calls broke before the outcome came: {}",
+        status.message()
+    ))
 }
 
 fn closed() -> Status {

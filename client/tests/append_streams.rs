@@ -1,5 +1,7 @@
-//! The client against a server that predates `AppendStream` (a rolling
-//! upgrade: new clients, old nodes): appends fall back to unary calls.
+//! The client's appends when `AppendStream` fails: against a server that
+//! predates it (a rolling upgrade: new clients, old nodes) they fall back to
+//! unary calls; when the stream breaks with appends in flight (a killed
+//! server), they are retried on the next server.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,26 +14,30 @@ use cairn_proto::v1 as pb;
 use cairn_proto::v1::event_store_service_server::{EventStoreService, EventStoreServiceServer};
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-/// An event store that knows unary `Append` only; it counts the appends it
-/// was sent and numbers the events of every stream from 1.
+/// An event store that counts the unary appends it was sent and numbers the
+/// events of every stream from 1. Its `AppendStream` is unknown (an old
+/// node) or, with `breaks_streams`, ends in an error once the first append
+/// arrived on it, as a killed server's connection does.
 #[derive(Clone, Default)]
-struct OldNode {
+struct FakeNode {
     appends: Arc<AtomicUsize>,
+    breaks_streams: bool,
 }
 
 type Outcomes<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn unknown() -> Status {
-    Status::unimplemented("not served by this old node")
+    Status::unimplemented("not served by this fake node")
 }
 
 #[tonic::async_trait]
-impl EventStoreService for OldNode {
+impl EventStoreService for FakeNode {
     async fn append(
         &self,
         request: Request<pb::AppendRequest>,
@@ -49,9 +55,14 @@ impl EventStoreService for OldNode {
 
     async fn append_stream(
         &self,
-        _: Request<Streaming<pb::AppendEnvelope>>,
+        request: Request<Streaming<pb::AppendEnvelope>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        Err(unknown())
+        if !self.breaks_streams {
+            return Err(unknown());
+        }
+        request.into_inner().message().await?;
+        let broken = Status::unknown("h2 protocol error: error reading a body from connection");
+        Ok(Response::new(Box::pin(tokio_stream::once(Err(broken)))))
     }
 
     async fn read(&self, _: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
@@ -100,32 +111,43 @@ impl EventStoreService for OldNode {
     }
 }
 
-#[tokio::test]
-async fn appends_fall_back_to_unary_calls_on_a_server_without_append_streams() {
-    let node = OldNode::default();
+/// Serves `node` on an ephemeral port until the returned sender drops.
+async fn serve(node: FakeNode) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let address = incoming.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
+    let server = tokio::spawn(async move {
         Server::builder()
-            .add_service(EventStoreServiceServer::new(node.clone()))
+            .add_service(EventStoreServiceServer::new(node))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
-            }),
-    );
-    // Without leader routing: the old node has no admin service to ask.
+            })
+            .await
+            .unwrap();
+    });
+    (address, stop, server)
+}
+
+fn deposits() -> Vec<EventData> {
+    vec![
+        EventData::new("Deposited", json!({"amount": 1})),
+        EventData::new("Deposited", json!({"amount": 2})),
+    ]
+}
+
+#[tokio::test]
+async fn appends_fall_back_to_unary_calls_on_a_server_without_append_streams() {
+    let node = FakeNode::default();
+    let (address, stop, server) = serve(node.clone()).await;
+    // Without leader routing: the fake node has no admin service to ask.
     let client = Client::connect(&address)
         .await
         .unwrap()
         .without_leader_routing();
 
     for expected in [1, 2, 3] {
-        let events = vec![
-            EventData::new("Deposited", json!({"amount": 1})),
-            EventData::new("Deposited", json!({"amount": 2})),
-        ];
         let appended = client
-            .append("account-1", events, ExpectedVersion::Any)
+            .append("account-1", deposits(), ExpectedVersion::Any)
             .await
             .unwrap();
         assert_eq!(appended.last_version, 2);
@@ -133,5 +155,32 @@ async fn appends_fall_back_to_unary_calls_on_a_server_without_append_streams() {
     }
 
     drop(stop);
-    server.await.unwrap().unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn appends_in_flight_on_a_stream_that_breaks_are_retried_on_the_next_server() {
+    let breaking = FakeNode {
+        breaks_streams: true,
+        ..FakeNode::default()
+    };
+    let old = FakeNode::default();
+    let (first, stop_first, first_server) = serve(breaking.clone()).await;
+    let (second, stop_second, second_server) = serve(old.clone()).await;
+    let client = Client::connect(&format!("{first},{second}"))
+        .await
+        .unwrap()
+        .without_leader_routing();
+
+    let appended = client
+        .append("account-1", deposits(), ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert_eq!(appended.last_version, 2);
+    assert_eq!(breaking.appends.load(Ordering::SeqCst), 0);
+    assert_eq!(old.appends.load(Ordering::SeqCst), 1);
+
+    drop((stop_first, stop_second));
+    first_server.await.unwrap();
+    second_server.await.unwrap();
 }
