@@ -159,6 +159,20 @@ impl TestCluster {
         self.nodes.insert(id, node);
     }
 
+    /// Stops every running node, then starts all of them again with their
+    /// data (a cluster-wide restart), and waits until every partition has
+    /// a leader.
+    pub async fn restart_all(&mut self) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in self.running() {
+            self.stop(id).await;
+        }
+        for id in ids {
+            self.restart(id).await;
+        }
+        self.wait_for_leaders().await;
+    }
+
     /// The partition an actor's stream lives in.
     pub fn partition_of_actor(&self, actor_type: &str, id: &str) -> GroupId {
         cairn_cluster::partition_of(&format!("{actor_type}-{id}"), self.partitions)

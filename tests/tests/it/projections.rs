@@ -106,13 +106,7 @@ async fn user_analytics_counts_each_event_once_across_node_loss_and_restarts() {
     assert_eq!(analytics(&client).await, expected);
 
     // A cluster-wide restart.
-    for id in cluster.running() {
-        cluster.stop(id).await;
-    }
-    for id in 1..=3 {
-        cluster.restart(id).await;
-    }
-    cluster.wait_for_leaders().await;
+    cluster.restart_all().await;
     assert_eq!(analytics(&client).await, expected);
 
     // Reset rebuilds from the logs to the same answer.
@@ -299,13 +293,7 @@ async fn projections_pass_over_other_streams_without_missing_their_own() {
     let expected = json!({"totalUsers":14,"activeUsers":14,"totalLogins":0,"failedLogins":0});
     assert_eq!(analytics(&client).await, expected);
 
-    for id in cluster.running() {
-        cluster.stop(id).await;
-    }
-    for id in 1..=3 {
-        cluster.restart(id).await;
-    }
-    cluster.wait_for_leaders().await;
+    cluster.restart_all().await;
     assert_eq!(analytics(&client).await, expected);
     cluster.shutdown().await;
 }
