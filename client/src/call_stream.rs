@@ -14,7 +14,8 @@
 //! status (callers retry: asks carry a command id and appends event ids, so
 //! a retry never applies anything twice) and the next call opens a new
 //! stream. A server that does not know the stream call (`Unimplemented`)
-//! gets unary calls from then on. [`outcome`] is the answering side's half
+//! gets unary calls from then on, and so does a call over
+//! [`MAX_STREAMED_BYTES`]. [`outcome`] is the answering side's half
 //! of the encoding.
 
 use std::collections::HashMap;
@@ -34,7 +35,7 @@ use tonic::{Code, Status, Streaming};
 /// A kind of call that travels over a stream: its unary form, its stream
 /// call, and how its messages wrap a request and an outcome.
 pub trait StreamedCall: Send + Sync + 'static {
-    type Request: Clone + Send + 'static;
+    type Request: prost::Message + Clone + Send + 'static;
     type Reply: Send + 'static;
     /// A request with the id its sender chose.
     type Envelope: Send + 'static;
@@ -184,6 +185,12 @@ fn event_store_client(
         .max_encoding_message_size(max_message_bytes)
 }
 
+/// Calls bigger than this (encoded) get a unary call of their own rather
+/// than travel on the shared stream, where HTTP/2 sends them in order
+/// within one stream's flow-control window: a big batch of events would
+/// hold back every small call queued behind it.
+pub const MAX_STREAMED_BYTES: usize = 256 * 1024;
+
 type Waiter<R> = oneshot::Sender<Result<R, Status>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,7 +220,8 @@ impl<C: StreamedCall> CallStreams<C> {
 
     /// Sends `request` and waits for its outcome.
     pub async fn call(&self, request: C::Request) -> Result<C::Reply, Status> {
-        if self.unary_only.load(Ordering::Relaxed) {
+        let big = prost::Message::encoded_len(&request) > MAX_STREAMED_BYTES;
+        if big || self.unary_only.load(Ordering::Relaxed) {
             return self.unary(request).await;
         }
         match self.stream().call(request.clone()).await {

@@ -159,6 +159,31 @@ async fn appends_fall_back_to_unary_calls_on_a_server_without_append_streams() {
 }
 
 #[tokio::test]
+async fn a_big_append_gets_a_unary_call_of_its_own() {
+    let node = FakeNode {
+        breaks_streams: true,
+        ..FakeNode::default()
+    };
+    let (address, stop, server) = serve(node.clone()).await;
+    let client = Client::connect(&address)
+        .await
+        .unwrap()
+        .without_leader_routing();
+
+    let big = "x".repeat(cairn_client::call_stream::MAX_STREAMED_BYTES);
+    let events = vec![EventData::new("Imported", json!({ "blob": big }))];
+    let appended = client
+        .append("import-1", events, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert_eq!(appended.last_version, 1);
+    assert_eq!(node.appends.load(Ordering::SeqCst), 1);
+
+    drop(stop);
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn appends_in_flight_on_a_stream_that_breaks_are_retried_on_the_next_server() {
     let breaking = FakeNode {
         breaks_streams: true,
