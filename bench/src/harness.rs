@@ -26,7 +26,7 @@ struct Scale {
 }
 
 const FULL: Scale = Scale {
-    concurrency: &[1, 16, 64, 256],
+    concurrency: &[1, 16, 32, 64, 256],
     duration: Duration::from_secs(10),
     warmup: Duration::from_secs(1),
     sizes: Sizes {

@@ -39,7 +39,7 @@ struct RunArgs {
     /// Measured seconds per point [default: 10; 2 with --quick; 1 with --smoke].
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
-    /// Concurrencies to measure [default: 1,16,64,256; 1,16 with --quick; 4 with --smoke].
+    /// Concurrencies to measure [default: 1,16,32,64,256; 1,16 with --quick; 4 with --smoke].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     concurrency: Option<Vec<usize>>,
     /// Workloads to run [default: all].
