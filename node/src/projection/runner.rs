@@ -221,11 +221,11 @@ impl ProjectionRunner {
             })
             .collect();
         let store = self.node.store().clone();
-        // Most batches, when the log's traffic is for other streams, have
-        // nothing to fold: decided here from memory, that spares a wake-up
-        // of a blocking-pool thread per applied entry and partition led
-        // (with 256 writers appending to other streams those wake-ups were a
-        // fifth of the nodes' context switches).
+        // When the log's traffic is for other streams, most batches have
+        // nothing to fold. Deciding that here, from memory, spares a wake-up
+        // of a blocking-pool thread per applied entry and partition (with
+        // 256 writers appending to other streams, those wake-ups were over
+        // a quarter of the nodes' context switches: bench/README.md, session 11).
         let folded = match pass_over(&store, group, &behind) {
             Some(outcomes) => Ok(outcomes),
             None => {
