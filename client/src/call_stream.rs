@@ -205,6 +205,9 @@ pub struct CallStreams<C: StreamedCall> {
     open: Mutex<Option<Arc<CallStream<C>>>>,
     /// The server answered the stream call with `Unimplemented`.
     unary_only: AtomicBool,
+    /// The server took a stream call: no copy of a call is kept for a
+    /// unary retry.
+    streaming: Arc<AtomicBool>,
 }
 
 impl<C: StreamedCall> CallStreams<C> {
@@ -215,6 +218,7 @@ impl<C: StreamedCall> CallStreams<C> {
             max_message_bytes,
             open: Mutex::new(None),
             unary_only: AtomicBool::new(false),
+            streaming: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -224,13 +228,33 @@ impl<C: StreamedCall> CallStreams<C> {
         if big || self.unary_only.load(Ordering::Relaxed) {
             return self.unary(request).await;
         }
+        if self.streaming.load(Ordering::Relaxed) {
+            // The common case: sent without a copy (an append's events
+            // would be copied for nothing).
+            return match self.stream().call(request).await {
+                // The server was replaced by one without stream calls: the
+                // caller retries, as a unary call.
+                Err(status) if self.refused(&status) => Err(Status::unavailable(
+                    "the server stopped taking stream calls",
+                )),
+                done => done,
+            };
+        }
         match self.stream().call(request.clone()).await {
-            Err(status) if status.code() == Code::Unimplemented && is_ours(&status) => {
-                self.unary_only.store(true, Ordering::Relaxed);
-                self.unary(request).await
-            }
+            Err(status) if self.refused(&status) => self.unary(request).await,
             done => done,
         }
+    }
+
+    /// Whether `status` is the server refusing the stream call itself
+    /// (`Unimplemented`: an older server); unary calls follow if so.
+    fn refused(&self, status: &Status) -> bool {
+        let refused = status.code() == Code::Unimplemented && is_ours(status);
+        if refused {
+            self.streaming.store(false, Ordering::Relaxed);
+            self.unary_only.store(true, Ordering::Relaxed);
+        }
+        refused
     }
 
     async fn unary(&self, request: C::Request) -> Result<C::Reply, Status> {
@@ -243,7 +267,11 @@ impl<C: StreamedCall> CallStreams<C> {
         match open.as_ref() {
             Some(stream) if stream.is_open() => stream.clone(),
             _ => {
-                let stream = CallStream::open(self.channel.clone(), self.max_message_bytes);
+                let stream = CallStream::open(
+                    self.channel.clone(),
+                    self.max_message_bytes,
+                    self.streaming.clone(),
+                );
                 *open = Some(stream.clone());
                 stream
             }
@@ -273,8 +301,13 @@ struct CallStream<C: StreamedCall> {
 }
 
 impl<C: StreamedCall> CallStream<C> {
-    /// Starts the call; its reader task runs until the stream ends.
-    fn open(channel: Channel, max_message_bytes: usize) -> Arc<CallStream<C>> {
+    /// Starts the call; its reader task runs until the stream ends, and
+    /// sets `streaming` once the server took the call.
+    fn open(
+        channel: Channel,
+        max_message_bytes: usize,
+        streaming: Arc<AtomicBool>,
+    ) -> Arc<CallStream<C>> {
         let (requests, outgoing) = mpsc::unbounded_channel();
         let stream = Arc::new(CallStream {
             requests,
@@ -289,6 +322,7 @@ impl<C: StreamedCall> CallStream<C> {
             max_message_bytes,
             outgoing,
             stream.clone(),
+            streaming,
         ));
         stream
     }
@@ -354,17 +388,21 @@ async fn read_outcomes<C: StreamedCall>(
     max_message_bytes: usize,
     outgoing: mpsc::UnboundedReceiver<C::Envelope>,
     stream: Arc<CallStream<C>>,
+    streaming: Arc<AtomicBool>,
 ) {
     let requests = UnboundedReceiverStream::new(outgoing);
     let mut ended = match C::open(channel, max_message_bytes, requests).await {
         Err(status) => status,
-        Ok(mut outcomes) => loop {
-            match outcomes.message().await {
-                Ok(Some(outcome)) => stream.answer(outcome),
-                Ok(None) => break closed(),
-                Err(status) => break broken(&status),
+        Ok(mut outcomes) => {
+            streaming.store(true, Ordering::Relaxed);
+            loop {
+                match outcomes.message().await {
+                    Ok(Some(outcome)) => stream.answer(outcome),
+                    Ok(None) => break closed(),
+                    Err(status) => break broken(&status),
+                }
             }
-        },
+        }
     };
     tracing::debug!(message = ended.message(), "call stream ended");
     ended

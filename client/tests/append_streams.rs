@@ -128,6 +128,15 @@ async fn serve(node: FakeNode) -> (String, oneshot::Sender<()>, JoinHandle<()>) 
     (address, stop, server)
 }
 
+/// A client of `servers`, without leader routing: the fake nodes have no
+/// admin service to ask for leaders.
+async fn client_of(servers: &str) -> Client {
+    Client::connect(servers)
+        .await
+        .unwrap()
+        .without_leader_routing()
+}
+
 fn deposits() -> Vec<EventData> {
     vec![
         EventData::new("Deposited", json!({"amount": 1})),
@@ -139,11 +148,7 @@ fn deposits() -> Vec<EventData> {
 async fn appends_fall_back_to_unary_calls_on_a_server_without_append_streams() {
     let node = FakeNode::default();
     let (address, stop, server) = serve(node.clone()).await;
-    // Without leader routing: the fake node has no admin service to ask.
-    let client = Client::connect(&address)
-        .await
-        .unwrap()
-        .without_leader_routing();
+    let client = client_of(&address).await;
 
     for expected in [1, 2, 3] {
         let appended = client
@@ -165,10 +170,7 @@ async fn a_big_append_gets_a_unary_call_of_its_own() {
         ..FakeNode::default()
     };
     let (address, stop, server) = serve(node.clone()).await;
-    let client = Client::connect(&address)
-        .await
-        .unwrap()
-        .without_leader_routing();
+    let client = client_of(&address).await;
 
     let big = "x".repeat(cairn_client::call_stream::MAX_STREAMED_BYTES);
     let events = vec![EventData::new("Imported", json!({ "blob": big }))];
@@ -192,10 +194,7 @@ async fn appends_in_flight_on_a_stream_that_breaks_are_retried_on_the_next_serve
     let old = FakeNode::default();
     let (first, stop_first, first_server) = serve(breaking.clone()).await;
     let (second, stop_second, second_server) = serve(old.clone()).await;
-    let client = Client::connect(&format!("{first},{second}"))
-        .await
-        .unwrap()
-        .without_leader_routing();
+    let client = client_of(&format!("{first},{second}")).await;
 
     let appended = client
         .append("account-1", deposits(), ExpectedVersion::Any)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_cluster::{ClusterError, ClusterNode, Partition, now_ms};
-use cairn_storage::{GroupId, RecordedEvent, Store};
+use cairn_storage::{GroupId, LogPage, RecordedEvent, Store};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, watch};
@@ -226,13 +226,23 @@ impl ProjectionRunner {
         // of a blocking-pool thread per applied entry and partition (with
         // 256 writers appending to other streams, those wake-ups were over
         // a quarter of the nodes' context switches: bench/README.md, session 11).
-        let folded = match pass_over(&store, group, &behind) {
+        // A batch it cannot pass over, if read from memory here, is folded
+        // as read, not read again.
+        let recent = store.reader().read_recent_partition_log_where(
+            group,
+            first_unfolded(&behind),
+            BATCH,
+            wanted_by(&behind),
+        );
+        let folded = match recent.as_ref().and_then(|page| pass_over(page, &behind)) {
             Some(outcomes) => Ok(outcomes),
             None => {
                 let upcasters = self.upcasters.clone();
-                tokio::task::spawn_blocking(move || fold_batch(&store, &upcasters, group, behind))
-                    .await
-                    .ok()?
+                tokio::task::spawn_blocking(move || {
+                    fold_batch(&store, &upcasters, group, behind, recent)
+                })
+                .await
+                .ok()?
             }
         };
         let outcomes = match folded {
@@ -371,22 +381,27 @@ struct Folded {
 }
 
 /// Folds the next batch of partition `group`'s log, read once, into every
-/// projection in `behind` that has not folded it yet; returns, for each, where
-/// it got to (`None`: nothing new). A failing projection fails alone (and
-/// the others' progress in this batch stands); the outer error is a failed
-/// read of the log.
+/// projection in `behind` that has not folded it yet (`read`: the batch,
+/// when already read from memory); returns, for each, where it got to
+/// (`None`: nothing new). A failing projection fails alone (and the
+/// others' progress in this batch stands); the outer error is a failed read
+/// of the log.
 fn fold_batch(
     store: &Store,
     upcasters: &Upcasters,
     group: GroupId,
     behind: Vec<Behind>,
+    read: Option<LogPage>,
 ) -> Result<Vec<Result<Option<Folded>, ProjectionError>>, ProjectionError> {
-    let page = store.reader().read_partition_log_where(
-        group,
-        first_unfolded(&behind),
-        BATCH,
-        wanted_by(&behind),
-    )?;
+    let page = match read {
+        Some(page) => page,
+        None => store.reader().read_partition_log_where(
+            group,
+            first_unfolded(&behind),
+            BATCH,
+            wanted_by(&behind),
+        )?,
+    };
     let Some(last) = page.last_position else {
         return Ok(behind.iter().map(|_| Ok(None)).collect());
     };
@@ -396,21 +411,14 @@ fn fold_batch(
         .collect())
 }
 
-/// What [`fold_batch`] would return when the next batch is in the
-/// partition's in-memory tail, holds no event any of `behind` wants, and
-/// none of them is due to persist its checkpoint: each just moves past it.
-/// `None` when the batch must be read from RocksDB, folded or persisted.
+/// What [`fold_batch`] would return for `page`, the next batch, when it
+/// holds no event any of `behind` wants and none of them is due to persist
+/// its checkpoint: each just moves past it. `None` when the batch must be
+/// folded or a checkpoint stored.
 fn pass_over(
-    store: &Store,
-    group: GroupId,
+    page: &LogPage,
     behind: &[Behind],
 ) -> Option<Vec<Result<Option<Folded>, ProjectionError>>> {
-    let page = store.reader().read_recent_partition_log_where(
-        group,
-        first_unfolded(behind),
-        BATCH,
-        wanted_by(behind),
-    )?;
     if !page.events.is_empty() {
         return None;
     }

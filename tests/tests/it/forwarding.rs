@@ -97,12 +97,17 @@ async fn appends_through_a_node_that_does_not_lead_are_forwarded() {
         },
     )
     .await;
-    let read = read_all_of(&via_1, &stream).await;
-    assert_eq!(read, 41, "every acknowledged append is in the stream once");
+    let version = stream_version_as_read(&via_1, &stream).await;
+    assert_eq!(
+        version, 41,
+        "every acknowledged append is in the stream once"
+    );
     cluster.shutdown().await;
 }
 
-async fn read_all_of(client: &Client, stream: &str) -> u64 {
+/// The version of `stream`, having checked that a read from version 1
+/// returns that many events.
+async fn stream_version_as_read(client: &Client, stream: &str) -> u64 {
     let read = client.read(stream, 1, 0).await.expect("read");
     assert_eq!(read.events.len() as u64, read.stream_version);
     read.stream_version
