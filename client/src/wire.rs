@@ -209,6 +209,7 @@ impl From<pb::GroupStatus> for GroupStatus {
             committed_index: g.committed_index,
             applied_index: g.applied_index,
             purged_index: g.purged_index,
+            snapshots_sent: g.snapshots_sent,
             lag: g
                 .lag
                 .into_iter()
@@ -278,6 +279,7 @@ mod tests {
                 committed_index: 3,
                 applied_index: 3,
                 purged_index: 2,
+                snapshots_sent: 1,
                 lag: vec![pb::ReplicaLag {
                     node_id: 1,
                     entries_behind: 0,
@@ -292,6 +294,7 @@ mod tests {
         assert!(v["partitions"][0]["leader"].is_null());
         assert_eq!(v["partitions"][0]["lastLogIndex"], 3);
         assert_eq!(v["partitions"][0]["lag"][0]["entriesBehind"], 0);
+        assert_eq!(v["partitions"][0]["snapshotsSent"], 1);
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), status);
     }
 

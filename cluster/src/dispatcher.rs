@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::network::Held;
 use crate::raft_stream::{answer, kind_of};
 use crate::serve_stream::serve_concurrently;
 use crate::transport::{RpcKind, TransportError, decode, encode};
@@ -73,6 +74,7 @@ impl RaftDispatcher {
             RpcKind::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
             RpcKind::Vote => encode(&raft.vote(decode(payload)?).await),
             RpcKind::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+            RpcKind::Applied => encode(&Held::of(&raft)),
         })
     }
 }
@@ -125,6 +127,13 @@ impl RaftService for RaftGrpcService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(RpcKind::InstallSnapshot, request).await
+    }
+
+    async fn applied(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::Applied, request).await
     }
 
     type StreamStream = ReceiverStream<Result<RaftAnswer, Status>>;

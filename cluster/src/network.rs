@@ -1,36 +1,96 @@
 //! openraft's network for one group: every RPC is tagged with the group id
 //! and sent over the node's shared [`RaftTransport`].
+//!
+//! # No snapshot to a replica that holds it
+//! A leader whose log is empty (truncated, see `log_truncation`) and that
+//! does not yet know how far a follower matches it has no entry to probe
+//! with, so openraft sends that follower a snapshot: the whole partition,
+//! serialized and streamed, which the follower then drops if it already
+//! applied all of it. That is what every leader did to both its followers
+//! after a restart of the cluster (a leader whose vote was committed leads
+//! again at once, with no new entry of its term): every partition, whatever
+//! its size, serialized and sent twice while nobody needed it, and the
+//! group's log replication to a follower waits for its snapshot. So before
+//! streaming one, [`GroupNetwork`] asks the follower what it holds
+//! ([`Held`]): a follower on the leader's vote that applied everything the
+//! snapshot holds gets nothing, and the leader learns it matches there, as
+//! it would have from the follower's answer to the snapshot.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_storage::{GroupId, NodeId, TypeConfig};
-use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
-use serde::{Serialize, de::DeserializeOwned};
+use openraft::{BasicNode, LogId, OptionalSend, Raft, Snapshot, SnapshotMeta, Vote};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::transport::{RaftTransport, RpcKind, TransportError, decode, encode};
 
 /// Pause between a group's tries to replicate to an unreachable peer.
 const UNREACHABLE_RETRY: Duration = Duration::from_millis(200);
 
+/// What a replica holds of a group: the answer to [`RpcKind::Applied`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub vote: Vote<NodeId>,
+    pub applied: Option<LogId<NodeId>>,
+}
+
+impl Held {
+    /// What the local replica `raft` holds.
+    pub fn of(raft: &Raft<TypeConfig>) -> Held {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        Held {
+            vote: metrics.vote,
+            applied: metrics.last_applied,
+        }
+    }
+
+    /// Whether a replica holding this needs no snapshot `meta` from the
+    /// leader on `vote`: it accepted that leader (the same vote, so its
+    /// answer to a snapshot would have been this vote too) and applied
+    /// everything the snapshot holds. Applied entries are committed, so
+    /// its log matches the leader's at the snapshot's last log id.
+    fn covers(&self, vote: &Vote<NodeId>, meta: &SnapshotMeta<NodeId, BasicNode>) -> bool {
+        self.vote == *vote
+            && meta
+                .last_log_id
+                .is_some_and(|last| self.applied >= Some(last))
+    }
+}
+
 /// Creates the per-peer network clients of one group.
 pub struct GroupNetworkFactory {
     group: GroupId,
     transport: Arc<dyn RaftTransport>,
+    snapshots_sent: Arc<AtomicU64>,
 }
 
 impl GroupNetworkFactory {
-    /// The factory for `group`, sending over `transport`.
-    pub fn new(group: GroupId, transport: Arc<dyn RaftTransport>) -> GroupNetworkFactory {
-        GroupNetworkFactory { group, transport }
+    /// The factory for `group`, sending over `transport`; every snapshot
+    /// its clients stream counts in `snapshots_sent`.
+    pub fn new(
+        group: GroupId,
+        transport: Arc<dyn RaftTransport>,
+        snapshots_sent: Arc<AtomicU64>,
+    ) -> GroupNetworkFactory {
+        GroupNetworkFactory {
+            group,
+            transport,
+            snapshots_sent,
+        }
     }
 }
 
@@ -43,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            snapshots_sent: self.snapshots_sent.clone(),
         }
     }
 }
@@ -53,6 +114,7 @@ pub struct GroupNetwork {
     target: NodeId,
     addr: String,
     transport: Arc<dyn RaftTransport>,
+    snapshots_sent: Arc<AtomicU64>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -72,6 +134,35 @@ impl GroupNetwork {
         let reply: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// What the peer holds of the group; `Ok(None)` when it did not say (a
+    /// peer that predates [`RpcKind::Applied`] answers with an error), an
+    /// error when it could not be reached (openraft backs off and tries
+    /// again: nothing is serialized for a peer that is down).
+    async fn held(&self) -> Result<Option<Held>, Unreachable> {
+        let reply = self
+            .transport
+            .call(
+                self.target,
+                &self.addr,
+                self.group,
+                RpcKind::Applied,
+                Vec::new(),
+            )
+            .await;
+        match reply.and_then(|bytes| decode(&bytes)) {
+            Ok(held) => Ok(Some(held)),
+            Err(e) if e.unreachable => Err(Unreachable::new(&e)),
+            Err(e) => {
+                tracing::debug!(
+                    group = self.group,
+                    target = self.target,
+                    "no applied state: {e}"
+                );
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -100,6 +191,34 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         self.send(RpcKind::InstallSnapshot, &rpc).await
+    }
+
+    /// Streams `snapshot` in chunks, as openraft does, unless the peer
+    /// already holds it (see the module docs).
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        if let Some(held) = self.held().await?
+            && held.covers(&vote, &snapshot.meta)
+        {
+            tracing::debug!(
+                group = self.group,
+                target = self.target,
+                snapshot = ?snapshot.meta.last_log_id,
+                applied = ?held.applied,
+                "no snapshot sent: the replica applied all it holds"
+            );
+            return Ok(SnapshotResponse::new(held.vote));
+        }
+        let sent = Chunked::send_snapshot(self, vote, snapshot, cancel, option).await;
+        if sent.is_ok() {
+            self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// How long a group's replication to an unreachable peer waits before

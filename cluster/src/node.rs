@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -95,6 +96,8 @@ pub struct ClusterNode {
     topology: Arc<Topology>,
     dispatcher: RaftDispatcher,
     partitions: HashMap<GroupId, Partition>,
+    /// Snapshots each group's replica here streamed as leader.
+    snapshots_sent: HashMap<GroupId, Arc<AtomicU64>>,
     channels: PeerChannels,
     store: Store,
     stop: CancellationToken,
@@ -144,11 +147,14 @@ impl ClusterNode {
 
         let stop = CancellationToken::new();
         let mut partitions = HashMap::new();
+        let mut snapshots_sent = HashMap::new();
         for group in topology.groups_of(me) {
+            let sent = Arc::new(AtomicU64::new(0));
+            snapshots_sent.insert(group, sent.clone());
             let raft = Raft::new(
                 me,
                 raft_config.clone(),
-                GroupNetworkFactory::new(group, transport.clone()),
+                GroupNetworkFactory::new(group, transport.clone(), sent),
                 store.log_store(group),
                 store.state_machine(group)?,
             )
@@ -171,6 +177,7 @@ impl ClusterNode {
             topology,
             dispatcher,
             partitions,
+            snapshots_sent,
             channels,
             store,
             stop,
@@ -219,6 +226,14 @@ impl ClusterNode {
             .into_iter()
             .map(|(group, raft)| (group, raft.metrics().borrow().clone()))
             .collect()
+    }
+
+    /// How many snapshots this node's replica of `group` streamed to other
+    /// replicas as the group's leader since the node started.
+    pub fn snapshots_sent(&self, group: GroupId) -> u64 {
+        self.snapshots_sent
+            .get(&group)
+            .map_or(0, |sent| sent.load(Ordering::Relaxed))
     }
 
     /// Stops every Raft group (the store stays open for the caller to close).

@@ -255,6 +255,7 @@ fn rpc_of(kind: RpcKind) -> RaftRpc {
         RpcKind::AppendEntries => RaftRpc::AppendEntries,
         RpcKind::Vote => RaftRpc::Vote,
         RpcKind::InstallSnapshot => RaftRpc::InstallSnapshot,
+        RpcKind::Applied => RaftRpc::Applied,
     }
 }
 
@@ -264,6 +265,7 @@ pub(crate) fn kind_of(rpc: RaftRpc) -> RpcKind {
         RaftRpc::AppendEntries => RpcKind::AppendEntries,
         RaftRpc::Vote => RpcKind::Vote,
         RaftRpc::InstallSnapshot => RpcKind::InstallSnapshot,
+        RaftRpc::Applied => RpcKind::Applied,
     }
 }
 

@@ -24,6 +24,8 @@ pub enum RpcKind {
     AppendEntries,
     Vote,
     InstallSnapshot,
+    /// What the replica holds of the group ([`crate::network::Held`]).
+    Applied,
 }
 
 /// A failed delivery: the peer was not reached or did not answer.
@@ -164,6 +166,7 @@ async fn unary(
         RpcKind::AppendEntries => client.append_entries(request).await,
         RpcKind::Vote => client.vote(request).await,
         RpcKind::InstallSnapshot => client.install_snapshot(request).await,
+        RpcKind::Applied => client.applied(request).await,
     };
     reply
         .map(|reply| reply.into_inner().payload.to_vec())
@@ -237,6 +240,13 @@ mod tests {
         }
 
         async fn install_snapshot(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn applied(
             &self,
             request: Request<RaftMessage>,
         ) -> Result<Response<RaftMessage>, Status> {

@@ -50,7 +50,10 @@ impl AdminService for AdminGrpcService {
         });
         let nodes = futures::future::join_all(probes).await;
         let metrics: std::collections::HashMap<_, _> = self.node.metrics().into_iter().collect();
-        let group = |id: GroupId| group_status(id, topology.replicas(id), metrics.get(&id));
+        let group = |id: GroupId| GroupStatus {
+            snapshots_sent: self.node.snapshots_sent(id),
+            ..group_status(id, topology.replicas(id), metrics.get(&id))
+        };
         Ok(Response::new(StatusReply {
             node_id: me,
             nodes,

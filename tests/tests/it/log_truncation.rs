@@ -144,3 +144,97 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
     wait_purged(&cluster, leader, target, "the leader to truncate").await;
     cluster.shutdown().await;
 }
+
+/// After a restart of every node, a leader whose log is truncated does not
+/// know how far its followers match it and has no entry to probe them with:
+/// openraft would stream each of them the whole partition as a snapshot,
+/// which they hold already. None is sent, and the groups work at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_cluster_sends_no_snapshot_to_replicas_that_hold_everything() {
+    let partitions = 3;
+    let mut cluster = TestCluster::start(3, partitions, test_tuning(10_000)).await;
+    let client = cluster.client_any().await;
+    append_ticks(&client, 0..60).await;
+    let mut targets = Vec::new();
+    for group in 0..partitions {
+        let leader = cluster.leader_of(group).await;
+        targets.push((group, cluster.applied(leader, group)));
+    }
+    eventually(
+        "every replica to apply and truncate its whole log",
+        Duration::from_secs(20),
+        || async {
+            let behind: Vec<_> = cluster
+                .running()
+                .into_iter()
+                .flat_map(|id| {
+                    targets
+                        .iter()
+                        .map(move |&(group, target)| (id, group, target))
+                })
+                .filter_map(|(id, group, target)| {
+                    let partition = cluster.node(id).cluster().partition(group)?;
+                    let m = partition.metrics().borrow().clone();
+                    let purged = m.purged.map_or(0, |p| p.index);
+                    let last = m.last_log_index.unwrap_or(0);
+                    (purged < target || last > purged).then_some((id, group, purged, last))
+                })
+                .collect();
+            if behind.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "(node, partition, purged, last log index): {behind:?}"
+                ))
+            }
+        },
+    )
+    .await;
+
+    cluster.restart_all().await;
+    let client = cluster.client_any().await;
+    append_ticks(&client, 60..90).await;
+    for id in cluster.running() {
+        let status = cluster.client(id).await.status().await.expect("status");
+        for partition in &status.partitions {
+            assert_eq!(
+                partition.snapshots_sent, 0,
+                "node {id} streamed a snapshot of partition {}: {partition:?}",
+                partition.id
+            );
+        }
+    }
+    for id in cluster.running() {
+        let mut events = 0;
+        for group in 0..partitions {
+            let leader = cluster.leader_of(group).await;
+            let target = cluster.applied(leader, group);
+            eventually(
+                "every replica to apply",
+                Duration::from_secs(20),
+                || async {
+                    let applied = cluster.applied(id, group);
+                    if applied >= target {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "node {id} applied {applied} of {target} in {group}"
+                        ))
+                    }
+                },
+            )
+            .await;
+            events += cluster
+                .node(id)
+                .cluster()
+                .partition(group)
+                .expect("replica")
+                .read_local(|reader, group| reader.read_partition_log(group, 1, 10_000))
+                .await
+                .expect("read the local partition log")
+                .len();
+        }
+        assert_eq!(events, 90, "node {id} holds every event");
+    }
+    cluster.shutdown().await;
+}
