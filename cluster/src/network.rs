@@ -43,7 +43,9 @@ const UNREACHABLE_RETRY: Duration = Duration::from_millis(200);
 /// What a replica holds of a group: the answer to [`RpcKind::Applied`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
+    /// The replica's vote: the leader it follows and that leader's term.
     pub vote: Vote<NodeId>,
+    /// The last log id its state machine applied.
     pub applied: Option<LogId<NodeId>>,
 }
 
