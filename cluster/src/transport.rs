@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_proto::v1::RaftMessage;
 use cairn_storage::{GroupId, NodeId};
 use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::raft_stream::{self, RaftStreams};
+use crate::raft_stream::RaftStreams;
 
 /// Which openraft RPC a message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,15 +79,11 @@ impl PeerChannels {
     }
 }
 
-/// The largest call sent on a peer's stream of calls. Messages on one HTTP/2
-/// stream go one after the other, so a follower's multi-megabyte catch-up
-/// batch would hold back every group's heartbeats behind it; larger calls
-/// (and every InstallSnapshot) get a unary call, an HTTP/2 stream of their own.
-const MAX_STREAMED_BYTES: usize = 256 * 1024;
-
 /// Raft RPCs over gRPC (`RaftService`), with a deadline per call: calls of
-/// up to [`MAX_STREAMED_BYTES`] over one [`RaftStreams`] per peer, larger
-/// ones and InstallSnapshot as unary calls of their own.
+/// up to [`MAX_STREAMED_BYTES`](crate::raft_stream::MAX_STREAMED_BYTES) over one [`RaftStreams`] per peer; larger
+/// ones (a follower's multi-megabyte catch-up batch would hold back every
+/// group's heartbeats behind it on the shared stream) and every
+/// InstallSnapshot as unary calls, each an HTTP/2 stream of its own.
 #[derive(Clone)]
 pub struct GrpcTransport {
     channels: PeerChannels,
@@ -132,45 +127,23 @@ impl RaftTransport for GrpcTransport {
         Box::pin(async move {
             let peer = peer?;
             let payload = Bytes::from(payload);
-            if kind != RpcKind::InstallSnapshot && payload.len() <= MAX_STREAMED_BYTES {
-                let streamed =
-                    tokio::time::timeout(timeout, peer.call(group, kind, payload.clone()));
-                match streamed.await {
-                    Ok(Some(answer)) => return answer,
-                    Ok(None) => {} // the peer has no `Stream`: a unary call
-                    Err(_) => {
-                        return Err(TransportError {
-                            unreachable: true,
-                            message: format!("no answer within {timeout:?}"),
-                        });
-                    }
+            let call = async {
+                if kind == RpcKind::InstallSnapshot {
+                    peer.unary(group, kind, payload).await
+                } else {
+                    peer.call(group, kind, payload).await
                 }
-            }
-            unary(peer.channel().clone(), group, kind, payload, timeout).await
+            };
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError {
+                        unreachable: true,
+                        message: format!("no answer within {timeout:?}"),
+                    })
+                })
         })
     }
-}
-
-/// One RPC as a unary `RaftService` call.
-async fn unary(
-    channel: Channel,
-    group: GroupId,
-    kind: RpcKind,
-    payload: Bytes,
-    timeout: Duration,
-) -> Result<Vec<u8>, TransportError> {
-    let mut client = raft_stream::client(channel);
-    let mut request = tonic::Request::new(RaftMessage { group, payload });
-    request.set_timeout(timeout);
-    let reply = match kind {
-        RpcKind::AppendEntries => client.append_entries(request).await,
-        RpcKind::Vote => client.vote(request).await,
-        RpcKind::InstallSnapshot => client.install_snapshot(request).await,
-        RpcKind::Applied => client.applied(request).await,
-    };
-    reply
-        .map(|reply| reply.into_inner().payload.to_vec())
-        .map_err(|status| raft_stream::failure(&status))
 }
 
 /// Encodes a Raft message for the wire (postcard).
@@ -201,8 +174,10 @@ mod tests {
     use tonic::{Request, Response, Status, Streaming};
 
     use super::*;
+    use crate::raft_stream::MAX_STREAMED_BYTES;
     use crate::raft_stream::answer;
     use crate::serve_stream::serve_concurrently;
+    use cairn_proto::v1::RaftMessage;
 
     /// A peer that echoes every payload, counting how each call arrived.
     #[derive(Clone, Default)]
