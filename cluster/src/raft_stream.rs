@@ -78,17 +78,16 @@ impl StreamedCall for RaftCalls {
     }
 
     fn outcome(id: u64, result: CallResult<Bytes>) -> RaftAnswer {
-        let result = match result {
-            CallResult::Reply(payload) => Answered::Payload(payload),
-            CallResult::Error(error) => Answered::Failure(RaftFailure {
-                unreachable: unreachable(Code::from_i32(error.code)),
-                message: error.message,
-            }),
-        };
-        RaftAnswer {
+        answer(
             id,
-            result: Some(result),
-        }
+            match result {
+                CallResult::Reply(payload) => Ok(payload),
+                CallResult::Error(error) => Err(TransportError {
+                    unreachable: unreachable(Code::from_i32(error.code)),
+                    message: error.message,
+                }),
+            },
+        )
     }
 
     fn open_outcome(outcome: RaftAnswer) -> (u64, Option<CallResult<Bytes>>) {
@@ -132,39 +131,28 @@ impl RaftStreams {
         }
     }
 
-    /// Sends one call (on the stream, unless it is too big or the peer has
-    /// none) and waits for its answer.
+    /// Sends one call and waits for its answer: on the stream, unless it
+    /// is too big, the peer has none, or it is an InstallSnapshot (whose
+    /// chunks would hold back every group's heartbeats on the stream).
     pub async fn call(
         &self,
         group: GroupId,
         kind: RpcKind,
         payload: Bytes,
     ) -> Result<Vec<u8>, TransportError> {
-        answered(self.calls.call(request(group, kind, payload)).await)
+        let request = RaftCall {
+            id: 0,
+            group,
+            rpc: rpc_of(kind) as i32,
+            payload,
+        };
+        let answered = if kind == RpcKind::InstallSnapshot {
+            self.calls.unary(request).await
+        } else {
+            self.calls.call(request).await
+        };
+        answered.map(Vec::from).map_err(|status| failure(&status))
     }
-
-    /// Sends one call as a unary call of its own.
-    pub async fn unary(
-        &self,
-        group: GroupId,
-        kind: RpcKind,
-        payload: Bytes,
-    ) -> Result<Vec<u8>, TransportError> {
-        answered(self.calls.unary(request(group, kind, payload)).await)
-    }
-}
-
-fn request(group: GroupId, kind: RpcKind, payload: Bytes) -> RaftCall {
-    RaftCall {
-        id: 0,
-        group,
-        rpc: rpc_of(kind) as i32,
-        payload,
-    }
-}
-
-fn answered(result: Result<Bytes, Status>) -> Result<Vec<u8>, TransportError> {
-    result.map(Vec::from).map_err(|status| failure(&status))
 }
 
 /// Whether a call that failed with `code` failed to reach its peer.
@@ -174,7 +162,7 @@ fn unreachable(code: Code) -> bool {
 
 /// What a failed gRPC call or stream means to openraft: a peer that cannot
 /// be reached (openraft backs off) or a failed delivery.
-pub(crate) fn failure(status: &Status) -> TransportError {
+fn failure(status: &Status) -> TransportError {
     TransportError {
         unreachable: unreachable(status.code()),
         message: status.message().to_string(),
@@ -202,7 +190,7 @@ pub(crate) fn kind_of(rpc: RaftRpc) -> RpcKind {
 }
 
 /// The answer to call `id`: the encoded response, or why there is none.
-pub(crate) fn answer(id: u64, result: Result<Vec<u8>, TransportError>) -> RaftAnswer {
+pub(crate) fn answer(id: u64, result: Result<impl Into<Bytes>, TransportError>) -> RaftAnswer {
     let result = match result {
         Ok(payload) => Answered::Payload(payload.into()),
         Err(TransportError {

@@ -126,14 +126,7 @@ impl RaftTransport for GrpcTransport {
         let timeout = self.timeout;
         Box::pin(async move {
             let peer = peer?;
-            let payload = Bytes::from(payload);
-            let call = async {
-                if kind == RpcKind::InstallSnapshot {
-                    peer.unary(group, kind, payload).await
-                } else {
-                    peer.call(group, kind, payload).await
-                }
-            };
+            let call = peer.call(group, kind, Bytes::from(payload));
             tokio::time::timeout(timeout, call)
                 .await
                 .unwrap_or_else(|_| {
@@ -246,7 +239,7 @@ mod tests {
                 end,
                 move |call: RaftCall| {
                     streamed.fetch_add(1, Ordering::SeqCst);
-                    async move { answer(call.id, Ok(call.payload.to_vec())) }
+                    async move { answer(call.id, Ok(call.payload)) }
                 },
             )))
         }
