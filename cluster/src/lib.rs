@@ -34,7 +34,7 @@ pub use dispatcher::{RaftDispatcher, RaftGrpcService};
 pub use error::ClusterError;
 pub use local_network::LocalNetwork;
 pub use node::{ClusterConfig, ClusterNode, DEFAULT_ELECTION_TIMEOUT, RaftTuning};
-pub use partition::{Partition, now_ms};
+pub use partition::{Partition, ProposalBudget, now_ms};
 pub use placement::{HashRingPlacement, Placement};
 pub use topology::{Topology, partition_of};
 pub use transport::{GrpcTransport, PeerChannels, RaftTransport, RpcKind, TransportError};

@@ -16,7 +16,7 @@ use crate::dispatcher::RaftDispatcher;
 use crate::error::ClusterError;
 use crate::log_truncation;
 use crate::network::GroupNetworkFactory;
-use crate::partition::Partition;
+use crate::partition::{Partition, ProposalBudget};
 use crate::topology::Topology;
 use crate::transport::{PeerChannels, RaftTransport};
 
@@ -148,6 +148,7 @@ impl ClusterNode {
         let stop = CancellationToken::new();
         let mut partitions = HashMap::new();
         let mut snapshots_sent = HashMap::new();
+        let budget = ProposalBudget::for_this_machine();
         for group in topology.groups_of(me) {
             let sent = Arc::new(AtomicU64::new(0));
             snapshots_sent.insert(group, sent.clone());
@@ -164,7 +165,10 @@ impl ClusterNode {
             bootstrap(&topology, group, me, &raft).await?;
             log_truncation::spawn(group, raft.clone(), config.tuning.clone(), stop.clone());
             if group != META_GROUP {
-                partitions.insert(group, Partition::new(group, raft, store.reader()));
+                partitions.insert(
+                    group,
+                    Partition::new(group, raft, store.reader(), budget.clone()),
+                );
             }
         }
         info!(
