@@ -21,8 +21,9 @@ use crate::error::ClusterError;
 const MAX_APPENDS_PER_ENTRY: usize = 2048;
 /// Most payload bytes group-committed into one Raft entry.
 const MAX_BYTES_PER_ENTRY: usize = 1 << 20;
-/// Most entries proposed and not yet applied; beyond it appends queue up and
-/// form bigger entries. 4 beat 16 in 6 of 7 back-to-back pairs of runs with
+/// Most entries of one partition proposed and not yet applied (beyond the
+/// first, each also needs the node's [`ProposalBudget`]); beyond it appends
+/// queue up and form bigger entries. 4 beat 16 in 6 of 7 back-to-back pairs of runs with
 /// 16 and 256 writers (up to 1.9x at 256): with 16, nearly every entry
 /// carried one append, each paying a whole Raft entry on three nodes.
 const MAX_ENTRIES_IN_FLIGHT: usize = 4;
@@ -442,16 +443,29 @@ fn unexpected(result: CommandResult) -> ClusterError {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_entry_gives_its_budget_back_after_the_hold_and_still_completes() {
+    /// A budget of one, taken by work that runs until told to finish
+    /// (with its answer) and holds it for at most `hold`.
+    async fn pending_work(
+        hold: Duration,
+    ) -> (
+        ProposalBudget,
+        oneshot::Sender<u32>,
+        tokio::task::JoinHandle<u32>,
+    ) {
         let budget = ProposalBudget::new(1);
         let permit = budget.acquire().await.unwrap();
         let (done, finish) = oneshot::channel::<u32>();
         let work = tokio::spawn(holding(
             Some(permit),
-            Duration::from_millis(20),
+            hold,
             async move { finish.await.unwrap() },
         ));
+        (budget, done, work)
+    }
+
+    #[tokio::test]
+    async fn an_entry_gives_its_budget_back_after_the_hold_and_still_completes() {
+        let (budget, done, work) = pending_work(Duration::from_millis(20)).await;
         let _again = tokio::time::timeout(Duration::from_secs(30), budget.acquire())
             .await
             .expect("the budget comes back once the hold is over");
@@ -462,14 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_holds_its_budget_until_it_completes() {
-        let budget = ProposalBudget::new(1);
-        let permit = budget.acquire().await.unwrap();
-        let (done, finish) = oneshot::channel::<u32>();
-        let work = tokio::spawn(holding(
-            Some(permit),
-            Duration::from_secs(3600),
-            async move { finish.await.unwrap() },
-        ));
+        let (budget, done, work) = pending_work(Duration::from_secs(3600)).await;
         assert_eq!(budget.0.available_permits(), 0);
         done.send(7).unwrap();
         assert_eq!(work.await.unwrap(), 7);

@@ -220,4 +220,57 @@ mod tests {
         assert_eq!(time_index_entries(&store, 3)?, 0);
         Ok(())
     }
+
+    /// Keys of group `group` in `[start, end)` of the state machine.
+    fn keys_between(store: &Store, start: &[u8], end: &[u8]) -> anyhow::Result<usize> {
+        let mut count = 0;
+        crate::store::View::new(store).scan(crate::store::CF_SM, start, end, |_, _| {
+            count += 1;
+            Ok(true)
+        })?;
+        Ok(count)
+    }
+
+    #[tokio::test]
+    async fn events_an_append_writes_and_its_retention_purges_at_once_leave_nothing_behind()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(3)?;
+        let limit = Command::SetStreamMetadata {
+            stream: "s".into(),
+            max_count: Some(2),
+            max_age_ms: None,
+            timestamp_ms: 1_000,
+        };
+        let written = Command::Append {
+            timestamp_ms: 1_000,
+            appends: vec![append(300)],
+        };
+        // One apply, one batch: the positions and time-index entries of
+        // versions 1..=298 are written, then deleted, in the same batch.
+        sm.apply([
+            entry(1, EntryPayload::Normal(limit)),
+            entry(2, EntryPayload::Normal(written)),
+        ])
+        .await?;
+        let positions = keys_between(
+            &store,
+            &crate::keys::position(3, 0),
+            &crate::keys::positions_end(3),
+        )?;
+        assert_eq!(positions, 2, "only the kept events' positions");
+        assert_eq!(
+            time_index_entries(&store, 3)?,
+            0,
+            "versions 128 and 256 purged"
+        );
+        let events = keys_between(
+            &store,
+            &crate::keys::stream_event(3, "s", 0).expect("short stream"),
+            &crate::keys::stream_events_end(3, "s").expect("short stream"),
+        )?;
+        assert_eq!(events, 2);
+        Ok(())
+    }
 }
