@@ -18,6 +18,7 @@
 //! - [`ClusterError`] (module [`error`]): what cluster operations fail with.
 
 pub mod dispatcher;
+mod entry_slots;
 pub mod error;
 pub mod local_network;
 mod log_truncation;
@@ -31,10 +32,11 @@ pub mod topology;
 pub mod transport;
 
 pub use dispatcher::{RaftDispatcher, RaftGrpcService};
+pub use entry_slots::ProposalBudget;
 pub use error::ClusterError;
 pub use local_network::LocalNetwork;
 pub use node::{ClusterConfig, ClusterNode, DEFAULT_ELECTION_TIMEOUT, RaftTuning};
-pub use partition::{Partition, ProposalBudget, now_ms};
+pub use partition::{Partition, now_ms};
 pub use placement::{HashRingPlacement, Placement};
 pub use topology::{Topology, partition_of};
 pub use transport::{GrpcTransport, PeerChannels, RaftTransport, RpcKind, TransportError};

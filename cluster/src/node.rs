@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::dispatcher::RaftDispatcher;
+use crate::entry_slots::ProposalBudget;
 use crate::error::ClusterError;
 use crate::log_truncation;
 use crate::network::GroupNetworkFactory;
-use crate::partition::{Partition, ProposalBudget};
+use crate::partition::Partition;
 use crate::topology::Topology;
 use crate::transport::{PeerChannels, RaftTransport};
 

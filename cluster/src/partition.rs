@@ -2,7 +2,7 @@
 //! appends into one Raft entry) and linearizable reads.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_storage::{
@@ -12,90 +12,18 @@ use cairn_storage::{
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, LogId, Raft, RaftMetrics};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::entry_slots::{EntrySlots, ProposalBudget};
 use crate::error::ClusterError;
 
 /// Most appends group-committed into one Raft entry.
 const MAX_APPENDS_PER_ENTRY: usize = 2048;
 /// Most payload bytes group-committed into one Raft entry.
 const MAX_BYTES_PER_ENTRY: usize = 1 << 20;
-/// Most entries of one partition proposed and not yet applied (beyond the
-/// first, each also needs the node's [`ProposalBudget`]); beyond it appends
-/// queue up and form bigger entries. 4 beat 16 in 6 of 7 back-to-back pairs of runs with
-/// 16 and 256 writers (up to 1.9x at 256): with 16, nearly every entry
-/// carried one append, each paying a whole Raft entry on three nodes.
-const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 /// Appends waiting for a proposal; beyond it callers wait (backpressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
-/// Longest an entry counts against its node's [`ProposalBudget`]: one that
-/// takes longer (its group lost its quorum, say) must not hold back the
-/// node's other partitions; it still counts against its own partition's
-/// [`MAX_ENTRIES_IN_FLIGHT`].
-const BUDGET_HOLD: Duration = Duration::from_millis(100);
-
-/// How many entries the partitions a node leads may have proposed and not
-/// yet applied beyond one each, together. Every entry costs a whole Raft
-/// round on three nodes (log writes, fsyncs, two AppendEntries per
-/// follower, applies) whatever it carries; once more entries are in flight
-/// than the machine has cores, they only compete for the CPU, and appends
-/// that wait for the next one instead form fewer, bigger entries. A
-/// partition's first entry in flight never waits for it.
-#[derive(Clone)]
-pub struct ProposalBudget(Arc<Semaphore>);
-
-impl ProposalBudget {
-    /// One entry in flight per core of this machine, and at least two.
-    pub fn for_this_machine() -> ProposalBudget {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        ProposalBudget::new(cores.max(2))
-    }
-
-    pub fn new(entries: usize) -> ProposalBudget {
-        ProposalBudget(Arc::new(Semaphore::new(entries)))
-    }
-
-    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().acquire_owned().await.ok()
-    }
-
-    /// The budget for an entry of a partition whose own entries in flight
-    /// are counted by `in_flight` (this one's permit already taken). Its
-    /// only entry in flight needs none, so a partition never waits for the
-    /// others' entries while it has none of its own: `None` at once then,
-    /// or as soon as its other entries are done while this one waited.
-    async fn for_another(&self, in_flight: &Semaphore) -> Option<OwnedSemaphorePermit> {
-        let others = MAX_ENTRIES_IN_FLIGHT - 1;
-        if in_flight.available_permits() == others {
-            return None;
-        }
-        tokio::select! {
-            permit = self.acquire() => permit,
-            // Dropped at once: only the signal that the others are done.
-            _ = in_flight.acquire_many(others as u32) => None,
-        }
-    }
-}
-
-/// Runs `work` holding `permit` (if any) for at most `hold`.
-async fn holding<T>(
-    permit: Option<OwnedSemaphorePermit>,
-    hold: Duration,
-    work: impl Future<Output = T>,
-) -> T {
-    let Some(permit) = permit else {
-        return work.await;
-    };
-    tokio::pin!(work);
-    tokio::select! {
-        done = &mut work => done,
-        () = tokio::time::sleep(hold) => {
-            drop(permit);
-            work.await
-        }
-    }
-}
 
 type AppendReply = oneshot::Sender<Result<AppendOutcome, ClusterError>>;
 
@@ -337,21 +265,20 @@ impl Partition {
 }
 
 /// Drains queued appends into Raft entries: takes whatever is waiting (up to
-/// the entry limits) as soon as an in-flight slot is free, in the partition
-/// and in the node's budget, so a lone writer pays no batching delay and
-/// many writers share entries and fsyncs.
+/// the entry limits) as soon as it has a slot for another entry in flight
+/// (see [`EntrySlots`]), so a lone writer pays no batching delay and many
+/// writers share entries and fsyncs.
 async fn propose_appends(
     group: GroupId,
     raft: Raft<TypeConfig>,
     mut queue: mpsc::Receiver<(StreamAppend, AppendReply)>,
     budget: ProposalBudget,
 ) {
-    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    let slots = EntrySlots::new(budget);
     while let Some(first) = queue.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let Some(slot) = slots.take().await else {
             return;
         };
-        let budgeted = budget.for_another(&in_flight).await;
         let mut bytes = first.0.size();
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
@@ -370,14 +297,14 @@ async fn propose_appends(
         };
         let group_result = raft.client_write_ff(command).await;
         tokio::spawn(async move {
-            let _permit = permit;
-            let outcome = holding(budgeted, BUDGET_HOLD, async {
-                match group_result {
-                    Ok(rx) => rx.await.map_err(|_| ClusterError::ShuttingDown),
-                    Err(_) => Err(ClusterError::ShuttingDown),
-                }
-            })
-            .await;
+            let outcome = slot
+                .hold(async {
+                    match group_result {
+                        Ok(rx) => rx.await.map_err(|_| ClusterError::ShuttingDown),
+                        Err(_) => Err(ClusterError::ShuttingDown),
+                    }
+                })
+                .await;
             let results: Result<(), ClusterError> = match outcome {
                 Ok(Ok(response)) => match response.data {
                     CommandResult::Appended(results) if results.len() == replies.len() => {
@@ -437,87 +364,4 @@ fn write_error(
 
 fn unexpected(result: CommandResult) -> ClusterError {
     ClusterError::Raft(format!("unexpected state machine result {result:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A budget of one, taken by work that runs until told to finish
-    /// (with its answer) and holds it for at most `hold`.
-    async fn pending_work(
-        hold: Duration,
-    ) -> (
-        ProposalBudget,
-        oneshot::Sender<u32>,
-        tokio::task::JoinHandle<u32>,
-    ) {
-        let budget = ProposalBudget::new(1);
-        let permit = budget.acquire().await.unwrap();
-        let (done, finish) = oneshot::channel::<u32>();
-        let work = tokio::spawn(holding(
-            Some(permit),
-            hold,
-            async move { finish.await.unwrap() },
-        ));
-        (budget, done, work)
-    }
-
-    #[tokio::test]
-    async fn an_entry_gives_its_budget_back_after_the_hold_and_still_completes() {
-        let (budget, done, work) = pending_work(Duration::from_millis(20)).await;
-        let _again = tokio::time::timeout(Duration::from_secs(30), budget.acquire())
-            .await
-            .expect("the budget comes back once the hold is over");
-        assert!(!work.is_finished());
-        done.send(7).unwrap();
-        assert_eq!(work.await.unwrap(), 7);
-    }
-
-    #[tokio::test]
-    async fn an_entry_holds_its_budget_until_it_completes() {
-        let (budget, done, work) = pending_work(Duration::from_secs(3600)).await;
-        assert_eq!(budget.0.available_permits(), 0);
-        done.send(7).unwrap();
-        assert_eq!(work.await.unwrap(), 7);
-        assert_eq!(budget.0.available_permits(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_partitions_only_entry_needs_no_budget() {
-        let budget = ProposalBudget::new(1);
-        let _elsewhere = budget.acquire().await.unwrap();
-        let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
-        let _first = in_flight.clone().acquire_owned().await.unwrap();
-        assert!(budget.for_another(&in_flight).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn another_entry_takes_the_budget_when_it_is_free() {
-        let budget = ProposalBudget::new(1);
-        let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
-        let _first = in_flight.clone().acquire_owned().await.unwrap();
-        let _second = in_flight.clone().acquire_owned().await.unwrap();
-        assert!(budget.for_another(&in_flight).await.is_some());
-    }
-
-    #[tokio::test]
-    async fn another_entry_waiting_for_the_budget_goes_once_the_partitions_others_end() {
-        let budget = ProposalBudget::new(1);
-        let _elsewhere = budget.acquire().await.unwrap();
-        let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
-        let first = in_flight.clone().acquire_owned().await.unwrap();
-        let _second = in_flight.clone().acquire_owned().await.unwrap();
-        let asking = tokio::spawn({
-            let (budget, in_flight) = (budget.clone(), in_flight.clone());
-            async move { budget.for_another(&in_flight).await.is_some() }
-        });
-        assert!(!asking.is_finished());
-        drop(first);
-        let took_budget = tokio::time::timeout(Duration::from_secs(30), asking)
-            .await
-            .expect("the entry goes once its partition has no other in flight")
-            .unwrap();
-        assert!(!took_budget);
-    }
 }

@@ -221,7 +221,7 @@ mod tests {
         Ok(())
     }
 
-    /// Keys of group `group` in `[start, end)` of the state machine.
+    /// How many state-machine keys lie in `[start, end)`.
     fn keys_between(store: &Store, start: &[u8], end: &[u8]) -> anyhow::Result<usize> {
         let mut count = 0;
         crate::store::View::new(store).scan(crate::store::CF_SM, start, end, |_, _| {
