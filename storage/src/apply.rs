@@ -15,6 +15,7 @@ use crate::command::{
 };
 use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{EventRef, RecordedEvent, StreamInfo, encode_body};
+use crate::info_cache::InfoCache;
 use crate::keys;
 use crate::recent::{Appended, MAX_EVENTS};
 use crate::retention;
@@ -54,23 +55,27 @@ pub(crate) fn read_counters(store: &Store, group: GroupId) -> Result<PartitionCo
     }
 }
 
-/// What a group's last state-machine write left in its applied state and
-/// counters. The state machine, their only writer, keeps it between
-/// applies instead of reading both back from RocksDB at the start of each:
-/// two point lookups per entry on every replica, ~4% of the nodes' CPU
-/// under single-event appends (bench/README.md, session 9).
-#[derive(Clone, Debug, Default)]
+/// What a group's last state-machine writes left in its applied state,
+/// counters and stream infos. The state machine, their only writer, keeps it
+/// between applies instead of reading them back from RocksDB: the applied
+/// state and counters were two point lookups per entry on every replica,
+/// ~4% of the nodes' CPU under single-event appends (bench/README.md,
+/// session 9); the infos, see [`InfoCache`].
+#[derive(Debug, Default)]
 pub(crate) struct Written {
     applied: AppliedState,
     counters: PartitionCounters,
+    infos: InfoCache,
 }
 
 impl Written {
-    /// Reads both from the store (after opening, or a snapshot install).
+    /// Reads the applied state and counters from the store (after opening,
+    /// or a snapshot install); no info is cached yet.
     pub(crate) fn read(store: &Store, group: GroupId) -> Result<Written, Error> {
         Ok(Written {
             applied: read_applied(store, group)?,
             counters: read_counters(store, group)?,
+            infos: InfoCache::default(),
         })
     }
 }
@@ -103,16 +108,24 @@ pub(crate) fn apply_entries(
     let Written {
         mut applied,
         counters,
+        infos,
     } = match written {
         Some(written) => written,
         None => Written::read(store, group)?,
     };
     if entries.is_empty() {
-        return Ok((Vec::new(), Written { applied, counters }));
+        return Ok((
+            Vec::new(),
+            Written {
+                applied,
+                counters,
+                infos,
+            },
+        ));
     }
     // Only the newest events of a write join the in-memory tail.
     let appended = Appended::skipping(events_in(&entries).saturating_sub(MAX_EVENTS));
-    let mut tx = Applier::new(store, group, counters, appended);
+    let mut tx = Applier::new(store, group, counters, infos, appended);
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let log_id = entry.log_id;
@@ -139,7 +152,8 @@ pub(crate) fn apply_entries(
     }
     tx.put(keys::applied(group), encode("applied state", &applied)?);
     let counters = tx.counters;
-    let (batch, appended, purged) = tx.into_batch()?;
+    // A failed write below drops `infos` with the rest of `Written`.
+    let (batch, infos, appended, purged) = tx.into_batch()?;
     store
         .inner
         .recent
@@ -147,7 +161,14 @@ pub(crate) fn apply_entries(
     if let Some(last) = applied.last_applied {
         store.inner.applied.advance(group, last.index);
     }
-    Ok((results, Written { applied, counters }))
+    Ok((
+        results,
+        Written {
+            applied,
+            counters,
+            infos,
+        },
+    ))
 }
 
 /// Builds one batch of state-machine writes. Reads see the batch's own
@@ -164,6 +185,9 @@ struct Applier<'a> {
     counters: PartitionCounters,
     /// `counters` moved: the batch writes them.
     counters_moved: bool,
+    /// The group's infos as stored before this batch (the overlay has the
+    /// batch's own); the batch's writes join it in [`Applier::into_batch`].
+    infos: InfoCache,
     /// The events this batch appends, for the in-memory tail (`recent`).
     appended: Appended,
     /// The positions of the events this batch purges.
@@ -175,6 +199,7 @@ impl<'a> Applier<'a> {
         store: &'a Store,
         group: GroupId,
         counters: PartitionCounters,
+        infos: InfoCache,
         appended: Appended,
     ) -> Applier<'a> {
         Applier {
@@ -184,6 +209,7 @@ impl<'a> Applier<'a> {
             unread: Vec::new(),
             counters,
             counters_moved: false,
+            infos,
             appended,
             purged: Vec::new(),
         }
@@ -192,6 +218,9 @@ impl<'a> Applier<'a> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if let Some(v) = self.overlay.get(key) {
             return Ok(v.clone());
+        }
+        if let Some(v) = self.infos.get(key) {
+            return Ok(Some(v.to_vec()));
         }
         Ok(self.store.db().get_cf(self.store.cf(CF_SM), key)?)
     }
@@ -211,7 +240,8 @@ impl<'a> Applier<'a> {
         self.unread.push((key, value));
     }
 
-    /// The batch, with the events it appends and the positions it purges.
+    /// The batch, with the info cache as the batch leaves the group, the
+    /// events it appends and the positions it purges.
     ///
     /// Its writes go in key order: RocksDB inserts a batch's keys into the
     /// memtable's skiplist one after the other, starting each search from
@@ -219,7 +249,7 @@ impl<'a> Applier<'a> {
     /// (a stream's new events and their ids, a partition's positions) cost
     /// a short step instead of a search from the top of a list of ~10^5
     /// keys, most of whose levels miss the CPU caches.
-    fn into_batch(mut self) -> Result<(WriteBatch, Appended, Vec<u64>), Error> {
+    fn into_batch(mut self) -> Result<(WriteBatch, InfoCache, Appended, Vec<u64>), Error> {
         if self.counters_moved {
             let k = keys::counters(self.group);
             self.put(k, encode("partition counters", &self.counters)?);
@@ -238,8 +268,11 @@ impl<'a> Applier<'a> {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
             }
+            if keys::is_stream_info(k) {
+                self.infos.wrote(k, v.as_deref());
+            }
         }
-        Ok((batch, self.appended, self.purged))
+        Ok((batch, self.infos, self.appended, self.purged))
     }
 
     fn stream_info(&self, key: &[u8]) -> Result<Option<StreamInfo>, Error> {

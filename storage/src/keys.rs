@@ -9,9 +9,10 @@
 //!    is `0xFF`, so `[group ++ 0x00, group ++ 0xFF)` ([`group_range`]) holds all
 //!    of a group's keys and nothing else, for every group id including
 //!    [`META_GROUP`](crate::META_GROUP) (`0xFFFF_FFFF`).
-//! 2. **A stream is one contiguous range per tag.** Stream ids are written as
-//!    `len: u16 BE ++ utf8 bytes`, so the keys of stream `"a"` can never be a
-//!    prefix of (or interleave with) those of stream `"ab"`.
+//! 2. **A stream is one contiguous range, and so is each kind of its keys.**
+//!    Stream ids are written as `len: u16 BE ++ utf8 bytes`, so the keys of
+//!    stream `"a"` can never be a prefix of (or interleave with) those of
+//!    stream `"ab"`.
 //! 3. **Numbers sort numerically.** Log indexes, versions and positions are
 //!    `u64 BE`, so iteration order is numeric order.
 //!
@@ -29,11 +30,11 @@
 //! | `group ++ 0x01` | applied state: postcard `AppliedState` (last applied log id, last membership) |
 //! | `group ++ 0x02` | partition counters: postcard `PartitionCounters` (last position, last timestamp) |
 //! | `group ++ 0x10 ++ position: u64` | the partition log: `stream ++ version: u64` of the event at that position |
-//! | `group ++ 0x11 ++ stream ++ version: u64` | the event, stored once: postcard `StoredBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
-//! | `group ++ 0x12 ++ stream` | postcard [`StreamInfo`](crate::StreamInfo) |
-//! | `group ++ 0x13 ++ stream ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
-//! | `group ++ 0x14 ++ stream ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
-//! | `group ++ 0x15 ++ stream ++ timestamp ++ version: u64` | time index: empty, one per [`TIME_INDEX_EVERY`] versions of a stream (see below) |
+//! | `group ++ 0x30 ++ stream ++ 0x00` | postcard [`StreamInfo`](crate::StreamInfo) |
+//! | `group ++ 0x30 ++ stream ++ 0x01 ++ version: u64` | the event, stored once: postcard `StoredBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
+//! | `group ++ 0x30 ++ stream ++ 0x02 ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
+//! | `group ++ 0x30 ++ stream ++ 0x03 ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
+//! | `group ++ 0x30 ++ stream ++ 0x04 ++ timestamp ++ version: u64` | time index: empty, one per [`TIME_INDEX_EVERY`] versions of a stream (see below) |
 //! | `group ++ 0x20 ++ key utf8` | metadata map value, raw bytes (the key is the key's tail) |
 //!
 //! where `stream` is `len: u16 BE ++ utf8 bytes`.
@@ -41,6 +42,14 @@
 //! Events are keyed by stream and version, so replaying a stream or reading
 //! it is one range scan; the partition log names each event's stream and
 //! version, so reading it in position order takes a second lookup per event.
+//!
+//! A stream's keys of every kind sit together (format 3), so an append's
+//! writes of one stream (its info, its events, their ids) are neighbours in
+//! the memtable: in a batch written in key order (`Applier::into_batch`)
+//! RocksDB finds each one's place a short step from the previous one's,
+//! where format 2, which kept each kind of key of all streams together,
+//! made it search three distant places per append from the top of the
+//! skiplist (bench/README.md, session 14).
 //!
 //! The time index holds the event at every version that is a multiple of
 //! [`TIME_INDEX_EVERY`], keyed by its timestamp (`i64` with the sign bit
@@ -52,10 +61,14 @@
 //! entries, and is scanned from its first event instead (same answer).
 //!
 //! # Format version
-//! [`FORMAT`] is stored in the `node` column family under [`FORMAT_KEY`]; a
-//! store written in another layout is refused at open (see
-//! [`Store::open`](crate::Store::open)). Format 1 stored the event under its
-//! position and a version index pointing to it.
+//! [`FORMAT`] is stored in the `node` column family under [`FORMAT_KEY`]
+//! (see the `format` module). Format 1 stored the event under its position
+//! and a version index pointing to it; a store in it is refused at open.
+//! Format 2 had this layout but for a stream's keys, which were
+//! `group ++ tag ++ stream ++ rest` with tags 0x11 (event), 0x12 (info),
+//! 0x13 (event id), 0x14 (actor snapshot) and 0x15 (time index); a store in
+//! it is upgraded at open ([`from_format_2`]), and those tags are never
+//! used again.
 //!
 //! # Column family `snap` (latest Raft snapshot per group)
 //! | key | value |
@@ -71,7 +84,7 @@
 use crate::command::GroupId;
 
 /// The layout this module describes, stored under [`FORMAT_KEY`].
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// Key of the stored format version in the `node` column family.
 pub const FORMAT_KEY: &str = "storage-format";
 
@@ -88,12 +101,24 @@ const LOG_ENTRY: u8 = 0x10;
 const SM_APPLIED: u8 = 0x01;
 const SM_COUNTERS: u8 = 0x02;
 const SM_POSITION: u8 = 0x10;
-const SM_STREAM_EVENT: u8 = 0x11;
-const SM_STREAM_INFO: u8 = 0x12;
-const SM_EVENT_ID: u8 = 0x13;
-const SM_ACTOR_SNAPSHOT: u8 = 0x14;
-const SM_TIME_INDEX: u8 = 0x15;
+const SM_STREAM: u8 = 0x30;
 const SM_META: u8 = 0x20;
+
+// Kinds of a stream's keys, after its id (`group ++ SM_STREAM ++ stream`).
+const STREAM_INFO: u8 = 0x00;
+const STREAM_EVENT: u8 = 0x01;
+const STREAM_EVENT_ID: u8 = 0x02;
+const STREAM_ACTOR_SNAPSHOT: u8 = 0x03;
+const STREAM_TIME_INDEX: u8 = 0x04;
+
+/// Format 2's tag of each kind of a stream's key (see the module docs).
+const FORMAT_2_STREAM_TAGS: [(u8, u8); 5] = [
+    (0x11, STREAM_EVENT),
+    (0x12, STREAM_INFO),
+    (0x13, STREAM_EVENT_ID),
+    (0x14, STREAM_ACTOR_SNAPSHOT),
+    (0x15, STREAM_TIME_INDEX),
+];
 
 /// Tag that no key uses: `group ++ RANGE_END` is above every key of `group`.
 const RANGE_END: u8 = 0xFF;
@@ -115,10 +140,43 @@ pub(crate) fn is_time_indexed(version: u64) -> bool {
 /// bits per key their filter entries would cost ~2.5 bytes per event on
 /// disk for nothing.
 pub(crate) fn is_point_key(key: &[u8]) -> bool {
-    !matches!(
-        key.get(4),
-        Some(&(SM_POSITION | SM_STREAM_EVENT | SM_ACTOR_SNAPSHOT | SM_TIME_INDEX))
-    )
+    match key.get(4) {
+        Some(&SM_POSITION) => false,
+        Some(&SM_STREAM) => matches!(stream_kind(key), Some(STREAM_INFO | STREAM_EVENT_ID)),
+        _ => true,
+    }
+}
+
+/// Whether a key of the `sm` column family is a [`stream_info`] key.
+pub(crate) fn is_stream_info(key: &[u8]) -> bool {
+    key.get(4) == Some(&SM_STREAM) && stream_kind(key) == Some(STREAM_INFO)
+}
+
+/// The kind of a stream's key: the byte after its stream id.
+fn stream_kind(key: &[u8]) -> Option<u8> {
+    key.get(stream_id_end(key)?).copied()
+}
+
+/// Where the stream id (`len ++ bytes`, from byte 5) of a stream's key ends.
+fn stream_id_end(key: &[u8]) -> Option<usize> {
+    let len: [u8; 2] = key.get(5..7)?.try_into().ok()?;
+    Some(7 + usize::from(u16::from_be_bytes(len)))
+}
+
+/// The key that format 3 gives to `key`, a key of the `sm` column family
+/// in format 2; `None` if format 2 did not key streams with it (every other
+/// key kept its form).
+pub(crate) fn from_format_2(key: &[u8]) -> Option<Vec<u8>> {
+    let tag = *key.get(4)?;
+    let (_, kind) = FORMAT_2_STREAM_TAGS.iter().find(|(old, _)| *old == tag)?;
+    let id_end = stream_id_end(key).filter(|end| *end <= key.len())?;
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(&key[..4]);
+    k.push(SM_STREAM);
+    k.extend_from_slice(&key[5..id_end]);
+    k.push(*kind);
+    k.extend_from_slice(&key[id_end..]);
+    Some(k)
 }
 
 /// A stream id too long to be keyed (see [`MAX_STREAM_ID_LEN`]).
@@ -143,14 +201,16 @@ fn push_stream(k: &mut Vec<u8>, stream: &str) -> Result<(), StreamTooLong> {
     Ok(())
 }
 
+/// `group ++ SM_STREAM ++ stream ++ kind`, with room for `extra` more bytes.
 fn stream_key(
     group: GroupId,
-    tag: u8,
+    kind: u8,
     stream: &str,
     extra: usize,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = with_tag(group, tag, 2 + stream.len() + extra);
+    let mut k = with_tag(group, SM_STREAM, 2 + stream.len() + 1 + extra);
     push_stream(&mut k, stream)?;
+    k.push(kind);
     Ok(k)
 }
 
@@ -215,16 +275,14 @@ pub fn positions_end(group: GroupId) -> Vec<u8> {
 
 /// The event at `version` of `stream`.
 pub fn stream_event(group: GroupId, stream: &str, version: u64) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_STREAM_EVENT, stream, 8)?;
+    let mut k = stream_key(group, STREAM_EVENT, stream, 8)?;
     k.extend_from_slice(&version.to_be_bytes());
     Ok(k)
 }
 
 /// Exclusive upper bound of the events of `stream`.
 pub fn stream_events_end(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_STREAM_EVENT, stream, 9)?;
-    k.extend_from_slice(&[0xFF; 9]);
-    Ok(k)
+    stream_key(group, STREAM_EVENT + 1, stream, 0)
 }
 
 /// Where the event at a position lives: the value of its partition-log
@@ -246,19 +304,19 @@ pub fn stream_event_of_ref(group: GroupId, event_ref: &[u8]) -> Option<(Vec<u8>,
         return None;
     }
     let version = trailing_u64(event_ref)?;
-    let mut k = with_tag(group, SM_STREAM_EVENT, event_ref.len());
-    k.extend_from_slice(event_ref);
+    let mut k = stream_key(group, STREAM_EVENT, stream, 8).ok()?;
+    k.extend_from_slice(&version.to_be_bytes());
     Some((k, stream.to_owned(), version))
 }
 
 /// Stream info of `stream`.
 pub fn stream_info(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
-    stream_key(group, SM_STREAM_INFO, stream, 0)
+    stream_key(group, STREAM_INFO, stream, 0)
 }
 
 /// Event-id index entry of event `event_id` in `stream`.
 pub fn event_id(group: GroupId, stream: &str, event_id: &str) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_EVENT_ID, stream, 17)?;
+    let mut k = stream_key(group, STREAM_EVENT_ID, stream, 17)?;
     crate::stored_id::encode_into(event_id, &mut k);
     Ok(k)
 }
@@ -269,14 +327,14 @@ pub fn actor_snapshot(
     stream: &str,
     version: u64,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_ACTOR_SNAPSHOT, stream, 8)?;
+    let mut k = stream_key(group, STREAM_ACTOR_SNAPSHOT, stream, 8)?;
     k.extend_from_slice(&version.to_be_bytes());
     Ok(k)
 }
 
 /// Prefix shared by every actor snapshot of `stream` (and nothing else).
 pub fn actor_snapshots_prefix(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
-    stream_key(group, SM_ACTOR_SNAPSHOT, stream, 0)
+    stream_key(group, STREAM_ACTOR_SNAPSHOT, stream, 0)
 }
 
 /// Time-index entry of the event at `version` of `stream`, written at
@@ -287,7 +345,7 @@ pub fn time_index(
     timestamp_ms: i64,
     version: u64,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, SM_TIME_INDEX, stream, 16)?;
+    let mut k = stream_key(group, STREAM_TIME_INDEX, stream, 16)?;
     k.extend_from_slice(&sortable_time(timestamp_ms));
     k.extend_from_slice(&version.to_be_bytes());
     Ok(k)
@@ -295,7 +353,7 @@ pub fn time_index(
 
 /// Prefix shared by every time-index entry of `stream` (and nothing else).
 pub fn time_index_prefix(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLong> {
-    stream_key(group, SM_TIME_INDEX, stream, 0)
+    stream_key(group, STREAM_TIME_INDEX, stream, 0)
 }
 
 /// `timestamp_ms` as 8 bytes that sort bytewise as the numbers do.
@@ -410,6 +468,68 @@ mod tests {
         assert_eq!((stream.as_str(), version), ("acct-7", 42));
         assert_eq!(stream_event_of_ref(9, &r[..r.len() - 1]), None);
         assert_eq!(stream_event_of_ref(9, &[0, 9, b'a']), None);
+    }
+
+    #[test]
+    fn a_streams_keys_sit_together_in_kind_order() {
+        let s = "acct-7";
+        let ordered = [
+            stream_info(2, s).expect("short"),
+            stream_event(2, s, 1).expect("short"),
+            stream_event(2, s, u64::MAX).expect("short"),
+            stream_events_end(2, s).expect("short"),
+            event_id(2, s, "0190a5e4-0000-7000-8000-000000000001").expect("short"),
+            actor_snapshot(2, s, 9).expect("short"),
+            time_index(2, s, -5, 128).expect("short"),
+        ];
+        assert!(ordered.is_sorted(), "{ordered:?}");
+        assert!(stream_info(2, "acct-6").expect("short") < ordered[0]);
+        assert!(*ordered.last().expect("keys") < stream_info(2, "acct-8").expect("short"));
+        assert!(is_stream_info(&ordered[0]));
+        assert!(ordered[1..].iter().all(|k| !is_stream_info(k)));
+        // (The end of the events is a bound, never a stored key.)
+        let point: Vec<bool> = ordered.iter().map(|k| is_point_key(k)).collect();
+        assert_eq!(point, [true, false, false, true, true, false, false]);
+        assert!(is_point_key(&applied(2)) && !is_point_key(&position(2, 1)));
+    }
+
+    #[test]
+    fn format_2_stream_keys_move_and_others_stay() {
+        let old = |tag: u8, rest: &[u8]| {
+            let mut k = vec![0, 0, 0, 5, tag, 0, 2, b'a', b'b'];
+            k.extend_from_slice(rest);
+            k
+        };
+        let v = 77u64.to_be_bytes();
+        assert_eq!(
+            from_format_2(&old(0x11, &v)),
+            stream_event(5, "ab", 77).ok()
+        );
+        assert_eq!(from_format_2(&old(0x12, &[])), stream_info(5, "ab").ok());
+        assert_eq!(
+            from_format_2(&old(0x14, &v)),
+            actor_snapshot(5, "ab", 77).ok()
+        );
+        let mut ts = (1_000i64.cast_unsigned() ^ (1 << 63))
+            .to_be_bytes()
+            .to_vec();
+        ts.extend_from_slice(&v);
+        assert_eq!(
+            from_format_2(&old(0x15, &ts)),
+            time_index(5, "ab", 1_000, 77).ok()
+        );
+        let id = "0190a5e4-0000-7000-8000-000000000001";
+        let mut stored = Vec::new();
+        crate::stored_id::encode_into(id, &mut stored);
+        assert_eq!(
+            from_format_2(&old(0x13, &stored)),
+            event_id(5, "ab", id).ok()
+        );
+        for kept in [applied(5), counters(5), position(5, 3), meta(5, "k")] {
+            assert_eq!(from_format_2(&kept), None);
+        }
+        // A stream id longer than the key: not a key format 2 wrote.
+        assert_eq!(from_format_2(&[0, 0, 0, 5, 0x11, 0, 9, b'a']), None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub mod command;
 mod entry_cache;
 mod error;
 pub mod event;
+mod format;
+mod info_cache;
 mod keys;
 mod log_store;
 mod projection_store;

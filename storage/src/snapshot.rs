@@ -11,7 +11,7 @@
 //!
 //! # Format
 //! ```text
-//! magic  b"CAIRNSM" ++ the storage format's digit (b"CAIRNSM2")
+//! magic  b"CAIRNSM" ++ the storage format's digit (b"CAIRNSM3")
 //! pair*  key_len: u32 BE, key (without the 4-byte group prefix), value_len: u32 BE, value
 //! end    0xFFFF_FFFF, pair count: u64 BE
 //! ```
@@ -35,7 +35,7 @@ use crate::type_config::{NodeId, TypeConfig};
 
 /// Ends in the storage format ([`keys::FORMAT`]): a replica never installs
 /// a snapshot whose keys it would misread.
-const MAGIC: &[u8; 8] = b"CAIRNSM2";
+const MAGIC: &[u8; 8] = b"CAIRNSM3";
 const END_MARK: u32 = u32::MAX;
 const GROUP_PREFIX: usize = 4;
 

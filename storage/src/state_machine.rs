@@ -273,4 +273,44 @@ mod tests {
         assert_eq!(events, 2);
         Ok(())
     }
+
+    /// The infos the state machine keeps between applies go with a snapshot
+    /// install: after one that takes the group back to before its stream
+    /// was written, the stream is new again.
+    #[tokio::test]
+    async fn a_snapshot_install_forgets_the_stream_infos_kept() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(3)?;
+        let empty = snapshot::serialize(&store, 3)?;
+        let create = |index| {
+            let mut append = append(1);
+            append.expected = ExpectedVersion::NoStream;
+            // A new id each time: a retry of the same one is idempotent.
+            append.events[0].id = format!("e{index}");
+            entry(
+                index,
+                EntryPayload::Normal(Command::Append {
+                    timestamp_ms: 1_000,
+                    appends: vec![append],
+                }),
+            )
+        };
+        let created = |results: Vec<CommandResult>| match results.as_slice() {
+            [CommandResult::Appended(r)] => r[0].as_ref().map(|o| o.last_version).ok(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(created(sm.apply([create(1)]).await?), Some(1));
+        assert_eq!(created(sm.apply([create(2)]).await?), None, "exists now");
+
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "empty".into(),
+        };
+        sm.install_snapshot(&meta, Box::new(SnapshotBytes::from_bytes(empty)))
+            .await?;
+        assert_eq!(created(sm.apply([create(1)]).await?), Some(1));
+        Ok(())
+    }
 }

@@ -222,7 +222,7 @@ impl Store {
             ColumnFamilyDescriptor::new(name, cf_options(&cache, write_buffer, family))
         });
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs)?);
-        check_format(&db, path)?;
+        crate::format::check(&db, path)?;
         let syncer = Syncer::start(Arc::clone(&db))
             .map_err(|e| Error::Task(format!("starting the log syncer thread: {e}")))?;
         Ok(Store {
@@ -404,48 +404,6 @@ impl Store {
 
     pub(crate) fn submit_flush(&self, cb: FlushCallback) -> Result<(), Error> {
         self.inner.syncer.submit(cb).map_err(|_| Error::ShutDown)
-    }
-}
-
-/// Refuses a store written in another layout; stamps a new one with
-/// [`keys::FORMAT`]. Format 1 had no stamp, so an unstamped store with
-/// state-machine data is format 1.
-fn check_format(db: &DB, path: &Path) -> Result<(), Error> {
-    let cf = |name| {
-        db.cf_handle(name)
-            .expect("every column family is created when the store is opened")
-    };
-    let found = match db.get_cf(cf(CF_NODE), keys::FORMAT_KEY)? {
-        Some(stamp) => {
-            let stamp: [u8; 4] = stamp.as_slice().try_into().map_err(|_| {
-                Error::Corrupt(format!("storage format stamp {stamp:?} is not 4 bytes"))
-            })?;
-            u32::from_be_bytes(stamp)
-        }
-        None => {
-            let mut opts = ReadOptions::default();
-            opts.set_total_order_seek(true);
-            let mut sm = db.raw_iterator_cf_opt(cf(CF_SM), opts);
-            sm.seek_to_first();
-            if sm.valid() {
-                1
-            } else {
-                let mut opts = WriteOptions::default();
-                opts.set_sync(true);
-                let stamp = keys::FORMAT.to_be_bytes();
-                db.put_cf_opt(cf(CF_NODE), keys::FORMAT_KEY, stamp, &opts)?;
-                keys::FORMAT
-            }
-        }
-    };
-    if found == keys::FORMAT {
-        Ok(())
-    } else {
-        Err(Error::Format {
-            path: path.to_path_buf(),
-            found,
-            expected: keys::FORMAT,
-        })
     }
 }
 

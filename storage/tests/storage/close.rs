@@ -59,7 +59,7 @@ async fn a_store_of_another_format_is_refused_at_open() -> anyhow::Result<()> {
             err,
             Error::Format {
                 found: 7,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),
@@ -67,7 +67,7 @@ async fn a_store_of_another_format_is_refused_at_open() -> anyhow::Result<()> {
     );
     let message = err.to_string();
     assert!(
-        message.contains("format 7") && message.contains("format 2"),
+        message.contains("format 7") && message.contains("format 3"),
         "{message}"
     );
     // Refusing wrote nothing: the stamp is still the one found.
@@ -98,7 +98,7 @@ async fn an_unstamped_store_with_data_is_format_1() -> anyhow::Result<()> {
     let store = Store::open(empty.path())?;
     assert_eq!(
         store.node_meta("storage-format")?.as_deref(),
-        Some(&2u32.to_be_bytes()[..])
+        Some(&3u32.to_be_bytes()[..])
     );
     store.close(Duration::from_secs(10)).await?;
     Ok(())
