@@ -130,9 +130,8 @@ mod tests {
         let tag = match key[kind_at] {
             0x00 => 0x12,
             0x01 => 0x11,
-            0x02 => 0x13,
-            0x03 => 0x14,
-            0x04 => 0x15,
+            0x02 => 0x14,
+            0x03 => 0x15,
             other => panic!("unknown kind {other:#x}"),
         };
         let mut old = key[..4].to_vec();

@@ -32,9 +32,9 @@
 //! | `group ++ 0x10 ++ position: u64` | the partition log: `stream ++ version: u64` of the event at that position |
 //! | `group ++ 0x30 ++ stream ++ 0x00` | postcard [`StreamInfo`](crate::StreamInfo) |
 //! | `group ++ 0x30 ++ stream ++ 0x01 ++ version: u64` | the event, stored once: postcard `StoredBody` (the event without its stream and version, which its key holds; its id as the `stored_id` module says) |
-//! | `group ++ 0x30 ++ stream ++ 0x02 ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
-//! | `group ++ 0x30 ++ stream ++ 0x03 ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
-//! | `group ++ 0x30 ++ stream ++ 0x04 ++ timestamp ++ version: u64` | time index: empty, one per [`TIME_INDEX_EVERY`] versions of a stream (see below) |
+//! | `group ++ 0x30 ++ stream ++ 0x02 ++ version: u64` | actor snapshot state, raw bytes (all versions are kept) |
+//! | `group ++ 0x30 ++ stream ++ 0x03 ++ timestamp ++ version: u64` | time index: empty, one per [`TIME_INDEX_EVERY`] versions of a stream (see below) |
+//! | `group ++ 0x13 ++ stream ++ stored event id` | event-id index: version `u64 BE` (the id, stored as the `stored_id` module says, is the key's tail, so needs no length) |
 //! | `group ++ 0x20 ++ key utf8` | metadata map value, raw bytes (the key is the key's tail) |
 //!
 //! where `stream` is `len: u16 BE ++ utf8 bytes`.
@@ -43,13 +43,15 @@
 //! it is one range scan; the partition log names each event's stream and
 //! version, so reading it in position order takes a second lookup per event.
 //!
-//! A stream's keys of every kind sit together (format 3), so an append's
-//! writes of one stream (its info, its events, their ids) are neighbours in
-//! the memtable: in a batch written in key order (`Applier::into_batch`)
+//! A stream's info, events, actor snapshots and time index sit together
+//! (format 3), so an append's info and events are neighbours in the
+//! memtable: in a batch written in key order (`Applier::into_batch`)
 //! RocksDB finds each one's place a short step from the previous one's,
 //! where format 2, which kept each kind of key of all streams together,
-//! made it search three distant places per append from the top of the
-//! skiplist (bench/README.md, session 14).
+//! made it search for the info and the events in two distant places per
+//! append from the top of the skiplist. The event-id index stays a range of
+//! its own: among the events, its random ids cost 4.5 bytes per event on
+//! disk after compression (bench/README.md, session 14).
 //!
 //! The time index holds the event at every version that is a multiple of
 //! [`TIME_INDEX_EVERY`], keyed by its timestamp (`i64` with the sign bit
@@ -64,11 +66,11 @@
 //! [`FORMAT`] is stored in the `node` column family under [`FORMAT_KEY`]
 //! (see the `format` module). Format 1 stored the event under its position
 //! and a version index pointing to it; a store in it is refused at open.
-//! Format 2 had this layout but for a stream's keys, which were
-//! `group ++ tag ++ stream ++ rest` with tags 0x11 (event), 0x12 (info),
-//! 0x13 (event id), 0x14 (actor snapshot) and 0x15 (time index); a store in
-//! it is upgraded at open ([`from_format_2`]), and those tags are never
-//! used again.
+//! Format 2 had this layout but for a stream's info, events, actor
+//! snapshots and time index, which were `group ++ tag ++ stream ++ rest`
+//! with tags 0x11 (event), 0x12 (info), 0x14 (actor snapshot) and 0x15
+//! (time index); a store in it is upgraded at open ([`from_format_2`]),
+//! and those tags are never used again.
 //!
 //! # Column family `snap` (latest Raft snapshot per group)
 //! | key | value |
@@ -104,18 +106,18 @@ const SM_POSITION: u8 = 0x10;
 const SM_STREAM: u8 = 0x30;
 const SM_META: u8 = 0x20;
 
+const SM_EVENT_ID: u8 = 0x13;
+
 // Kinds of a stream's keys, after its id (`group ++ SM_STREAM ++ stream`).
 const STREAM_INFO: u8 = 0x00;
 const STREAM_EVENT: u8 = 0x01;
-const STREAM_EVENT_ID: u8 = 0x02;
-const STREAM_ACTOR_SNAPSHOT: u8 = 0x03;
-const STREAM_TIME_INDEX: u8 = 0x04;
+const STREAM_ACTOR_SNAPSHOT: u8 = 0x02;
+const STREAM_TIME_INDEX: u8 = 0x03;
 
 /// Format 2's tag of each kind of a stream's key (see the module docs).
-const FORMAT_2_STREAM_TAGS: [(u8, u8); 5] = [
+const FORMAT_2_STREAM_TAGS: [(u8, u8); 4] = [
     (0x11, STREAM_EVENT),
     (0x12, STREAM_INFO),
-    (0x13, STREAM_EVENT_ID),
     (0x14, STREAM_ACTOR_SNAPSHOT),
     (0x15, STREAM_TIME_INDEX),
 ];
@@ -142,7 +144,7 @@ pub(crate) fn is_time_indexed(version: u64) -> bool {
 pub(crate) fn is_point_key(key: &[u8]) -> bool {
     match key.get(4) {
         Some(&SM_POSITION) => false,
-        Some(&SM_STREAM) => matches!(stream_kind(key), Some(STREAM_INFO | STREAM_EVENT_ID)),
+        Some(&SM_STREAM) => stream_kind(key) == Some(STREAM_INFO),
         _ => true,
     }
 }
@@ -201,6 +203,18 @@ fn push_stream(k: &mut Vec<u8>, stream: &str) -> Result<(), StreamTooLong> {
     Ok(())
 }
 
+/// `group ++ tag ++ stream`, with room for `extra` more bytes.
+fn tagged_stream_key(
+    group: GroupId,
+    tag: u8,
+    stream: &str,
+    extra: usize,
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = with_tag(group, tag, 2 + stream.len() + extra);
+    push_stream(&mut k, stream)?;
+    Ok(k)
+}
+
 /// `group ++ SM_STREAM ++ stream ++ kind`, with room for `extra` more bytes.
 fn stream_key(
     group: GroupId,
@@ -208,8 +222,7 @@ fn stream_key(
     stream: &str,
     extra: usize,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = with_tag(group, SM_STREAM, 2 + stream.len() + 1 + extra);
-    push_stream(&mut k, stream)?;
+    let mut k = tagged_stream_key(group, SM_STREAM, stream, 1 + extra)?;
     k.push(kind);
     Ok(k)
 }
@@ -316,7 +329,7 @@ pub fn stream_info(group: GroupId, stream: &str) -> Result<Vec<u8>, StreamTooLon
 
 /// Event-id index entry of event `event_id` in `stream`.
 pub fn event_id(group: GroupId, stream: &str, event_id: &str) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, STREAM_EVENT_ID, stream, 17)?;
+    let mut k = tagged_stream_key(group, SM_EVENT_ID, stream, 17)?;
     crate::stored_id::encode_into(event_id, &mut k);
     Ok(k)
 }
@@ -478,7 +491,6 @@ mod tests {
             stream_event(2, s, 1).expect("short"),
             stream_event(2, s, u64::MAX).expect("short"),
             stream_events_end(2, s).expect("short"),
-            event_id(2, s, "0190a5e4-0000-7000-8000-000000000001").expect("short"),
             actor_snapshot(2, s, 9).expect("short"),
             time_index(2, s, -5, 128).expect("short"),
         ];
@@ -487,9 +499,11 @@ mod tests {
         assert!(*ordered.last().expect("keys") < stream_info(2, "acct-8").expect("short"));
         assert!(is_stream_info(&ordered[0]));
         assert!(ordered[1..].iter().all(|k| !is_stream_info(k)));
-        // (The end of the events is a bound, never a stored key.)
         let point: Vec<bool> = ordered.iter().map(|k| is_point_key(k)).collect();
-        assert_eq!(point, [true, false, false, true, true, false, false]);
+        assert_eq!(point, [true, false, false, false, false, false]);
+        // The event-id index is a range of its own, and looked up.
+        let id = event_id(2, s, "0190a5e4-0000-7000-8000-000000000001").expect("short");
+        assert!(id < ordered[0] && is_point_key(&id) && !is_stream_info(&id));
         assert!(is_point_key(&applied(2)) && !is_point_key(&position(2, 1)));
     }
 
@@ -518,14 +532,9 @@ mod tests {
             from_format_2(&old(0x15, &ts)),
             time_index(5, "ab", 1_000, 77).ok()
         );
-        let id = "0190a5e4-0000-7000-8000-000000000001";
-        let mut stored = Vec::new();
-        crate::stored_id::encode_into(id, &mut stored);
-        assert_eq!(
-            from_format_2(&old(0x13, &stored)),
-            event_id(5, "ab", id).ok()
-        );
-        for kept in [applied(5), counters(5), position(5, 3), meta(5, "k")] {
+        let id = event_id(5, "ab", "0190a5e4-0000-7000-8000-000000000001").expect("short");
+        assert_eq!(id[4], 0x13, "format 2's event-id key");
+        for kept in [applied(5), counters(5), position(5, 3), id, meta(5, "k")] {
             assert_eq!(from_format_2(&kept), None);
         }
         // A stream id longer than the key: not a key format 2 wrote.
