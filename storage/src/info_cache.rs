@@ -4,14 +4,17 @@
 //! Every append reads its stream's info (version, deletion, retention) before
 //! writing it back. A stream that is written to is usually written to again
 //! soon, and its info then sits in the memtable: the lookup is a search of a
-//! skiplist of ~10^5 keys whose lower levels miss the CPU caches. Under
-//! single-event appends from 256 writers those searches were ~9% of the
-//! nodes' CPU (bench/README.md, session 14). The state machine is the only
-//! writer of a group's infos, so it can keep the ones it wrote: a cached
-//! value is the stored one as long as every write of the group goes through
-//! it, which holds because the cache lives in the state machine's
-//! [`Written`](crate::apply::Written) and is dropped with it after a failed
-//! apply or a snapshot install.
+//! skiplist of ~10^5 keys whose lower levels miss the CPU caches, ~8% of the
+//! nodes' CPU under single-event appends from 256 writers. Skipping it saves
+//! less than that (the insert that follows then pays those cache misses:
+//! a few percent, bench/README.md, session 14), and spares the lookup of an
+//! info flushed out of the memtable, which reads an SST block instead.
+//!
+//! The state machine is the only writer of a group's infos, so it can keep
+//! the ones it wrote: a cached value is the stored one as long as every
+//! write of the group goes through it, which holds because the cache lives
+//! in the state machine's [`Written`](crate::apply::Written) and is dropped
+//! with it after a failed apply or a snapshot install.
 
 use std::collections::HashMap;
 

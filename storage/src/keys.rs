@@ -9,7 +9,8 @@
 //!    is `0xFF`, so `[group ++ 0x00, group ++ 0xFF)` ([`group_range`]) holds all
 //!    of a group's keys and nothing else, for every group id including
 //!    [`META_GROUP`](crate::META_GROUP) (`0xFFFF_FFFF`).
-//! 2. **A stream is one contiguous range, and so is each kind of its keys.**
+//! 2. **Each kind of a stream's keys is one contiguous range**, and its
+//!    info, events, actor snapshots and time index together are one too.
 //!    Stream ids are written as `len: u16 BE ++ utf8 bytes`, so the keys of
 //!    stream `"a"` can never be a prefix of (or interleave with) those of
 //!    stream `"ab"`.
@@ -103,10 +104,9 @@ const LOG_ENTRY: u8 = 0x10;
 const SM_APPLIED: u8 = 0x01;
 const SM_COUNTERS: u8 = 0x02;
 const SM_POSITION: u8 = 0x10;
-const SM_STREAM: u8 = 0x30;
-const SM_META: u8 = 0x20;
-
 const SM_EVENT_ID: u8 = 0x13;
+const SM_META: u8 = 0x20;
+const SM_STREAM: u8 = 0x30;
 
 // Kinds of a stream's keys, after its id (`group ++ SM_STREAM ++ stream`).
 const STREAM_INFO: u8 = 0x00;
