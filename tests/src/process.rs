@@ -15,6 +15,8 @@ use crate::wait::eventually;
 pub struct ProcessCluster {
     root: TempDir,
     peers: BTreeMap<u64, String>,
+    /// Flags every node is started with beyond the ones it must have.
+    extra_args: Vec<String>,
     children: BTreeMap<u64, Child>,
 }
 
@@ -49,6 +51,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl ProcessCluster {
     /// Starts `n` nodes and waits until every partition has a leader.
     pub async fn start(n: u64) -> ProcessCluster {
+        ProcessCluster::start_with(n, &[]).await
+    }
+
+    /// [`ProcessCluster::start`], every node started (and restarted) with
+    /// `extra_args` on top of its id, address, data directory and peers.
+    pub async fn start_with(n: u64, extra_args: &[&str]) -> ProcessCluster {
         let ports = free_ports(n as usize);
         let peers = (1..=n)
             .zip(ports)
@@ -57,6 +65,7 @@ impl ProcessCluster {
         let mut cluster = ProcessCluster {
             root: TempDir::new().expect("temp dir"),
             peers,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             children: BTreeMap::new(),
         };
         for id in 1..=n {
@@ -100,6 +109,7 @@ impl ProcessCluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--peers", &self.peers_flag()])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

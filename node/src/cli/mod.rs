@@ -63,6 +63,14 @@ impl Command {
             _ => "warn",
         }
     }
+
+    /// The runtime's worker threads, when the command sets them.
+    pub fn worker_threads(&self) -> Option<usize> {
+        match self {
+            Command::Serve(args) => args.worker_threads,
+            _ => None,
+        }
+    }
 }
 
 /// Runs the parsed command to completion.

@@ -11,6 +11,7 @@ use cairn_node::config::{
     DEFAULT_SNAPSHOT_EVERY,
 };
 use clap::Args;
+use clap::builder::RangedU64ValueParser;
 
 use super::parse::{self, UsageError};
 
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// machines that stall for seconds; all nodes should use the same.
     #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT.as_millis() as u64, value_name = "MS")]
     pub election_timeout: u64,
+    /// Threads that run the node's tasks [default: one per core]. Lower it
+    /// where several nodes share a machine: each then wakes its tasks on
+    /// fewer threads, with fewer context switches between them.
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub worker_threads: Option<usize>,
 }
 
 impl ServeArgs {

@@ -225,3 +225,47 @@ async fn sigterm_ends_the_streams_held_open_to_a_node_and_it_exits_cleanly() {
     ));
     assert_eq!(deposit["version"], 2, "{deposit}");
 }
+
+/// `--worker-threads`: nodes that each run their tasks on one thread serve
+/// appends and actor calls through any node, also after one of them is
+/// killed and restarted; a count of 0 is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_worker_thread_each_serve_and_recover() {
+    let mut cluster = ProcessCluster::start_with(3, &["--worker-threads", "1"]).await;
+    for (via, n) in [(1, 1), (2, 2), (3, 3)] {
+        let appended = ok(cluster.cli_on(
+            via,
+            &[
+                "stream",
+                "append",
+                "threads",
+                &format!(r#"{{"type":"N","data":{{"n":{n}}}}}"#),
+            ],
+        ));
+        assert_eq!(appended["lastVersion"], n, "{appended}");
+    }
+    cluster.kill(2);
+    cluster.spawn(2);
+    cluster.wait_ready().await;
+    let read = ok(cluster.cli_on(2, &["stream", "read", "threads"]));
+    assert_eq!(read["events"].as_array().map(Vec::len), Some(3), "{read}");
+    let created = ok(cluster.cli_on(
+        2,
+        &[
+            "actor",
+            "ask",
+            "user",
+            "bob",
+            r#"{"type":"CREATE_USER","userId":"bob","name":"Bob","email":"bob@example.com"}"#,
+        ],
+    ));
+    assert_eq!(created["version"], 1, "{created}");
+
+    let refused = std::process::Command::new(cairn_tests::process::cairn_binary())
+        .args(["serve", "--worker-threads", "0"])
+        .output()
+        .expect("run cairn serve");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
+}
