@@ -240,6 +240,7 @@ impl CairnCluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--peers", &self.peers])
+            .args(["--worker-threads", &crate::member_threads().to_string()])
             .args(&self.extra_args);
         let log = self.dir.path().join(format!("node{id}.log"));
         let node = ChildProcess::spawn(&format!("cairn node {id}"), command, &log)?;

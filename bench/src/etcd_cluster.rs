@@ -65,7 +65,8 @@ impl EtcdCluster {
                 .args(["--initial-cluster", &initial_cluster])
                 .args(["--initial-cluster-token", "cairn-bench"])
                 .args(["--initial-cluster-state", "new"])
-                .args(["--logger", "zap", "--log-outputs", "stderr"]);
+                .args(["--logger", "zap", "--log-outputs", "stderr"])
+                .env("GOMAXPROCS", crate::member_threads().to_string());
             let log = dir.path().join(format!("{name}.log"));
             members.push(ChildProcess::spawn(&format!("etcd {name}"), command, &log)?);
         }

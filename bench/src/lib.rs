@@ -64,7 +64,7 @@ pub use hot::{Hot, HotStream};
 pub use load::{BackgroundLoad, LoadSpec, Measurement, measure};
 pub use peers::Peers;
 pub use postgres_server::PostgresServer;
-pub use process::{ChildProcess, free_ports};
+pub use process::{ChildProcess, free_ports, member_threads};
 pub use report::{Fact, Facts, Report, Row};
 pub use target::Target;
 pub use wait::wait_for;

@@ -1,5 +1,6 @@
 //! [`ChildProcess`]: a server process the harness started, killed when
-//! dropped; [`free_ports`]: ephemeral loopback ports for it.
+//! dropped; [`free_ports`]: ephemeral loopback ports for it;
+//! [`member_threads`]: the threads each cluster member may run on.
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;
@@ -85,6 +86,18 @@ impl ChildProcess {
         }
         self.stop().await
     }
+}
+
+/// The threads each member of a three-member cluster on this one machine
+/// runs its work on: a third of the machine's cores, at least one. Cairn
+/// nodes get it as `--worker-threads`, etcd members as `GOMAXPROCS`; left to
+/// themselves, each would run as many threads as the machine has cores,
+/// three times over, and pay for the switches between them (on 2 cores,
+/// Cairn nodes with one thread each spent 10-15% less CPU per append under
+/// 16 writers: bench/README.md, session 14).
+pub fn member_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 3).max(1)
 }
 
 /// `n` distinct loopback ports that were free a moment ago (held open
