@@ -22,20 +22,22 @@ fn leader_of(cluster: &ProcessCluster, via: u64, stream: &str) -> Result<u64, St
         .ok_or_else(|| format!("no leader: {status}"))
 }
 
+/// Asks node `via` to create user `id`; returns the reply.
+fn create_user(cluster: &ProcessCluster, via: u64, id: &str, name: &str) -> Value {
+    let command = serde_json::json!({
+        "type": "CREATE_USER",
+        "userId": id,
+        "name": name,
+        "email": format!("{id}@example.com"),
+    });
+    ok(cluster.cli_on(via, &["actor", "ask", "user", id, &command.to_string()]))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_scenario_survives_kill_9_of_the_leader_and_a_restart() {
     let mut cluster = ProcessCluster::start(3).await;
 
-    let created = ok(cluster.cli_on(
-        1,
-        &[
-            "actor",
-            "ask",
-            "user",
-            "alice",
-            r#"{"type":"CREATE_USER","userId":"alice","name":"Alice","email":"alice@example.com"}"#,
-        ],
-    ));
+    let created = create_user(&cluster, 1, "alice", "Alice");
     assert_eq!(created["version"], 1, "{created}");
     ok(cluster.cli_on(
         2,
@@ -249,16 +251,7 @@ async fn nodes_on_one_worker_thread_each_serve_and_recover() {
     cluster.wait_ready().await;
     let read = ok(cluster.cli_on(2, &["stream", "read", "threads"]));
     assert_eq!(read["events"].as_array().map(Vec::len), Some(3), "{read}");
-    let created = ok(cluster.cli_on(
-        2,
-        &[
-            "actor",
-            "ask",
-            "user",
-            "bob",
-            r#"{"type":"CREATE_USER","userId":"bob","name":"Bob","email":"bob@example.com"}"#,
-        ],
-    ));
+    let created = create_user(&cluster, 2, "bob", "Bob");
     assert_eq!(created["version"], 1, "{created}");
 
     let refused = std::process::Command::new(cairn_tests::process::cairn_binary())
