@@ -118,29 +118,6 @@ mod tests {
     use crate::command::{Command, ExpectedVersion, NewEvent, StreamAppend};
     use crate::store::{Store, View};
 
-    /// The format-2 key of a format-3 stream key, for writing stores as
-    /// format 2 did: `group ++ tag ++ stream ++ rest` with format 2's tag
-    /// for each kind.
-    fn to_format_2(key: &[u8]) -> Option<Vec<u8>> {
-        if key.get(4) != Some(&0x30) {
-            return None;
-        }
-        let len = usize::from(u16::from_be_bytes([key[5], key[6]]));
-        let kind_at = 7 + len;
-        let tag = match key[kind_at] {
-            0x00 => 0x12,
-            0x01 => 0x11,
-            0x02 => 0x14,
-            0x03 => 0x15,
-            other => panic!("unknown kind {other:#x}"),
-        };
-        let mut old = key[..4].to_vec();
-        old.push(tag);
-        old.extend_from_slice(&key[5..kind_at]);
-        old.extend_from_slice(&key[kind_at + 1..]);
-        Some(old)
-    }
-
     fn sm_contents(store: &Store) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut all = Vec::new();
         View::new(store).scan(CF_SM, &[], &[0xFF; 8], |k, v| {
@@ -227,7 +204,7 @@ mod tests {
         let sm = store.cf(CF_SM);
         let mut stream_keys = 0;
         for (k, v) in written.iter().step_by(every) {
-            if let Some(old) = to_format_2(k) {
+            if let Some(old) = keys::to_format_2(k) {
                 as_format_2.delete_cf(sm, k);
                 as_format_2.put_cf(sm, old, v);
                 stream_keys += 1;

@@ -414,6 +414,23 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The format-2 key of a format-3 stream key (the inverse of
+/// [`from_format_2`]), for tests that write stores as format 2 did.
+#[cfg(test)]
+pub(crate) fn to_format_2(key: &[u8]) -> Option<Vec<u8>> {
+    if key.get(4) != Some(&SM_STREAM) {
+        return None;
+    }
+    let kind_at = stream_id_end(key)?;
+    let kind = *key.get(kind_at)?;
+    let (tag, _) = FORMAT_2_STREAM_TAGS.iter().find(|(_, k)| *k == kind)?;
+    let mut old = key[..4].to_vec();
+    old.push(*tag);
+    old.extend_from_slice(&key[5..kind_at]);
+    old.extend_from_slice(&key[kind_at + 1..]);
+    Some(old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

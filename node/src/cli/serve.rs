@@ -170,6 +170,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         peers = ?config.peers,
         partitions = config.partitions,
         replication = config.replication,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "starting cairn node"
     );
     let shutdown = shutdown_signal()?;

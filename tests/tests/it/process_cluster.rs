@@ -234,6 +234,10 @@ async fn sigterm_ends_the_streams_held_open_to_a_node_and_it_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_one_worker_thread_each_serve_and_recover() {
     let mut cluster = ProcessCluster::start_with(3, &["--worker-threads", "1"]).await;
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        assert!(log.contains("worker_threads=1"), "node {id}: {log}");
+    }
     for (via, n) in [(1, 1), (2, 2), (3, 3)] {
         let appended = ok(cluster.cli_on(
             via,
