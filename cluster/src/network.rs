@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn_storage::{GroupId, NodeId, TypeConfig};
+use cairn_storage::{GroupId, LogDurability, NodeId, TypeConfig};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -78,20 +78,25 @@ pub struct GroupNetworkFactory {
     group: GroupId,
     transport: Arc<dyn RaftTransport>,
     snapshots_sent: Arc<AtomicU64>,
+    durability: LogDurability,
 }
 
 impl GroupNetworkFactory {
     /// The factory for `group`, sending over `transport`; every snapshot
-    /// its clients stream counts in `snapshots_sent`.
+    /// its clients stream counts in `snapshots_sent`. A commit index goes
+    /// to followers only once `durability` has this node's copy of what it
+    /// covers on disk.
     pub fn new(
         group: GroupId,
         transport: Arc<dyn RaftTransport>,
         snapshots_sent: Arc<AtomicU64>,
+        durability: LogDurability,
     ) -> GroupNetworkFactory {
         GroupNetworkFactory {
             group,
             transport,
             snapshots_sent,
+            durability,
         }
     }
 }
@@ -106,6 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             snapshots_sent: self.snapshots_sent.clone(),
+            durability: self.durability.clone(),
         }
     }
 }
@@ -117,6 +123,7 @@ pub struct GroupNetwork {
     addr: String,
     transport: Arc<dyn RaftTransport>,
     snapshots_sent: Arc<AtomicU64>,
+    durability: LogDurability,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -184,6 +191,14 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        // A follower applies what the commit index covers: not before this
+        // leader's own copy is durable (see `cairn_storage::LogDurability`).
+        if let Some(committed) = rpc.leader_commit {
+            self.durability
+                .durable(committed.index)
+                .await
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        }
         self.send(RpcKind::AppendEntries, &rpc).await
     }
 
@@ -241,5 +256,67 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         _option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.send(RpcKind::Vote, &rpc).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use openraft::CommittedLeaderId;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Answers every AppendEntries with success, and tells which it got.
+    struct Recorder(mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>);
+
+    impl RaftTransport for Recorder {
+        fn call(
+            &self,
+            _target: NodeId,
+            _addr: &str,
+            _group: GroupId,
+            _kind: RpcKind,
+            payload: Vec<u8>,
+        ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+            let request = decode(&payload).expect("an AppendEntries");
+            let _ = self.0.send(request);
+            let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                Ok(AppendEntriesResponse::Success);
+            Box::pin(async move { Ok(encode(&answer)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_index_goes_out_only_once_the_leader_holds_it_durably() {
+        let (tx, mut sent) = mpsc::unbounded_channel();
+        let durability = LogDurability::default();
+        let mut factory = GroupNetworkFactory::new(
+            1,
+            Arc::new(Recorder(tx)),
+            Arc::default(),
+            durability.clone(),
+        );
+        let mut network = factory.new_client(2, &BasicNode::default()).await;
+        let id = durability.written(5);
+        let request = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(1, 1), 5)),
+        };
+        let call = tokio::spawn(async move {
+            let option = RPCOption::new(Duration::from_secs(1));
+            network.append_entries(request, option).await
+        });
+        let early = tokio::time::timeout(Duration::from_millis(100), sent.recv()).await;
+        assert!(
+            early.is_err(),
+            "the commit index left before the leader's fsync"
+        );
+        durability.flushed(id, Ok(()));
+        let answer = call.await.expect("call ran").expect("answered");
+        assert!(matches!(answer, AppendEntriesResponse::Success));
+        assert!(sent.try_recv().is_ok());
     }
 }

@@ -162,8 +162,13 @@ impl ClusterNode {
             let raft = Raft::new(
                 me,
                 raft_config.clone(),
-                GroupNetworkFactory::new(group, transport.clone(), sent),
-                store.log_store(group),
+                GroupNetworkFactory::new(
+                    group,
+                    transport.clone(),
+                    sent,
+                    store.log_durability(group),
+                ),
+                store.leader_log_store(group, me),
                 store.state_machine(group)?,
             )
             .await

@@ -12,6 +12,8 @@
 //! - `store`: [`Store`], the node's RocksDB.
 //! - `syncer`: the thread that group-commits log fsyncs for a [`Store`].
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
+//! - `log_durability`: [`LogDurability`], the leader's log appends reported
+//!   before their fsync, and what waits for it.
 //! - `entry_cache`: the newest entries of a group's log, in memory, for replication.
 //! - `state_machine`: [`StateMachine`], openraft's `RaftStateMachine` for one group.
 //! - `applied_watch`: per-group watches of the last applied log index.
@@ -35,6 +37,7 @@ pub mod event;
 mod format;
 mod info_cache;
 mod keys;
+mod log_durability;
 mod log_store;
 mod projection_store;
 mod reader;
@@ -55,6 +58,7 @@ pub use command::{
 pub use error::{Error, encode_exact};
 pub use event::{ActorSnapshot, EventRef, RecordedEvent, StreamInfo};
 pub use keys::{MAX_STREAM_ID_LEN, TIME_INDEX_EVERY};
+pub use log_durability::LogDurability;
 pub use log_store::LogStore;
 pub use projection_store::ProjectionChanges;
 pub use reader::{LogPage, Reader};

@@ -16,6 +16,7 @@ use crate::command::GroupId;
 use crate::entry_cache::EntryCache;
 use crate::error::{Error, blocking, decode, encode, encode_into};
 use crate::keys;
+use crate::log_durability::LogDurability;
 use crate::store::{CF_LOG, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
 
@@ -30,7 +31,10 @@ use crate::type_config::{NodeId, TypeConfig};
 ///
 /// Guarantees: an appended entry is readable as soon as `append` returns and
 /// durable (fsynced) before its `LogFlushed` callback is called, with one
-/// fsync shared by all appends waiting at that moment, across all groups; a
+/// fsync shared by all appends waiting at that moment, across all groups
+/// (except the leader's own appends on a log store made with
+/// [`Store::leader_log_store`]: reported once written, and waited for by
+/// [`crate::LogDurability`] instead); a
 /// saved vote is durable when `save_vote` returns; truncation is durable when
 /// `truncate` returns; purging may become durable later (it is idempotent).
 /// Cheap to clone; clones see the same log, and share a cache of its newest
@@ -40,6 +44,10 @@ pub struct LogStore {
     store: Store,
     group: GroupId,
     cache: Arc<Mutex<EntryCache>>,
+    /// This node, when its appends may be reported before their fsync
+    /// while it leads (see `log_durability`).
+    me: Option<NodeId>,
+    durability: LogDurability,
 }
 
 fn log_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
@@ -51,11 +59,14 @@ fn vote_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
 }
 
 impl LogStore {
-    pub(crate) fn new(store: Store, group: GroupId) -> LogStore {
+    pub(crate) fn new(store: Store, group: GroupId, me: Option<NodeId>) -> LogStore {
+        let durability = store.log_durability(group);
         LogStore {
             store,
             group,
             cache: Arc::default(),
+            me,
+            durability,
         }
     }
 
@@ -168,7 +179,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             this.store.write(batch, true)
         })
         .await
-        .map_err(|e| vote_err(e, ErrorVerb::Write))
+        .map_err(|e| vote_err(e, ErrorVerb::Write))?;
+        // A committed vote naming this node: it leads the term, and what it
+        // appends from now on is its own.
+        let leading =
+            vote.is_committed() && self.me.is_some() && vote.leader_id().voted_for() == self.me;
+        self.durability.vote_saved(leading);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -188,19 +205,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let on_durable: crate::syncer::FlushCallback =
-            Box::new(move |r| callback.log_io_completed(r));
         let write_err = |e| log_err(e, ErrorVerb::Write);
-        if entries_size(&entries) <= INLINE_APPEND_BYTES {
-            let (batch, sizes) = self.batch(&entries).map_err(write_err)?;
-            if self.store.write_unless_stalled(batch).map_err(write_err)? {
-                return self.written(entries, sizes, on_durable).map_err(write_err);
-            }
+        // A membership change goes the long way: openraft moves on to the
+        // next step of a change once it counts one committed, and only the
+        // outputs of ordinary entries wait on `durability`.
+        let early = self.durability.leading()
+            && !entries
+                .iter()
+                .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
+        let leader_first = entries
+            .first()
+            .filter(|_| early)
+            .map(|entry| entry.log_id.index);
+        let Some(first) = leader_first else {
+            let on_durable: crate::syncer::FlushCallback =
+                Box::new(move |r| callback.log_io_completed(r));
+            return self
+                .append_entries(entries, on_durable)
+                .await
+                .map_err(write_err);
+        };
+        // The leader's own entries: reported as soon as they are written;
+        // what must not run before their fsync waits on `durability`.
+        let durability = self.durability.clone();
+        let id = durability.written(first);
+        let on_durable: crate::syncer::FlushCallback = Box::new(move |r| durability.flushed(id, r));
+        if let Err(e) = self.append_entries(entries, on_durable).await {
+            // Never to be durable: whatever waits for it fails too.
+            let failed = std::io::Error::other(e.to_string());
+            self.durability.flushed(id, Err(failed));
+            return Err(write_err(e));
         }
-        let this = self.clone();
-        blocking(move || this.append_then(entries, on_durable))
-            .await
-            .map_err(write_err)
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -214,6 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 keys::log_entries_end(g),
             );
             this.store.write(batch, true)?;
+            this.durability.synced();
             this.cache().truncate_from(log_id.index);
             Ok(())
         })
@@ -267,6 +305,24 @@ fn entries_size(entries: &[Entry<TypeConfig>]) -> usize {
 }
 
 impl LogStore {
+    /// Writes `entries` and queues `on_durable` for the fsync that covers
+    /// them: on the Raft core's task when small (see
+    /// [`INLINE_APPEND_BYTES`]), else on the blocking pool.
+    async fn append_entries(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+        on_durable: crate::syncer::FlushCallback,
+    ) -> Result<(), Error> {
+        if entries_size(&entries) <= INLINE_APPEND_BYTES {
+            let (batch, sizes) = self.batch(&entries)?;
+            if self.store.write_unless_stalled(batch)? {
+                return self.written(entries, sizes, on_durable);
+            }
+        }
+        let this = self.clone();
+        blocking(move || this.append_then(entries, on_durable)).await
+    }
+
     /// Writes `entries` (readable at once, not yet durable) and queues
     /// `on_durable` for the syncer thread, which calls it after the fsync
     /// that covers them.

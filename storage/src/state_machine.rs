@@ -11,6 +11,7 @@ use openraft::{
 use crate::apply::{Written, apply_entries, events_in, read_applied};
 use crate::command::{CommandResult, GroupId};
 use crate::error::{Error, blocking};
+use crate::log_durability::LogDurability;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::snapshot_bytes::SnapshotBytes;
 use crate::store::Store;
@@ -31,16 +32,20 @@ pub struct StateMachine {
     /// What the last write left; `None` until read, and after a failed
     /// apply or a snapshot install (read again on the next apply).
     written: Option<Written>,
+    /// The leader's log entries not yet fsynced: applies wait for them.
+    durability: LogDurability,
 }
 
 impl StateMachine {
     pub(crate) fn open(store: Store, group: GroupId) -> Result<StateMachine, Error> {
         // Fail now, not on the first Raft call, if the applied state is unreadable.
         let written = Written::read(&store, group)?;
+        let durability = store.log_durability(group);
         Ok(StateMachine {
             store,
             group,
             written: Some(written),
+            durability,
         })
     }
 
@@ -84,6 +89,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        // Nothing committed is applied (and so seen by anyone) before the
+        // leader's own copy is durable (see `log_durability`).
+        if let Some(last) = entries.last() {
+            self.durability
+                .durable(last.log_id.index)
+                .await
+                .map_err(|e| Self::sm_err(e, ErrorVerb::Write))?;
+        }
         let store = self.store.clone();
         let group = self.group;
         let written = self.written.take();
@@ -218,6 +231,30 @@ mod tests {
         };
         sm.apply([entry(2, EntryPayload::Normal(delete))]).await?;
         assert_eq!(time_index_entries(&store, 3)?, 0);
+        Ok(())
+    }
+
+    /// A leader's entry reported before its fsync is applied (and so seen
+    /// by anyone) only once that fsync is done.
+    #[tokio::test]
+    async fn an_apply_waits_for_the_leaders_fsync_of_its_entries() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut sm = store.state_machine(3)?;
+        let durability = store.log_durability(3);
+        let id = durability.written(1);
+        let written = Command::Append {
+            timestamp_ms: 1_000,
+            appends: vec![append(1)],
+        };
+        let apply = sm.apply([entry(1, EntryPayload::Normal(written))]);
+        tokio::pin!(apply);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), &mut apply).await;
+        assert!(early.is_err(), "applied before the leader's fsync");
+        assert_eq!(store.reader().last_position(3)?, 0, "nothing visible yet");
+        durability.flushed(id, Ok(()));
+        apply.await?;
+        assert_eq!(store.reader().last_position(3)?, 1);
         Ok(())
     }
 

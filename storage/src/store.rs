@@ -1,6 +1,6 @@
 //! [`Store`]: the node's one RocksDB, shared by every Raft group on the node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,11 +15,13 @@ use crate::applied_watch::AppliedWatch;
 use crate::command::GroupId;
 use crate::error::Error;
 use crate::keys;
+use crate::log_durability::LogDurability;
 use crate::log_store::LogStore;
 use crate::reader::Reader;
 use crate::recent::Recent;
 use crate::state_machine::StateMachine;
 use crate::syncer::{FlushCallback, Syncer};
+use crate::type_config::NodeId;
 
 /// Column family of the Raft logs, votes and committed ids.
 pub(crate) const CF_LOG: &str = "log";
@@ -87,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) recent: Recent,
     /// The last applied log index of each group.
     pub(crate) applied: AppliedWatch,
+    /// Each group's log appends reported before their fsync.
+    durability: Mutex<HashMap<GroupId, LogDurability>>,
     path: PathBuf,
     // Declared last, so dropped after `db` is closed: never sent on, its
     // drop is what wakes [`Store::close`].
@@ -232,6 +236,7 @@ impl Store {
                 snapshot_lock: Mutex::new(()),
                 recent: Recent::default(),
                 applied: AppliedWatch::default(),
+                durability: Mutex::default(),
                 path: path.to_path_buf(),
                 closed: watch::Sender::new(()),
             }),
@@ -239,8 +244,28 @@ impl Store {
     }
 
     /// The Raft log storage of `group` (created empty on first use).
+    /// Every append is reported to openraft once durable.
     pub fn log_store(&self, group: GroupId) -> LogStore {
-        LogStore::new(self.clone(), group)
+        LogStore::new(self.clone(), group, None)
+    }
+
+    /// The Raft log storage of `group` on node `me`: while `me` leads the
+    /// group, its appends are reported before their fsync, and what
+    /// [`Store::log_durability`] guards waits for it.
+    pub fn leader_log_store(&self, group: GroupId, me: NodeId) -> LogStore {
+        LogStore::new(self.clone(), group, Some(me))
+    }
+
+    /// Which of `group`'s log entries the leader reported before their
+    /// fsync: its state machine waits here before applying them, and its
+    /// network before sending followers a commit index that covers them.
+    pub fn log_durability(&self, group: GroupId) -> LogDurability {
+        let mut groups = self
+            .inner
+            .durability
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups.entry(group).or_default().clone()
     }
 
     /// The state machine of `group` (empty on first use). Use one at a time

@@ -222,6 +222,16 @@ impl TestCluster {
         applied
     }
 
+    /// How many of `group`'s log appends node `id` reported to Raft before
+    /// their fsync (only a leader's own appends may be).
+    pub fn early_appends(&self, id: NodeId, group: GroupId) -> u64 {
+        self.nodes[&id]
+            .cluster()
+            .store()
+            .log_durability(group)
+            .early_appends()
+    }
+
     /// Shuts every node down.
     pub async fn shutdown(mut self) {
         for id in self.running() {

@@ -81,7 +81,7 @@ async fn start(store: &Store, group: GroupId) -> Result<Raft<TypeConfig>> {
         1,
         Arc::new(config),
         Alone,
-        store.log_store(group),
+        store.leader_log_store(group, 1),
         store.state_machine(group)?,
     )
     .await?;
@@ -129,6 +129,12 @@ async fn single_node_groups_commit_apply_snapshot_and_restart() -> Result<()> {
 
     let reader = store.reader();
     for g in GROUPS {
+        // The leader reported its appends before their fsync, and applied
+        // each only once it was durable.
+        assert!(
+            store.log_durability(g).early_appends() > 0,
+            "group {g}: the leader's appends took the early path"
+        );
         assert_eq!(reader.last_position(g)?, WRITERS as u64, "group {g}");
         let positions: Vec<u64> = reader
             .read_partition_log(g, 1, 1000)?

@@ -231,6 +231,17 @@ async fn losing_the_leader_keeps_every_acknowledged_event() {
     let mut cluster = TestCluster::start(3, 2, test_tuning(10_000)).await;
     let client = cluster.client_any().await;
     ask(&client, "account", "acc", json!({"type":"OPEN"})).await;
+    let group = cluster.partition_of_actor("account", "acc");
+    let leader = cluster.leader_of(group).await;
+    let followers: Vec<_> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let early = |cluster: &TestCluster| {
+        [leader, followers[0], followers[1]].map(|id| cluster.early_appends(id, group))
+    };
+    let before = early(&cluster);
     for _ in 0..25 {
         ask(
             &client,
@@ -240,8 +251,12 @@ async fn losing_the_leader_keeps_every_acknowledged_event() {
         )
         .await;
     }
-    let group = cluster.partition_of_actor("account", "acc");
-    let leader = cluster.leader_of(group).await;
+    // The leader's fsyncs ran alongside its followers' (it reported its
+    // own appends before them); a follower reports an append only once it
+    // is durable.
+    let after = early(&cluster);
+    assert!(after[0] > before[0], "leader: {before:?} -> {after:?}");
+    assert_eq!(after[1..], before[1..], "followers");
     cluster.stop(leader).await;
 
     let survivor = *cluster.running().first().expect("two nodes left");
