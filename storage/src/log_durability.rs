@@ -104,6 +104,11 @@ impl LogDurability {
     /// and appends take the early path from now on only if `leading`.
     pub(crate) fn vote_saved(&self, leading: bool) {
         self.synced();
+        self.set_leading(leading);
+    }
+
+    /// Whether appends take the early path from now on.
+    pub(crate) fn set_leading(&self, leading: bool) {
         self.inner.leading.store(leading, Ordering::Release);
     }
 

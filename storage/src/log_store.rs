@@ -180,19 +180,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(|e| vote_err(e, ErrorVerb::Write))?;
-        // A committed vote naming this node: it leads the term, and what it
-        // appends from now on is its own.
-        let leading =
-            vote.is_committed() && self.me.is_some() && vote.leader_id().voted_for() == self.me;
-        self.durability.vote_saved(leading);
+        self.durability.vote_saved(self.leads(&vote));
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         let this = self.clone();
-        blocking(move || this.get_value("vote", &keys::vote(this.group)))
-            .await
-            .map_err(|e| vote_err(e, ErrorVerb::Read))
+        let vote: Option<Vote<NodeId>> =
+            blocking(move || this.get_value("vote", &keys::vote(this.group)))
+                .await
+                .map_err(|e| vote_err(e, ErrorVerb::Read))?;
+        // At start: a replica that led before it stopped leads its term
+        // again at once, without saving a vote.
+        if let Some(vote) = &vote {
+            self.durability.set_leading(self.leads(vote));
+        }
+        Ok(vote)
     }
 
     async fn append<I>(
@@ -305,6 +308,12 @@ fn entries_size(entries: &[Entry<TypeConfig>]) -> usize {
 }
 
 impl LogStore {
+    /// Whether `vote` makes this node the leader of its term (a committed
+    /// vote naming it): what it appends under it is its own.
+    fn leads(&self, vote: &Vote<NodeId>) -> bool {
+        self.me.is_some() && vote.is_committed() && vote.leader_id().voted_for() == self.me
+    }
+
     /// Writes `entries` and queues `on_durable` for the fsync that covers
     /// them: on the Raft core's task when small (see
     /// [`INLINE_APPEND_BYTES`]), else on the blocking pool.

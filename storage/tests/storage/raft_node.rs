@@ -195,6 +195,10 @@ async fn single_node_groups_commit_apply_snapshot_and_restart() -> Result<()> {
             "group {g}"
         );
         assert_eq!(store.reader().read_stream(g, "s0", 0, 10)?.len(), 2);
+        assert!(
+            store.log_durability(g).early_appends() > 0,
+            "group {g}: the leader after a restart"
+        );
         raft.shutdown().await?;
     }
     store.close(CLOSE_WAIT).await?;
