@@ -38,22 +38,13 @@ pub struct LogDurability {
 
 #[derive(Debug)]
 struct Inner {
-    /// This replica leads under the vote it saved last: its appends take
-    /// the early path.
+    /// This replica leads under the vote it saved (or loaded) last: its
+    /// appends take the early path.
     leading: AtomicBool,
     pending: Mutex<Pending>,
     /// The id of the last early append known durable (ids start at 1);
     /// `Err` once an fsync failed, which nothing recovers from.
     flushed: watch::Sender<Result<u64, String>>,
-}
-
-impl Default for Pending {
-    fn default() -> Pending {
-        Pending {
-            next_id: 1,
-            appends: VecDeque::new(),
-        }
-    }
 }
 
 /// Early appends whose fsync has not completed yet, oldest first.
@@ -63,6 +54,15 @@ struct Pending {
     /// `(first index, id)` of each early append, in the order written;
     /// fsyncs complete in that order too.
     appends: VecDeque<(u64, u64)>,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            next_id: 1,
+            appends: VecDeque::new(),
+        }
+    }
 }
 
 impl Pending {
