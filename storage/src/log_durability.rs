@@ -48,28 +48,13 @@ struct Inner {
 }
 
 /// Early appends whose fsync has not completed yet, oldest first.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Pending {
-    next_id: u64,
+    /// The id of the last early append (0 = none yet): ids count them.
+    last_id: u64,
     /// `(first index, id)` of each early append, in the order written;
     /// fsyncs complete in that order too.
     appends: VecDeque<(u64, u64)>,
-}
-
-impl Default for Pending {
-    fn default() -> Pending {
-        Pending {
-            next_id: 1,
-            appends: VecDeque::new(),
-        }
-    }
-}
-
-impl Pending {
-    /// Appends reported early so far.
-    fn count(&self) -> u64 {
-        self.next_id - 1
-    }
 }
 
 impl Default for Inner {
@@ -92,7 +77,7 @@ impl LogDurability {
 
     /// Diagnostic: how many appends were reported before their fsync.
     pub fn early_appends(&self) -> u64 {
-        self.pending().count()
+        self.pending().last_id
     }
 
     /// Whether this replica's appends are reported before their fsync.
@@ -115,15 +100,8 @@ impl LogDurability {
     /// After any fsynced write (a vote, a truncation): every earlier write
     /// is durable.
     pub(crate) fn synced(&self) {
-        let mut pending = self.pending();
-        pending.appends.clear();
-        let last = pending.count();
-        drop(pending);
-        self.inner.flushed.send_modify(|flushed| {
-            if let Ok(done) = flushed {
-                *done = (*done).max(last);
-            }
-        });
+        let last = self.pending().last_id;
+        self.flushed(last, Ok(()));
     }
 
     /// Records an early append starting at log index `first`, written but
@@ -131,8 +109,8 @@ impl LogDurability {
     /// fsync covers it.
     pub fn written(&self, first: u64) -> u64 {
         let mut pending = self.pending();
-        let id = pending.next_id;
-        pending.next_id += 1;
+        pending.last_id += 1;
+        let id = pending.last_id;
         pending.appends.push_back((first, id));
         id
     }
@@ -144,7 +122,11 @@ impl LogDurability {
             let _ = self.inner.flushed.send_replace(Err(message));
             return;
         }
-        self.pending().appends.retain(|&(_, pending)| pending > id);
+        let mut pending = self.pending();
+        while pending.appends.front().is_some_and(|&(_, done)| done <= id) {
+            pending.appends.pop_front();
+        }
+        drop(pending);
         self.inner.flushed.send_modify(|flushed| {
             if let Ok(done) = flushed {
                 *done = (*done).max(id);

@@ -212,15 +212,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A membership change goes the long way: openraft moves on to the
         // next step of a change once it counts one committed, and only the
         // outputs of ordinary entries wait on `durability`.
-        let early = self.durability.leading()
-            && !entries
-                .iter()
-                .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
-        let leader_first = entries
+        let membership = entries
+            .iter()
+            .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
+        let early = entries
             .first()
-            .filter(|_| early)
-            .map(|entry| entry.log_id.index);
-        let Some(first) = leader_first else {
+            .filter(|_| self.durability.leading() && !membership);
+        let Some(first) = early.map(|entry| entry.log_id.index) else {
             let on_durable: crate::syncer::FlushCallback =
                 Box::new(move |r| callback.log_io_completed(r));
             return self
