@@ -137,13 +137,15 @@ impl LogDurability {
     /// Waits until every log entry up to `index` that this replica wrote is
     /// durable. Returns at once when none of them took the early path.
     pub async fn durable(&self, index: u64) -> Result<(), Error> {
+        // Appends are kept in log order, so the newest one starting at or
+        // before `index` is the one whose fsync covers it.
         let needed = self
             .pending()
             .appends
             .iter()
-            .filter(|&&(first, _)| first <= index)
-            .map(|&(_, id)| id)
-            .max();
+            .rev()
+            .find(|&&(first, _)| first <= index)
+            .map(|&(_, id)| id);
         let Some(needed) = needed else {
             return Ok(());
         };
