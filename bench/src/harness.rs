@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cairn_cluster::locate_cairn_bin;
 use crate::hot::Hot;
 use crate::peers::{Peer, Peers, measure};
-use crate::report::{ClusterInfo, Fact, Machine};
+use crate::report::{ClusterInfo, Fact, Machine, Round};
 use crate::{
     CairnAppend, CairnAsk, CairnCluster, CairnHotStream, LoadSpec, Measurement, Report, Row,
     activation, failover, projection, storage,
@@ -20,6 +20,8 @@ pub const BATCH_EVENTS: usize = 100;
 #[derive(Debug, Clone, Copy)]
 struct Scale {
     concurrency: &'static [usize],
+    /// Rounds of each point (see [`Row`]).
+    rounds: usize,
     duration: Duration,
     warmup: Duration,
     sizes: Sizes,
@@ -27,7 +29,8 @@ struct Scale {
 
 const FULL: Scale = Scale {
     concurrency: &[1, 16, 32, 64, 256],
-    duration: Duration::from_secs(10),
+    rounds: 3,
+    duration: Duration::from_secs(5),
     warmup: Duration::from_secs(1),
     sizes: Sizes {
         replay_events: 100_000,
@@ -56,6 +59,7 @@ const QUICK_SIZES: Sizes = Sizes {
 
 const QUICK: Scale = Scale {
     concurrency: &[1, 16],
+    rounds: 1,
     duration: Duration::from_secs(2),
     warmup: Duration::from_millis(500),
     sizes: QUICK_SIZES,
@@ -63,6 +67,7 @@ const QUICK: Scale = Scale {
 
 const SMOKE: Scale = Scale {
     concurrency: &[4],
+    rounds: 1,
     duration: Duration::from_secs(1),
     warmup: Duration::from_millis(200),
     sizes: Sizes {
@@ -202,8 +207,10 @@ pub struct RunOptions {
     /// What CI runs: every workload at its smallest (4 workers, 1 s per
     /// point, a few thousand events); fails if any operation failed.
     pub smoke: bool,
-    /// The measured window per point, instead of the scale's.
+    /// The measured window per point and round, instead of the scale's.
     pub duration: Option<Duration>,
+    /// Rounds of each point, instead of the scale's.
+    pub rounds: Option<usize>,
     /// Concurrencies to measure, instead of the scale's.
     pub concurrency: Option<Vec<usize>>,
     /// Workloads to run; empty means all.
@@ -221,19 +228,27 @@ pub struct RunOptions {
     pub no_postgres: bool,
 }
 
-/// One sweep workload at one concurrency.
+/// One round of a sweep workload at one concurrency.
 #[derive(Debug, Clone, Copy)]
 pub struct Point {
     /// The workload.
     pub workload: Workload,
     /// Its workers.
     pub concurrency: usize,
+    /// Which round (from 0).
+    pub round: usize,
 }
 
 impl Point {
-    /// The prefix of the streams, keys or actor ids this point writes.
+    /// The prefix of the streams, keys or actor ids this round of the point
+    /// writes: each round writes new ones.
     pub fn prefix(&self) -> String {
-        format!("{}-c{}", self.workload.name(), self.concurrency)
+        format!(
+            "{}-c{}-r{}",
+            self.workload.name(),
+            self.concurrency,
+            self.round
+        )
     }
 }
 
@@ -251,6 +266,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         (false, false) => FULL,
     };
     let duration = options.duration.unwrap_or(scale.duration);
+    let rounds = options.rounds.unwrap_or(scale.rounds);
+    anyhow::ensure!(rounds > 0, "rounds must be at least 1");
     let concurrency = options
         .concurrency
         .clone()
@@ -271,6 +288,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             concurrency.iter().map(move |&concurrency| Point {
                 workload,
                 concurrency,
+                round: 0,
             })
         })
         .collect();
@@ -298,17 +316,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         partitions = cairn.partitions();
         for point in &points {
             let spec = spec(point.concurrency);
-            let etcd = peers.measure(Peer::Etcd, *point, spec).await?;
-            let postgres = peers.measure(Peer::Postgres, *point, spec).await?;
-            let cairn_measured = measure_cairn(&cairn, *point, spec).await?;
+            let mut measured = Vec::with_capacity(rounds);
+            for round in 0..rounds {
+                let point = Point { round, ..*point };
+                measured.push(Round {
+                    etcd: peers.measure(Peer::Etcd, point, spec).await?,
+                    postgres: peers.measure(Peer::Postgres, point, spec).await?,
+                    cairn: measure_cairn(&cairn, point, spec).await?,
+                });
+            }
             rows.push(Row::new(
                 point.workload.name(),
                 point.workload.description(),
                 point.concurrency,
                 point.workload.unit(),
-                cairn_measured,
-                etcd,
-                postgres,
+                measured,
             ));
         }
         cairn.stop().await?;
@@ -334,6 +356,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         quick: options.quick || options.smoke,
         warmup_s: scale.warmup.as_secs_f64(),
         duration_s: duration.as_secs_f64(),
+        rounds,
         cairn: ClusterInfo {
             version: cairn_bin.display().to_string(),
             members: 3,

@@ -27,7 +27,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// A short run: 2 s per point, 1 and 16 workers, small activation,
+    /// A short run: 2 s per point, one round, 1 and 16 workers, small activation,
     /// failover and storage sizes.
     #[arg(long)]
     quick: bool,
@@ -36,9 +36,14 @@ struct RunArgs {
     /// an operation failed.
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
-    /// Measured seconds per point [default: 10; 2 with --quick; 1 with --smoke].
+    /// Measured seconds per point and round [default: 5; 2 with --quick; 1 with --smoke].
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Times each point is measured, each time on every system in turn; the
+    /// table gives each system's median round and the median of the rounds'
+    /// ratios, with their range [default: 3; 1 with --quick or --smoke].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: Option<u64>,
     /// Concurrencies to measure [default: 1,16,32,64,256; 1,16 with --quick; 4 with --smoke].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     concurrency: Option<Vec<usize>>,
@@ -84,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         quick: args.quick,
         smoke: args.smoke,
         duration,
+        rounds: args.rounds.map(|n| n as usize),
         concurrency: args.concurrency,
         workloads: args.workloads,
         cairn_bin: args.cairn_bin,

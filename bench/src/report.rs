@@ -19,8 +19,10 @@ pub struct Report {
     pub quick: bool,
     /// Warm-up before each point's measured window, in seconds.
     pub warmup_s: f64,
-    /// Each point's measured window, in seconds.
+    /// Each point's measured window, in seconds (per round).
     pub duration_s: f64,
+    /// Times each point was measured on every system (see [`Row`]).
+    pub rounds: usize,
     /// The Cairn cluster measured.
     pub cairn: ClusterInfo,
     /// The etcd cluster measured, if the run included etcd.
@@ -76,7 +78,11 @@ impl Machine {
 }
 
 /// One workload at one concurrency, on Cairn and (where they have one) its
-/// peers.
+/// peers: measured `rounds.len()` times, each time on every system in turn.
+///
+/// Two runs of one system differ by up to 20% on a shared machine, so a
+/// ratio from one round can be a round's noise: the row gives each system's
+/// median round and the median of the rounds' ratios, with their range.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// Short name: `append`, `hot`, `batch`, `ask`, `ask-spread`.
@@ -87,63 +93,124 @@ pub struct Row {
     pub concurrency: usize,
     /// What throughput counts: `ops` or `events`.
     pub unit: String,
-    /// Cairn's numbers.
+    /// Cairn's median round (by throughput; the lower middle one of an
+    /// even number).
     pub cairn: Measurement,
-    /// etcd's numbers, when the workload has an etcd peer in this run.
+    /// etcd's median round, when the workload has an etcd peer in this run.
     pub etcd: Option<Measurement>,
-    /// Cairn's throughput divided by etcd's.
+    /// The median of the rounds' Cairn/etcd throughput ratios.
     pub ratio_etcd: Option<f64>,
-    /// PostgreSQL's numbers, when the workload has a PostgreSQL peer in this run.
+    /// The lowest and highest of those ratios.
+    pub ratio_etcd_range: Option<(f64, f64)>,
+    /// PostgreSQL's median round, when the workload has a PostgreSQL peer.
     pub postgres: Option<Measurement>,
-    /// Cairn's throughput divided by PostgreSQL's.
+    /// The median of the rounds' Cairn/PostgreSQL throughput ratios.
     pub ratio_postgres: Option<f64>,
+    /// The lowest and highest of those ratios.
+    pub ratio_postgres_range: Option<(f64, f64)>,
+    /// Every round, in the order measured.
+    pub rounds: Vec<Round>,
+}
+
+/// One round of a point: each system measured once, one after the other.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub cairn: Measurement,
+    pub etcd: Option<Measurement>,
+    pub postgres: Option<Measurement>,
 }
 
 impl Row {
-    /// The row of `cairn`'s and the peers' measurements of one point.
+    /// The row of a point's `rounds` (at least one).
     pub fn new(
         workload: &str,
         description: &str,
         concurrency: usize,
         unit: &str,
-        cairn: Measurement,
-        etcd: Option<Measurement>,
-        postgres: Option<Measurement>,
+        rounds: Vec<Round>,
     ) -> Row {
-        let ratio = |peer: &Option<Measurement>| {
-            peer.as_ref()
-                .filter(|p| p.items_per_sec > 0.0)
-                .map(|p| cairn.items_per_sec / p.items_per_sec)
-        };
+        assert!(!rounds.is_empty(), "a row has at least one round");
+        let cairn = median_round(rounds.iter().map(|r| Some(&r.cairn)))
+            .expect("every round measures Cairn");
+        let etcd = median_round(rounds.iter().map(|r| r.etcd.as_ref()));
+        let postgres = median_round(rounds.iter().map(|r| r.postgres.as_ref()));
+        let (ratio_etcd, ratio_etcd_range) = ratios(&rounds, |r| r.etcd.as_ref());
+        let (ratio_postgres, ratio_postgres_range) = ratios(&rounds, |r| r.postgres.as_ref());
         Row {
             workload: workload.to_string(),
             description: description.to_string(),
             concurrency,
             unit: unit.to_string(),
-            ratio_etcd: ratio(&etcd),
-            ratio_postgres: ratio(&postgres),
             cairn,
             etcd,
+            ratio_etcd,
+            ratio_etcd_range,
             postgres,
+            ratio_postgres,
+            ratio_postgres_range,
+            rounds,
         }
     }
 
-    /// The measurements of the row, by system.
-    fn systems(&self) -> [(&'static str, Option<&Measurement>); 3] {
+    /// Each system's rounds, for the notes under the table: its name and
+    /// its measurements (none for a peer the workload does not have).
+    fn systems(&self) -> [(&'static str, Vec<&Measurement>); 3] {
+        let of = |pick: fn(&Round) -> Option<&Measurement>| -> Vec<&Measurement> {
+            self.rounds.iter().filter_map(pick).collect()
+        };
         [
-            ("Cairn", Some(&self.cairn)),
-            ("etcd", self.etcd.as_ref()),
-            ("PostgreSQL", self.postgres.as_ref()),
+            ("Cairn", of(|r| Some(&r.cairn))),
+            ("etcd", of(|r| r.etcd.as_ref())),
+            ("PostgreSQL", of(|r| r.postgres.as_ref())),
         ]
     }
 
-    /// Operations that failed in the row's windows, all systems together.
+    /// Operations that failed in the row's windows, all systems and
+    /// rounds together.
     pub fn errors(&self) -> u64 {
-        self.systems()
+        self.rounds
             .iter()
-            .filter_map(|(_, m)| m.map(|m| m.errors))
+            .flat_map(|r| [Some(&r.cairn), r.etcd.as_ref(), r.postgres.as_ref()])
+            .flatten()
+            .map(|m| m.errors)
             .sum()
     }
+}
+
+/// The round with the median throughput among those that measured the
+/// system (the lower middle one of an even number), if any did.
+fn median_round<'a>(
+    measured: impl Iterator<Item = Option<&'a Measurement>>,
+) -> Option<Measurement> {
+    let mut measured: Vec<&Measurement> = measured.flatten().collect();
+    measured.sort_by(|a, b| a.items_per_sec.total_cmp(&b.items_per_sec));
+    measured
+        .get(measured.len().saturating_sub(1) / 2)
+        .map(|m| (*m).clone())
+}
+
+/// The median of the rounds' Cairn/peer throughput ratios (the mean of the
+/// two middle ones of an even number) and their range, over the rounds in
+/// which the peer measured a throughput.
+fn ratios(
+    rounds: &[Round],
+    peer: impl Fn(&Round) -> Option<&Measurement>,
+) -> (Option<f64>, Option<(f64, f64)>) {
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| {
+            peer(r)
+                .filter(|p| p.items_per_sec > 0.0)
+                .map(|p| r.cairn.items_per_sec / p.items_per_sec)
+        })
+        .collect();
+    if ratios.is_empty() {
+        return (None, None);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+    (Some(median), Some((ratios[0], ratios[n - 1])))
 }
 
 /// One value a non-sweep workload measured (e.g. the cold activation time
@@ -252,13 +319,13 @@ impl Report {
         );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
-            let peer = |m: &Option<Measurement>, ratio: Option<f64>| match m {
+            let peer = |m: &Option<Measurement>, ratio: Option<f64>, range| match m {
                 Some(m) => format!(
                     "{} | {} | {} | {}",
                     rate(m.items_per_sec),
                     ms(m.p50_us),
                     ms(m.p99_us),
-                    ratio.map_or("–".to_string(), |r| format!("{r:.2}×"))
+                    ratio_cell(ratio, range)
                 ),
                 None => "– | – | – | –".to_string(),
             };
@@ -270,31 +337,32 @@ impl Report {
                 rate(row.cairn.items_per_sec),
                 ms(row.cairn.p50_us),
                 ms(row.cairn.p99_us),
-                peer(&row.etcd, row.ratio_etcd),
-                peer(&row.postgres, row.ratio_postgres),
+                peer(&row.etcd, row.ratio_etcd, row.ratio_etcd_range),
+                peer(&row.postgres, row.ratio_postgres, row.ratio_postgres_range),
             );
         }
         for row in &self.rows {
-            for (system, m) in row.systems() {
-                let Some(m) = m else { continue };
-                if m.retries > 0 {
+            for (system, rounds) in row.systems() {
+                let sum = |count: fn(&Measurement) -> u64| rounds.iter().map(|m| count(m)).sum();
+                let (ops, retries, errors): (u64, u64, u64) =
+                    (sum(|m| m.ops), sum(|m| m.retries), sum(|m| m.errors));
+                if retries > 0 {
                     let _ = writeln!(
                         out,
-                        "\n{system}, {} at {}: {} conflicts retried ({:.2} per successful op)",
+                        "\n{system}, {} at {}: {retries} conflicts retried ({:.2} per successful op)",
                         row.workload,
                         row.concurrency,
-                        m.retries,
-                        m.retries as f64 / m.ops.max(1) as f64
+                        retries as f64 / ops.max(1) as f64
                     );
                 }
-                if m.errors > 0 {
+                if errors > 0 {
+                    let first = rounds.iter().find_map(|m| m.first_error.as_deref());
                     let _ = writeln!(
                         out,
-                        "\n{system}, {} at {}: {} errors, the first: {}",
+                        "\n{system}, {} at {}: {errors} errors, the first: {}",
                         row.workload,
                         row.concurrency,
-                        m.errors,
-                        m.first_error.as_deref().unwrap_or("?")
+                        first.unwrap_or("?")
                     );
                 }
             }
@@ -314,6 +382,17 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// A ratio column: the median, and the range when the rounds differ.
+fn ratio_cell(ratio: Option<f64>, range: Option<(f64, f64)>) -> String {
+    match (ratio, range) {
+        (None, _) => "–".to_string(),
+        (Some(r), Some((low, high))) if high > low => {
+            format!("{r:.2}× ({low:.2}–{high:.2})")
+        }
+        (Some(r), _) => format!("{r:.2}×"),
     }
 }
 
@@ -346,4 +425,113 @@ fn number(value: f64) -> String {
 /// A duration in milliseconds, as facts report it.
 pub fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(items_per_sec: f64, errors: u64) -> Measurement {
+        Measurement {
+            ops: 10,
+            items: 10,
+            errors,
+            retries: 0,
+            seconds: 1.0,
+            ops_per_sec: items_per_sec,
+            items_per_sec,
+            p50_us: items_per_sec as u64,
+            p99_us: 0,
+            p999_us: 0,
+            max_us: 0,
+            mean_us: 0.0,
+            first_error: (errors > 0).then(|| format!("failed at {items_per_sec}")),
+        }
+    }
+
+    fn round(cairn: f64, etcd: f64) -> Round {
+        Round {
+            cairn: measured(cairn, 0),
+            etcd: Some(measured(etcd, 0)),
+            postgres: None,
+        }
+    }
+
+    fn row(rounds: Vec<Round>) -> Row {
+        Row::new("append", "append 1×200 B (ops/s)", 16, "ops", rounds)
+    }
+
+    #[test]
+    fn a_row_gives_each_systems_median_round_and_the_median_ratio() {
+        // Round ratios 2.0, 0.5 and 1.5: their median is 1.5, which is not
+        // the ratio of the two median throughputs (110 / 100).
+        let row = row(vec![
+            round(100.0, 50.0),
+            round(50.0, 100.0),
+            round(150.0, 100.0),
+        ]);
+        assert_eq!(row.cairn.items_per_sec, 100.0);
+        assert_eq!(row.etcd.as_ref().map(|m| m.items_per_sec), Some(100.0));
+        assert_eq!(row.ratio_etcd, Some(1.5));
+        assert_eq!(row.ratio_etcd_range, Some((0.5, 2.0)));
+        assert_eq!((row.postgres.is_none(), row.ratio_postgres), (true, None));
+        let table = Report::for_rows(vec![row]).table();
+        assert!(table.contains("| 1.50× (0.50–2.00) |"), "{table}");
+    }
+
+    #[test]
+    fn an_even_number_of_rounds_takes_the_lower_middle_round_and_the_mean_middle_ratio() {
+        let row = row(vec![round(300.0, 100.0), round(100.0, 100.0)]);
+        assert_eq!(row.cairn.items_per_sec, 100.0);
+        assert_eq!(row.ratio_etcd, Some(2.0));
+    }
+
+    #[test]
+    fn one_round_shows_its_ratio_alone_and_a_peer_at_zero_has_none() {
+        let one = row(vec![round(200.0, 100.0)]);
+        assert_eq!(
+            (one.ratio_etcd, one.ratio_etcd_range),
+            (Some(2.0), Some((2.0, 2.0)))
+        );
+        let table = Report::for_rows(vec![one]).table();
+        assert!(table.contains("| 2.00× |"), "{table}");
+        let stalled = row(vec![round(200.0, 0.0)]);
+        assert_eq!((stalled.ratio_etcd, stalled.ratio_etcd_range), (None, None));
+    }
+
+    #[test]
+    fn errors_of_every_round_count_and_are_noted() {
+        let mut failing = round(100.0, 100.0);
+        failing.cairn = measured(100.0, 3);
+        let row = row(vec![round(100.0, 100.0), failing]);
+        assert_eq!(row.errors(), 3);
+        let table = Report::for_rows(vec![row]).table();
+        assert!(
+            table.contains("Cairn, append at 16: 3 errors, the first: failed at 100"),
+            "{table}"
+        );
+    }
+
+    impl Report {
+        fn for_rows(rows: Vec<Row>) -> Report {
+            let cluster = ClusterInfo {
+                version: "test".to_string(),
+                members: 3,
+                partitions: 16,
+            };
+            Report {
+                machine: Machine::this(),
+                started_unix_ms: 0,
+                quick: false,
+                warmup_s: 1.0,
+                duration_s: 5.0,
+                rounds: 3,
+                cairn: cluster,
+                etcd: None,
+                postgres: None,
+                rows,
+                facts: Vec::new(),
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{EventRef, RecordedEvent, StreamInfo, encode_body};
 use crate::info_cache::InfoCache;
 use crate::keys;
-use crate::recent::{Appended, MAX_EVENTS};
+use crate::recent::Appended;
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
@@ -124,7 +124,7 @@ pub(crate) fn apply_entries(
         ));
     }
     // Only the newest events of a write join the in-memory tail.
-    let appended = Appended::skipping(events_in(&entries).saturating_sub(MAX_EVENTS));
+    let appended = Appended::for_write(events_in(&entries));
     let mut tx = Applier::new(store, group, counters, infos, appended);
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {

@@ -44,12 +44,16 @@ pub(crate) struct Appended {
 }
 
 impl Appended {
-    /// Keeps none of a write's first `skip` events (they would be dropped
-    /// anyway): they need not even be built.
-    pub(crate) fn skipping(skip: usize) -> Appended {
+    /// For a write of `events` events: keeps only the newest
+    /// [`MAX_EVENTS`], so none of the first `events - MAX_EVENTS` need even
+    /// be built, and holds room for those it keeps from the start (growing
+    /// one event at a time moved every kept event again at each doubling:
+    /// 1.1% of the nodes' CPU under 100-event appends).
+    pub(crate) fn for_write(events: usize) -> Appended {
         Appended {
-            skip,
-            ..Appended::default()
+            events: VecDeque::with_capacity(events.min(MAX_EVENTS)),
+            skip: events.saturating_sub(MAX_EVENTS),
+            dropped: false,
         }
     }
 
@@ -287,7 +291,7 @@ mod tests {
     #[test]
     fn the_oldest_events_go_beyond_the_limit() {
         let recent = Recent::default();
-        let mut skipping = Appended::skipping(2);
+        let mut skipping = Appended::for_write(MAX_EVENTS + 2);
         assert!(!skipping.keeps_next() && !skipping.keeps_next() && skipping.keeps_next());
         assert!(skipping.dropped);
         let first = (1..=3).map(event).collect();
