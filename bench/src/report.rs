@@ -115,8 +115,11 @@ pub struct Row {
 /// One round of a point: each system measured once, one after the other.
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
+    /// Cairn's run, the last of the round.
     pub cairn: Measurement,
+    /// etcd's, when the workload has an etcd peer in this run.
     pub etcd: Option<Measurement>,
+    /// PostgreSQL's, when the workload has a PostgreSQL peer in this run.
     pub postgres: Option<Measurement>,
 }
 
@@ -152,8 +155,8 @@ impl Row {
         }
     }
 
-    /// Each system's rounds, for the notes under the table: its name and
-    /// its measurements (none for a peer the workload does not have).
+    /// Each system's name and its measurements in the row's rounds (none
+    /// for a peer the workload does not have).
     fn systems(&self) -> [(&'static str, Vec<&Measurement>); 3] {
         let of = |pick: fn(&Round) -> Option<&Measurement>| -> Vec<&Measurement> {
             self.rounds.iter().filter_map(pick).collect()
@@ -168,10 +171,9 @@ impl Row {
     /// Operations that failed in the row's windows, all systems and
     /// rounds together.
     pub fn errors(&self) -> u64 {
-        self.rounds
+        self.systems()
             .iter()
-            .flat_map(|r| [Some(&r.cairn), r.etcd.as_ref(), r.postgres.as_ref()])
-            .flatten()
+            .flat_map(|(_, rounds)| rounds)
             .map(|m| m.errors)
             .sum()
     }
