@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cairn_bench::{RunOptions, Workload};
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -42,8 +43,8 @@ struct RunArgs {
     /// Times each point is measured, each time on every system in turn; the
     /// table gives each system's median round and the median of the rounds'
     /// ratios, with their range [default: 3; 1 with --quick or --smoke].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
-    rounds: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..=100))]
+    rounds: Option<usize>,
     /// Concurrencies to measure [default: 1,16,32,64,256; 1,16 with --quick; 4 with --smoke].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     concurrency: Option<Vec<usize>>,
@@ -89,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         quick: args.quick,
         smoke: args.smoke,
         duration,
-        rounds: args.rounds.map(|n| n as usize),
+        rounds: args.rounds,
         concurrency: args.concurrency,
         workloads: args.workloads,
         cairn_bin: args.cairn_bin,

@@ -133,12 +133,11 @@ impl Row {
         rounds: Vec<Round>,
     ) -> Row {
         assert!(!rounds.is_empty(), "a row has at least one round");
-        let cairn = median_round(rounds.iter().map(|r| Some(&r.cairn)))
-            .expect("every round measures Cairn");
-        let etcd = median_round(rounds.iter().map(|r| r.etcd.as_ref()));
-        let postgres = median_round(rounds.iter().map(|r| r.postgres.as_ref()));
-        let (ratio_etcd, ratio_etcd_range) = ratios(&rounds, |r| r.etcd.as_ref());
-        let (ratio_postgres, ratio_postgres_range) = ratios(&rounds, |r| r.postgres.as_ref());
+        let cairn = median_round(&rounds, CAIRN).expect("every round measures Cairn");
+        let etcd = median_round(&rounds, ETCD);
+        let postgres = median_round(&rounds, POSTGRES);
+        let (ratio_etcd, ratio_etcd_range) = ratios(&rounds, ETCD);
+        let (ratio_postgres, ratio_postgres_range) = ratios(&rounds, POSTGRES);
         Row {
             workload: workload.to_string(),
             description: description.to_string(),
@@ -158,14 +157,8 @@ impl Row {
     /// Each system's name and its measurements in the row's rounds (none
     /// for a peer the workload does not have).
     fn systems(&self) -> [(&'static str, Vec<&Measurement>); 3] {
-        let of = |pick: fn(&Round) -> Option<&Measurement>| -> Vec<&Measurement> {
-            self.rounds.iter().filter_map(pick).collect()
-        };
-        [
-            ("Cairn", of(|r| Some(&r.cairn))),
-            ("etcd", of(|r| r.etcd.as_ref())),
-            ("PostgreSQL", of(|r| r.postgres.as_ref())),
-        ]
+        [("Cairn", CAIRN), ("etcd", ETCD), ("PostgreSQL", POSTGRES)]
+            .map(|(name, pick)| (name, self.rounds.iter().filter_map(pick).collect()))
     }
 
     /// Operations that failed in the row's windows, all systems and
@@ -179,12 +172,16 @@ impl Row {
     }
 }
 
-/// The round with the median throughput among those that measured the
-/// system (the lower middle one of an even number), if any did.
-fn median_round<'a>(
-    measured: impl Iterator<Item = Option<&'a Measurement>>,
-) -> Option<Measurement> {
-    let mut measured: Vec<&Measurement> = measured.flatten().collect();
+/// One system's measurement in a round, if it has one there.
+type Pick = fn(&Round) -> Option<&Measurement>;
+const CAIRN: Pick = |r| Some(&r.cairn);
+const ETCD: Pick = |r| r.etcd.as_ref();
+const POSTGRES: Pick = |r| r.postgres.as_ref();
+
+/// The system's measurement with the median throughput among the rounds
+/// (the lower middle one of an even number), if any round measured it.
+fn median_round(rounds: &[Round], system: Pick) -> Option<Measurement> {
+    let mut measured: Vec<&Measurement> = rounds.iter().filter_map(system).collect();
     measured.sort_by(|a, b| a.items_per_sec.total_cmp(&b.items_per_sec));
     measured
         .get(measured.len().saturating_sub(1) / 2)
@@ -194,10 +191,7 @@ fn median_round<'a>(
 /// The median of the rounds' Cairn/peer throughput ratios (the mean of the
 /// two middle ones of an even number) and their range, over the rounds in
 /// which the peer measured a throughput.
-fn ratios(
-    rounds: &[Round],
-    peer: impl Fn(&Round) -> Option<&Measurement>,
-) -> (Option<f64>, Option<(f64, f64)>) {
+fn ratios(rounds: &[Round], peer: Pick) -> (Option<f64>, Option<(f64, f64)>) {
     let mut ratios: Vec<f64> = rounds
         .iter()
         .filter_map(|r| {

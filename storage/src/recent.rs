@@ -48,7 +48,7 @@ impl Appended {
     /// [`MAX_EVENTS`], so none of the first `events - MAX_EVENTS` need even
     /// be built, and holds room for those it keeps from the start (growing
     /// one event at a time moved every kept event again at each doubling:
-    /// 1.1% of the nodes' CPU under 100-event appends).
+    /// ~1.3% of the nodes' CPU under 100-event appends).
     pub(crate) fn for_write(events: usize) -> Appended {
         Appended {
             events: VecDeque::with_capacity(events.min(MAX_EVENTS)),
