@@ -122,6 +122,15 @@ enum Filter {
 fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
     let mut o = Options::default();
     o.set_write_buffer_size(write_buffer);
+    // Compact level 0 once 8 files wait, not RocksDB's 4: the event store's
+    // keys are spread over every stream, so each of its level-0 files
+    // overlaps the whole base level, and each compaction out of level 0
+    // rewrites all of it. Twice the files per compaction halves that
+    // rewriting: sustained 100-event appends at 64 writers made 869 against
+    // 707 appends/s (25 s each, compactions ~33% of the nodes' CPU at 4);
+    // point lookups check each level-0 file's bloom filter, scans merge up
+    // to 8 files instead of 4 (cold replay rates unchanged).
+    o.set_level_zero_file_num_compaction_trigger(8);
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
     match family {
@@ -212,6 +221,15 @@ impl Store {
         db_opts.set_log_level(rocksdb::LogLevel::Warn);
         db_opts.set_max_log_file_size(8 << 20);
         db_opts.set_keep_log_file_num(4);
+        // A WAL file goes once every column family with writes in it has
+        // flushed them, and the small families (`node`, `snap`) fill their
+        // memtables over minutes or never: left to RocksDB's own bound (4x
+        // all the write buffers, ~970 MB) a node kept ~1.4 GB of WAL after
+        // 20 s of 100-event appends and replayed it for 0.95 s on restart
+        // before it could answer. Past 256 MiB RocksDB flushes the families
+        // holding the oldest WAL: 450 MB on disk, answering after 0.24 s,
+        // at the same throughput (bench/README.md, session 18).
+        db_opts.set_max_total_wal_size(256 << 20);
 
         let cache = Cache::new_lru_cache(64 << 20);
         let kept = |filter, block| Family::Kept { filter, block };
