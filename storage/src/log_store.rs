@@ -44,11 +44,17 @@ pub struct LogStore {
     store: Store,
     group: GroupId,
     cache: Arc<Mutex<EntryCache>>,
+    /// The buffer appends encode their entries in, kept between appends.
+    scratch: Arc<Mutex<Vec<u8>>>,
     /// This node, when its appends may be reported before their fsync
     /// while it leads (see `log_durability`).
     me: Option<NodeId>,
     durability: LogDurability,
 }
+
+/// Largest encoding buffer a log keeps between appends: a Raft entry holds
+/// at most ~1 MiB of appends (`cairn-cluster`'s proposer).
+const MAX_KEPT_SCRATCH: usize = 2 << 20;
 
 fn log_err(e: Error, verb: ErrorVerb) -> StorageError<NodeId> {
     e.into_storage_error(ErrorSubject::Logs, verb)
@@ -65,6 +71,7 @@ impl LogStore {
             store,
             group,
             cache: Arc::default(),
+            scratch: Arc::default(),
             me,
             durability,
         }
@@ -364,8 +371,12 @@ impl LogStore {
         let cf = self.store.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         let mut sizes = Vec::with_capacity(entries.len());
-        // One buffer for all: the batch copies each value.
-        let mut encoded = Vec::new();
+        // One buffer for all, and for the next append too: the batch copies
+        // each value. A new one per append grew by doubling to the size of
+        // an entry (up to 1 MiB), each time into fresh memory the kernel
+        // zeroed first: 1.2% of the nodes' CPU under 100-event appends.
+        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut encoded = std::mem::take(&mut *scratch);
         for entry in entries {
             encoded.clear();
             encoded = encode_into("log entry", entry, encoded)?;
@@ -375,6 +386,10 @@ impl LogStore {
                 keys::log_entry(self.group, entry.log_id.index),
                 &encoded,
             );
+        }
+        // A catching-up follower's batch may be far bigger: not kept.
+        if encoded.capacity() <= MAX_KEPT_SCRATCH {
+            *scratch = encoded;
         }
         Ok((batch, sizes))
     }
