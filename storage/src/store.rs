@@ -627,4 +627,31 @@ mod tests {
         assert_eq!(last_event.map(|(k, _)| k), Some(event));
         Ok(())
     }
+
+    /// RocksDB runs with the WAL cap and the level-0 trigger `Store::open`
+    /// sets, as the options file it writes at open records them.
+    #[test]
+    fn rocksdb_runs_with_the_wal_cap_and_level_0_trigger() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let newest_options = std::fs::read_dir(dir.path())?
+            .filter_map(|entry| {
+                entry
+                    .ok()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+            })
+            .filter(|name| name.starts_with("OPTIONS-"))
+            .max()
+            .ok_or_else(|| anyhow::anyhow!("no OPTIONS file"))?;
+        let text = std::fs::read_to_string(dir.path().join(newest_options))?;
+        let setting = |line: &str| text.lines().filter(|l| l.trim() == line).count();
+        assert_eq!(setting("max_total_wal_size=268435456"), 1);
+        // Every family Cairn opens (not RocksDB's unused `default`).
+        assert_eq!(
+            setting("level0_file_num_compaction_trigger=8"),
+            ALL_CFS.len()
+        );
+        drop(store);
+        Ok(())
+    }
 }
