@@ -129,7 +129,8 @@ fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
     // rewriting: sustained 100-event appends at 64 writers made 869 against
     // 707 appends/s (25 s each, compactions ~33% of the nodes' CPU at 4);
     // point lookups check each level-0 file's bloom filter, scans merge up
-    // to 8 files instead of 4 (cold replay rates unchanged).
+    // to 8 files instead of 4 (cold replays and activations of a 1M-event
+    // actor took no longer: bench/README.md, session 18).
     o.set_level_zero_file_num_compaction_trigger(8);
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
@@ -221,15 +222,6 @@ impl Store {
         db_opts.set_log_level(rocksdb::LogLevel::Warn);
         db_opts.set_max_log_file_size(8 << 20);
         db_opts.set_keep_log_file_num(4);
-        // A WAL file goes once every column family with writes in it has
-        // flushed them, and the small families (`node`, `snap`) fill their
-        // memtables over minutes or never: left to RocksDB's own bound (4x
-        // all the write buffers, ~970 MB) a node kept ~1.4 GB of WAL after
-        // 20 s of 100-event appends and replayed it for 0.95 s on restart
-        // before it could answer. Past 256 MiB RocksDB flushes the families
-        // holding the oldest WAL: 450 MB on disk, answering after 0.24 s,
-        // at the same throughput (bench/README.md, session 18).
-        db_opts.set_max_total_wal_size(256 << 20);
 
         let cache = Cache::new_lru_cache(64 << 20);
         let kept = |filter, block| Family::Kept { filter, block };
@@ -628,10 +620,10 @@ mod tests {
         Ok(())
     }
 
-    /// RocksDB runs with the WAL cap and the level-0 trigger `Store::open`
-    /// sets, as the options file it writes at open records them.
+    /// RocksDB runs with the level-0 trigger `Store::open` sets, as the
+    /// options file it writes at open records it.
     #[test]
-    fn rocksdb_runs_with_the_wal_cap_and_level_0_trigger() -> anyhow::Result<()> {
+    fn rocksdb_runs_with_the_level_0_trigger() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         let newest_options = std::fs::read_dir(dir.path())?
@@ -645,7 +637,6 @@ mod tests {
             .ok_or_else(|| anyhow::anyhow!("no OPTIONS file"))?;
         let text = std::fs::read_to_string(dir.path().join(newest_options))?;
         let setting = |line: &str| text.lines().filter(|l| l.trim() == line).count();
-        assert_eq!(setting("max_total_wal_size=268435456"), 1);
         // Every family Cairn opens (not RocksDB's unused `default`).
         assert_eq!(
             setting("level0_file_num_compaction_trigger=8"),
