@@ -645,4 +645,40 @@ mod tests {
         drop(store);
         Ok(())
     }
+
+    /// The small column families do not hold on to WAL files: once the
+    /// event store has flushed, the syncer's flush of `node` (written at
+    /// open and here, never enough to fill its memtable) lets the WAL file
+    /// those writes went to be deleted.
+    #[test]
+    fn the_small_families_let_old_wal_files_go() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        store.put_node_meta("test", b"in the first WAL file")?;
+        let wal_files = || -> anyhow::Result<Vec<String>> {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir.path())? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".log") {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        };
+        let first = wal_files()?.first().cloned().expect("a WAL file");
+        // Flushing the event store starts a new WAL file.
+        put_all(&store, (0..10u8).map(|i| vec![0, 0, 0, 1, 0x30, i]))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while wal_files()?.contains(&first) {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{first} is still there: {:?}",
+                wal_files()?
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(store);
+        Ok(())
+    }
 }
