@@ -620,20 +620,28 @@ mod tests {
         Ok(())
     }
 
+    /// The names of the files in `dir` that `wanted` accepts, sorted (RocksDB
+    /// numbers its files with leading zeros, so the newest is last).
+    fn files(dir: &Path, wanted: impl Fn(&str) -> bool) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if wanted(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// RocksDB runs with the level-0 trigger `Store::open` sets, as the
     /// options file it writes at open records it.
     #[test]
     fn rocksdb_runs_with_the_level_0_trigger() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let newest_options = std::fs::read_dir(dir.path())?
-            .filter_map(|entry| {
-                entry
-                    .ok()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-            })
-            .filter(|name| name.starts_with("OPTIONS-"))
-            .max()
+        let newest_options = files(dir.path(), |name| name.starts_with("OPTIONS-"))?
+            .pop()
             .ok_or_else(|| anyhow::anyhow!("no OPTIONS file"))?;
         let text = std::fs::read_to_string(dir.path().join(newest_options))?;
         let setting = |line: &str| text.lines().filter(|l| l.trim() == line).count();
@@ -655,17 +663,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         store.put_node_meta("test", b"in the first WAL file")?;
-        let wal_files = || -> anyhow::Result<Vec<String>> {
-            let mut names = Vec::new();
-            for entry in std::fs::read_dir(dir.path())? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".log") {
-                    names.push(name);
-                }
-            }
-            names.sort();
-            Ok(names)
-        };
+        let wal_files = || files(dir.path(), |name| name.ends_with(".log"));
         let first = wal_files()?.first().cloned().expect("a WAL file");
         // Flushing the event store starts a new WAL file.
         put_all(&store, (0..10u8).map(|i| vec![0, 0, 0, 1, 0x30, i]))?;

@@ -119,31 +119,37 @@ fn run(db: &DB, rx: &Receiver<FlushCallback>, syncs: &AtomicU64) {
     loop {
         // Fails as disconnected only once every sender is gone and the
         // queue is empty.
-        let next = rx.recv_timeout(small_flush_at.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(small_flush_at.saturating_duration_since(Instant::now())) {
+            Ok(first) => sync(db, first, rx, syncs),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        // After the fsync, so the appends waiting for it never wait for a
+        // memtable switch as well.
         if Instant::now() >= small_flush_at {
             flush_small_families(db);
             small_flush_at = Instant::now() + SMALL_FAMILIES_EVERY;
-        }
-        let first = match next {
-            Ok(first) => first,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut pending = vec![first];
-        pending.extend(rx.try_iter());
-        let result = db.flush_wal(true);
-        syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, waiting = pending.len(), "fsync of the Raft log failed");
-        }
-        for cb in pending {
-            cb(result.clone().map_err(|e| io::Error::other(e.to_string())));
         }
     }
     // Make whatever state-machine writes followed the last log append durable
     // too before the database closes.
     if let Err(e) = db.flush_wal(true) {
         tracing::error!(error = %e, "final WAL fsync failed");
+    }
+}
+
+/// Fsyncs the WAL once for `first` and every callback queued behind it, and
+/// completes them all.
+fn sync(db: &DB, first: FlushCallback, rx: &Receiver<FlushCallback>, syncs: &AtomicU64) {
+    let mut pending = vec![first];
+    pending.extend(rx.try_iter());
+    let result = db.flush_wal(true);
+    syncs.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, waiting = pending.len(), "fsync of the Raft log failed");
+    }
+    for cb in pending {
+        cb(result.clone().map_err(|e| io::Error::other(e.to_string())));
     }
 }
 
