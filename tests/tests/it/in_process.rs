@@ -438,26 +438,39 @@ async fn a_partitioned_minority_cannot_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_leaders_activation_cannot_write() {
     let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
-    let old = cluster.leader_of(0).await;
-    let at_old = cluster
-        .client(old)
-        .await
-        .with_timeout(Duration::from_secs(3));
-    ask(&at_old, "account", "stale", json!({"type":"OPEN"})).await;
+    let first = cluster.client(cluster.leader_of(0).await).await;
+    ask(&first, "account", "stale", json!({"type":"OPEN"})).await;
     ask(
-        &at_old,
+        &first,
         "account",
         "stale",
         json!({"type":"DEPOSIT","amount":5}),
     )
     .await;
 
-    let others: Vec<_> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != old)
-        .collect();
-    cluster.network().partition(&[&[old], &others]);
+    // The scenario needs `old` to still lead when it is cut off; on a busy
+    // machine an election may move the lead first, and the ask below is
+    // then rightly forwarded to the new leader. Cut off, `old` hears
+    // nothing more, so what it says of itself right after the cut is what
+    // held at the cut.
+    let (old, others) = loop {
+        let old = cluster.leader_of(0).await;
+        let others: Vec<_> = cluster
+            .running()
+            .into_iter()
+            .filter(|id| *id != old)
+            .collect();
+        cluster.network().partition(&[&[old], &others]);
+        let leads = cluster.node(old).cluster().partition(0).map(|p| p.leader());
+        if leads == Some(Some(old)) {
+            break (old, others);
+        }
+        cluster.network().heal();
+    };
+    let at_old = cluster
+        .client(old)
+        .await
+        .with_timeout(Duration::from_secs(3));
     let refused = at_old
         .ask("account", "stale", &json!({"type":"DEPOSIT","amount":1}))
         .await;
