@@ -384,13 +384,7 @@ async fn a_restarted_follower_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_minority_cannot_commit() {
     let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
-    let old = cluster.leader_of(0).await;
-    let others: Vec<_> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != old)
-        .collect();
-    cluster.network().partition(&[&[old], &others]);
+    let (old, others) = cluster.isolate_leader(0).await;
 
     let minority = cluster
         .client(old)
@@ -448,25 +442,10 @@ async fn a_stale_leaders_activation_cannot_write() {
     )
     .await;
 
-    // The scenario needs `old` to still lead when it is cut off; on a busy
-    // machine an election may move the lead first, and the ask below is
-    // then rightly forwarded to the new leader. Cut off, `old` hears
-    // nothing more, so what it says of itself right after the cut is what
-    // held at the cut.
-    let (old, others) = loop {
-        let old = cluster.leader_of(0).await;
-        let others: Vec<_> = cluster
-            .running()
-            .into_iter()
-            .filter(|id| *id != old)
-            .collect();
-        cluster.network().partition(&[&[old], &others]);
-        let leads = cluster.node(old).cluster().partition(0).map(|p| p.leader());
-        if leads == Some(Some(old)) {
-            break (old, others);
-        }
-        cluster.network().heal();
-    };
+    // The ask below must reach the old leader's own activation, not be
+    // forwarded to a new leader: `isolate_leader` cuts off a node that
+    // still leads.
+    let (old, others) = cluster.isolate_leader(0).await;
     let at_old = cluster
         .client(old)
         .await
