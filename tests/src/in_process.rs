@@ -124,29 +124,38 @@ impl TestCluster {
     /// node cut off still names itself leader right after it (cut off, it
     /// hears nothing more, so that is what held at the cut).
     pub async fn isolate_leader(&self, group: GroupId) -> (NodeId, Vec<NodeId>) {
-        loop {
-            let leader = self.leader_of(group).await;
-            let others: Vec<_> = self
-                .running()
-                .into_iter()
-                .filter(|id| *id != leader)
-                .collect();
-            self.network.partition(&[&[leader], &others]);
-            let names = self
-                .node(leader)
-                .cluster()
-                .partition(group)
-                .map(|p| p.leader());
-            if names == Some(Some(leader)) {
-                return (leader, others);
-            }
-            self.network.heal();
-        }
+        eventually(
+            &format!("the leader of partition {group} cut off while it leads"),
+            Duration::from_secs(30),
+            || async {
+                let leader = self.leader_of(group).await;
+                let others = self.running_except(leader);
+                self.network.partition(&[&[leader], &others]);
+                let named = self
+                    .node(leader)
+                    .cluster()
+                    .partition(group)
+                    .and_then(|p| p.leader());
+                if named == Some(leader) {
+                    return Ok((leader, others));
+                }
+                self.network.heal();
+                Err(format!(
+                    "node {leader} named {named:?} as leader once cut off"
+                ))
+            },
+        )
+        .await
     }
 
     /// Node ids currently running.
     pub fn running(&self) -> Vec<NodeId> {
         self.nodes.keys().copied().collect()
+    }
+
+    /// Node ids currently running, but `id`.
+    pub fn running_except(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes.keys().copied().filter(|n| *n != id).collect()
     }
 
     /// A running node.

@@ -233,11 +233,7 @@ async fn losing_the_leader_keeps_every_acknowledged_event() {
     ask(&client, "account", "acc", json!({"type":"OPEN"})).await;
     let group = cluster.partition_of_actor("account", "acc");
     let leader = cluster.leader_of(group).await;
-    let followers: Vec<_> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.running_except(leader);
     let early = |cluster: &TestCluster| {
         [leader, followers[0], followers[1]].map(|id| cluster.early_appends(id, group))
     };

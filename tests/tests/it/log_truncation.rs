@@ -111,11 +111,7 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
     let leader = cluster.leader_of(0).await;
     let client = cluster.client(leader).await;
     append_ticks(&client, 0..20).await;
-    let followers: Vec<_> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.running_except(leader);
     let (down, up) = (followers[0], followers[1]);
     let caught_up = cluster.applied(leader, 0);
     wait_applied(
