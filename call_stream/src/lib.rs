@@ -6,7 +6,9 @@
 //! A unary gRPC call costs a new HTTP/2 stream on both ends (headers encoded
 //! and decoded, a task, trailers); a message on an open stream costs one
 //! data frame, and h2 writes many in one syscall. HTTP/2 and gRPC were ~65%
-//! of the CPU of the `ask` benchmark.
+//! of the CPU of the `ask` benchmark. Both directions are read through
+//! [`Coalesced`], so that the messages of calls that finish (or start)
+//! together go out in one write rather than one write each.
 //!
 //! [`CallStreams`] belongs to one connection: each call gets an id and waits
 //! for the outcome with that id, which the stream's reader task hands over.
@@ -30,6 +32,9 @@ use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+mod coalesce;
+pub use coalesce::{Answers, Coalesced, Requests};
+
 /// A kind of call that travels over a stream: its unary form, its stream
 /// call, and how its messages wrap a request and an outcome.
 pub trait StreamedCall: Send + Sync + 'static {
@@ -51,7 +56,7 @@ pub trait StreamedCall: Send + Sync + 'static {
     fn open(
         channel: Channel,
         max_message_bytes: usize,
-        requests: UnboundedReceiverStream<Self::Envelope>,
+        requests: Requests<Self::Envelope>,
     ) -> impl Future<Output = Result<Streaming<Self::Outcome>, Status>> + Send;
 
     fn envelope(id: u64, request: Self::Request) -> Self::Envelope;
@@ -277,7 +282,7 @@ async fn read_outcomes<C: StreamedCall>(
     stream: Arc<CallStream<C>>,
     streaming: Arc<AtomicBool>,
 ) {
-    let requests = UnboundedReceiverStream::new(outgoing);
+    let requests = Coalesced::new(UnboundedReceiverStream::new(outgoing));
     let mut ended = match C::open(channel, max_message_bytes, requests).await {
         Err(status) => status,
         Ok(mut outcomes) => {

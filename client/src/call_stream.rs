@@ -6,12 +6,12 @@
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::actor_service_client::ActorServiceClient;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 pub use cairn_call_stream::{
-    CallResult, CallStreams, MAX_STREAMED_BYTES, StreamedCall, outcome, read_outcome,
+    Answers, CallResult, CallStreams, MAX_STREAMED_BYTES, Requests, StreamedCall, outcome,
+    read_outcome,
 };
 
 /// Implements [`StreamedCall`] for `$kind` from the generated messages
@@ -40,7 +40,7 @@ macro_rules! streamed_call {
             async fn open(
                 channel: Channel,
                 max_message_bytes: usize,
-                requests: UnboundedReceiverStream<pb::$envelope>,
+                requests: Requests<pb::$envelope>,
             ) -> Result<Streaming<pb::$outcome>, Status> {
                 $client(channel, max_message_bytes)
                     .$stream(requests)

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use cairn_call_stream::Answers;
 use cairn_proto::v1::raft_service_server::RaftService;
 use cairn_proto::v1::{RaftAnswer, RaftCall, RaftMessage, RaftRpc};
 use cairn_storage::{GroupId, TypeConfig};
 use openraft::Raft;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -136,7 +136,7 @@ impl RaftService for RaftGrpcService {
         self.dispatch(RpcKind::Applied, request).await
     }
 
-    type StreamStream = ReceiverStream<Result<RaftAnswer, Status>>;
+    type StreamStream = Answers<RaftAnswer>;
 
     async fn stream(
         &self,

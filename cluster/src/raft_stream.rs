@@ -12,12 +12,11 @@
 //! calls from then on, and so does a call over [`MAX_STREAMED_BYTES`].
 
 use bytes::Bytes;
-use cairn_call_stream::{CallResult, CallStreams, StreamedCall};
+use cairn_call_stream::{CallResult, CallStreams, Requests, StreamedCall};
 use cairn_proto::v1::raft_answer::Result as Answered;
 use cairn_proto::v1::raft_service_client::RaftServiceClient;
 use cairn_proto::v1::{CallError, RaftAnswer, RaftCall, RaftFailure, RaftMessage, RaftRpc};
 use cairn_storage::GroupId;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
@@ -61,7 +60,7 @@ impl StreamedCall for RaftCalls {
     async fn open(
         channel: Channel,
         max_message_bytes: usize,
-        requests: UnboundedReceiverStream<RaftCall>,
+        requests: Requests<RaftCall>,
     ) -> Result<Streaming<RaftAnswer>, Status> {
         client(channel, max_message_bytes)
             .stream(requests)

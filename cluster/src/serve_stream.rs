@@ -1,14 +1,16 @@
 //! The answering side of a stream of calls (`RaftService.Stream`, and the
 //! node's `ActorService.AskStream`): every incoming message is a call that
 //! carries its own id, runs concurrently with the others, and is answered on
-//! the outgoing stream as soon as it finishes.
+//! the outgoing stream as soon as it finishes (those that finish together
+//! in one write: [`Coalesced`]).
 
 use std::future::Future;
 
+use cairn_call_stream::{Answers, Coalesced};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::Streaming;
 
 /// Answers buffered per stream before the answering side waits for the
 /// calling side to read them.
@@ -22,7 +24,7 @@ pub fn serve_concurrently<Call, Answer, F, Fut>(
     mut incoming: Streaming<Call>,
     stop: CancellationToken,
     answer: F,
-) -> ReceiverStream<Result<Answer, Status>>
+) -> Answers<Answer>
 where
     Call: Send + 'static,
     Answer: Send + 'static,
@@ -53,5 +55,5 @@ where
             });
         }
     });
-    ReceiverStream::new(rx)
+    Coalesced::new(ReceiverStream::new(rx))
 }

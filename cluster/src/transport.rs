@@ -157,10 +157,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TransportError> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use cairn_call_stream::Answers;
     use cairn_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
     use cairn_proto::v1::{RaftAnswer, RaftCall};
     use tokio::sync::oneshot;
-    use tokio_stream::wrappers::ReceiverStream;
     use tokio_util::sync::CancellationToken;
     use tonic::transport::Server;
     use tonic::transport::server::TcpIncoming;
@@ -221,7 +221,7 @@ mod tests {
             self.echo(request)
         }
 
-        type StreamStream = ReceiverStream<Result<RaftAnswer, Status>>;
+        type StreamStream = Answers<RaftAnswer>;
 
         async fn stream(
             &self,

@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use cairn_client::call_stream::Asks;
+use cairn_client::call_stream::{Answers, Asks};
 use cairn_cluster::ClusterNode;
 use cairn_proto::v1::actor_service_client::ActorServiceClient;
 use cairn_proto::v1::actor_service_server::ActorService;
 use cairn_proto::v1::{
     AskEnvelope, AskOutcome, AskReply, AskRequest, GetStateReply, GetStateRequest,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -98,7 +97,7 @@ impl ActorService for ActorGrpcService {
         self.ask_one(request.into_inner()).await.map(Response::new)
     }
 
-    type AskStreamStream = ReceiverStream<Result<AskOutcome, Status>>;
+    type AskStreamStream = Answers<AskOutcome>;
 
     async fn ask_stream(
         &self,

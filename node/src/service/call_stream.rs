@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cairn_client::call_stream::{Appends, Asks, CallStreams, StreamedCall, outcome};
+use cairn_client::call_stream::{Answers, Appends, Asks, CallStreams, StreamedCall, outcome};
 use cairn_cluster::serve_stream::serve_concurrently;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
@@ -62,7 +61,7 @@ pub fn serve<C, F, Fut>(
     incoming: Streaming<C::Envelope>,
     stop: CancellationToken,
     call: F,
-) -> ReceiverStream<Result<C::Outcome, Status>>
+) -> Answers<C::Outcome>
 where
     C: StreamedCall,
     F: Fn(C::Request) -> Fut + Send + 'static,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_client::call_stream::Appends;
+use cairn_client::call_stream::{Answers, Appends};
 use cairn_cluster::{ClusterNode, Partition};
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::event_store_service_client::EventStoreServiceClient;
@@ -19,7 +19,6 @@ use cairn_proto::v1::{
     SubscribeRequest,
 };
 use cairn_storage::{Command, CommandResult, GroupId, NodeId, StreamAppend};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -156,7 +155,7 @@ impl EventStoreService for EventStoreGrpcService {
             .map(Response::new)
     }
 
-    type AppendStreamStream = ReceiverStream<Result<AppendOutcome, Status>>;
+    type AppendStreamStream = Answers<AppendOutcome>;
 
     async fn append_stream(
         &self,
