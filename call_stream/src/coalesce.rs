@@ -39,6 +39,8 @@ pub struct Coalesced<S> {
 }
 
 impl<S> Coalesced<S> {
+    /// `inner`, whose first read, and first after each `Pending`, waits
+    /// one turn of the other ready tasks.
     pub fn new(inner: S) -> Coalesced<S> {
         Coalesced {
             inner,

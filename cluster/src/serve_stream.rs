@@ -1,5 +1,6 @@
 //! The answering side of a stream of calls (`RaftService.Stream`, and the
-//! node's `ActorService.AskStream`): every incoming message is a call that
+//! node's `ActorService.AskStream` and `EventStoreService.AppendStream`):
+//! every incoming message is a call that
 //! carries its own id, runs concurrently with the others, and is answered on
 //! the outgoing stream as soon as it finishes (those that finish together
 //! in one write: [`Coalesced`]).
