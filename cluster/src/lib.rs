@@ -17,6 +17,7 @@
 //! - [`node`]: [`ClusterNode`], all of a node's groups, bootstrap, identity checks.
 //! - [`ClusterError`] (module [`error`]): what cluster operations fail with.
 
+mod commit_notice;
 pub mod dispatcher;
 mod entry_slots;
 pub mod error;

@@ -15,11 +15,16 @@
 //! ([`Held`]): a follower on the leader's vote that applied everything the
 //! snapshot holds gets nothing, and the leader learns it matches there, as
 //! it would have from the follower's answer to the snapshot.
+//!
+//! # Commit notices wait for the next message
+//! An AppendEntries whose only news for a follower that just accepted one
+//! is a newer commit index is answered by [`GroupNetwork`] itself and rides
+//! on the next message instead (see the `commit_notice` module).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_storage::{GroupId, LogDurability, NodeId, TypeConfig};
 use openraft::error::{
@@ -35,6 +40,7 @@ use openraft::raft::{
 use openraft::{BasicNode, LogId, OptionalSend, Raft, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::commit_notice::{self, Accepted};
 use crate::transport::{RaftTransport, RpcKind, TransportError, decode, encode};
 
 /// Pause between a group's tries to replicate to an unreachable peer.
@@ -79,24 +85,29 @@ pub struct GroupNetworkFactory {
     transport: Arc<dyn RaftTransport>,
     snapshots_sent: Arc<AtomicU64>,
     durability: LogDurability,
+    commit_defer: Duration,
 }
 
 impl GroupNetworkFactory {
     /// The factory for `group`, sending over `transport`; every snapshot
     /// its clients stream counts in `snapshots_sent`. A commit index goes
     /// to followers only once `durability` has this node's copy of what it
-    /// covers on disk.
+    /// covers on disk, and with the next message when one goes out soon
+    /// (see `commit_notice`; the group's leaders send heartbeats every
+    /// `heartbeat`).
     pub fn new(
         group: GroupId,
         transport: Arc<dyn RaftTransport>,
         snapshots_sent: Arc<AtomicU64>,
         durability: LogDurability,
+        heartbeat: Duration,
     ) -> GroupNetworkFactory {
         GroupNetworkFactory {
             group,
             transport,
             snapshots_sent,
             durability,
+            commit_defer: commit_notice::defer_window(heartbeat),
         }
     }
 }
@@ -112,6 +123,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             transport: self.transport.clone(),
             snapshots_sent: self.snapshots_sent.clone(),
             durability: self.durability.clone(),
+            commit_defer: self.commit_defer,
+            accepted: None,
         }
     }
 }
@@ -124,6 +137,10 @@ pub struct GroupNetwork {
     transport: Arc<dyn RaftTransport>,
     snapshots_sent: Arc<AtomicU64>,
     durability: LogDurability,
+    /// What the peer last accepted from this client, and for how long that
+    /// lets a commit notice wait (see `commit_notice`).
+    accepted: Option<Accepted>,
+    commit_defer: Duration,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -191,6 +208,14 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let now = Instant::now();
+        if self
+            .accepted
+            .as_ref()
+            .is_some_and(|a| a.defers(&rpc, now, self.commit_defer))
+        {
+            return Ok(AppendEntriesResponse::Success);
+        }
         // A follower applies what the commit index covers: not before this
         // leader's own copy is durable (see `cairn_storage::LogDurability`).
         if let Some(committed) = rpc.leader_commit {
@@ -199,7 +224,13 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
                 .await
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         }
-        self.send(RpcKind::AppendEntries, &rpc).await
+        let sent_at = Instant::now();
+        let answer = self.send(RpcKind::AppendEntries, &rpc).await;
+        self.accepted = match answer {
+            Ok(AppendEntriesResponse::Success) => Some(Accepted::of(&rpc, sent_at)),
+            _ => None,
+        };
+        answer
     }
 
     async fn install_snapshot(
@@ -262,7 +293,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
 #[cfg(test)]
 mod tests {
     use futures::future::BoxFuture;
-    use openraft::CommittedLeaderId;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
     use tokio::sync::mpsc;
 
     use super::*;
@@ -296,6 +327,7 @@ mod tests {
             Arc::new(Recorder(tx)),
             Arc::default(),
             durability.clone(),
+            Duration::from_millis(100),
         );
         let mut network = factory.new_client(2, &BasicNode::default()).await;
         let id = durability.written(5);
@@ -318,5 +350,57 @@ mod tests {
         let answer = call.await.expect("call ran").expect("answered");
         assert!(matches!(answer, AppendEntriesResponse::Success));
         assert!(sent.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_commit_notice_waits_for_the_next_message_to_a_follower_that_just_accepted() {
+        let (tx, mut sent) = mpsc::unbounded_channel();
+        let durability = LogDurability::default();
+        let id = durability.written(7);
+        durability.flushed(id, Ok(()));
+        let mut factory = GroupNetworkFactory::new(
+            1,
+            Arc::new(Recorder(tx)),
+            Arc::default(),
+            durability.clone(),
+            Duration::from_millis(100),
+        );
+        let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+        let request = |prev: u64, entries: u64, commit: u64| AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(prev)),
+            entries: (prev + 1..=prev + entries)
+                .map(|i| Entry {
+                    log_id: log_id(i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: Some(log_id(commit)),
+        };
+        let option = || RPCOption::new(Duration::from_secs(1));
+
+        let mut replication = factory.new_client(2, &BasicNode::default()).await;
+        let answer = replication.append_entries(request(5, 2, 5), option()).await;
+        assert!(matches!(answer, Ok(AppendEntriesResponse::Success)));
+        assert_eq!(sent.try_recv().expect("entries sent").entries.len(), 2);
+
+        let answer = replication.append_entries(request(7, 0, 7), option()).await;
+        assert!(matches!(answer, Ok(AppendEntriesResponse::Success)));
+        assert!(sent.try_recv().is_err(), "the commit notice waits");
+
+        let answer = replication.append_entries(request(7, 1, 7), option()).await;
+        assert!(matches!(answer, Ok(AppendEntriesResponse::Success)));
+        let next = sent.try_recv().expect("the next entries go");
+        assert_eq!(
+            next.leader_commit,
+            Some(log_id(7)),
+            "carrying the commit index"
+        );
+
+        // A leadership check goes through a new client: it always goes out.
+        let mut check = factory.new_client(2, &BasicNode::default()).await;
+        let answer = check.append_entries(request(8, 0, 7), option()).await;
+        assert!(matches!(answer, Ok(AppendEntriesResponse::Success)));
+        assert!(sent.try_recv().is_ok(), "the leadership check went out");
     }
 }

@@ -167,6 +167,7 @@ impl ClusterNode {
                     transport.clone(),
                     sent,
                     store.log_durability(group),
+                    config.tuning.heartbeat,
                 ),
                 store.leader_log_store(group, me),
                 store.state_machine(group)?,

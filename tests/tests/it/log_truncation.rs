@@ -67,6 +67,31 @@ async fn events_on(cluster: &TestCluster, id: NodeId) -> usize {
         .len()
 }
 
+/// A leader tells a follower of a commit on the next message it sends it,
+/// not in one of its own (cairn_cluster's `commit_notice`): once writes
+/// stop, the heartbeats still bring every follower the last commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_apply_the_last_write_once_writes_stop() {
+    let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
+    let leader = cluster.leader_of(0).await;
+    let term = || replica(&cluster, leader).metrics().borrow().current_term;
+    let term_before = term();
+    append_ticks(&cluster.client(leader).await, 0..30).await;
+    let target = cluster.applied(leader, 0);
+    for id in cluster.running_except(leader) {
+        wait_applied(&cluster, id, target, "a follower to apply the last write").await;
+        assert_eq!(
+            events_on(&cluster, id).await,
+            30,
+            "node {id} reads every event"
+        );
+    }
+    // From the leader's messages, not from an election (a new leader
+    // applies all that was committed too).
+    assert_eq!(term(), term_before, "no election");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_replica_drops_its_log_once_all_have_applied_it() {
     let cluster = TestCluster::start(3, 1, test_tuning(10_000)).await;
