@@ -87,16 +87,22 @@ impl Accepted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use openraft::{CommittedLeaderId, Entry, EntryPayload};
 
     use super::*;
 
-    fn log_id(index: u64) -> LogId<NodeId> {
+    pub(crate) fn log_id(index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(1, 1), index)
     }
 
-    fn request(prev: u64, entries: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+    /// An AppendEntries of term 1's leader after `prev`, with `entries`
+    /// blank entries and commit index `commit`.
+    pub(crate) fn request(
+        prev: u64,
+        entries: u64,
+        commit: u64,
+    ) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
             prev_log_id: Some(log_id(prev)),

@@ -293,10 +293,11 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
 #[cfg(test)]
 mod tests {
     use futures::future::BoxFuture;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+    use openraft::CommittedLeaderId;
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::commit_notice::tests::{log_id, request};
 
     /// Answers every AppendEntries with success, and tells which it got.
     struct Recorder(mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>);
@@ -365,18 +366,6 @@ mod tests {
             durability.clone(),
             Duration::from_millis(100),
         );
-        let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
-        let request = |prev: u64, entries: u64, commit: u64| AppendEntriesRequest {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: Some(log_id(prev)),
-            entries: (prev + 1..=prev + entries)
-                .map(|i| Entry {
-                    log_id: log_id(i),
-                    payload: EntryPayload::Blank,
-                })
-                .collect(),
-            leader_commit: Some(log_id(commit)),
-        };
         let option = || RPCOption::new(Duration::from_secs(1));
 
         let mut replication = factory.new_client(2, &BasicNode::default()).await;
