@@ -216,6 +216,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         {
             return Ok(AppendEntriesResponse::Success);
         }
+        // Only an answered call counts (openraft drops one that times out).
+        self.accepted = None;
         // A follower applies what the commit index covers: not before this
         // leader's own copy is durable (see `cairn_storage::LogDurability`).
         if let Some(committed) = rpc.leader_commit {
@@ -226,10 +228,9 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         }
         let sent_at = Instant::now();
         let answer = self.send(RpcKind::AppendEntries, &rpc).await;
-        self.accepted = match answer {
-            Ok(AppendEntriesResponse::Success) => Some(Accepted::of(&rpc, sent_at)),
-            _ => None,
-        };
+        if let Ok(AppendEntriesResponse::Success) = answer {
+            self.accepted = Some(Accepted::of(&rpc, sent_at));
+        }
         answer
     }
 
@@ -299,8 +300,12 @@ mod tests {
     use super::*;
     use crate::commit_notice::tests::{log_id, request};
 
-    /// Answers every AppendEntries with success, and tells which it got.
-    struct Recorder(mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>);
+    /// Answers every AppendEntries with success, and tells which it got;
+    /// while `.1` is set, records them but never answers.
+    struct Recorder(
+        mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+        Arc<std::sync::atomic::AtomicBool>,
+    );
 
     impl RaftTransport for Recorder {
         fn call(
@@ -313,6 +318,9 @@ mod tests {
         ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
             let request = decode(&payload).expect("an AppendEntries");
             let _ = self.0.send(request);
+            if self.1.load(Ordering::Relaxed) {
+                return Box::pin(futures::future::pending());
+            }
             let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
                 Ok(AppendEntriesResponse::Success);
             Box::pin(async move { Ok(encode(&answer)) })
@@ -325,7 +333,7 @@ mod tests {
         let durability = LogDurability::default();
         let mut factory = GroupNetworkFactory::new(
             1,
-            Arc::new(Recorder(tx)),
+            Arc::new(Recorder(tx, Arc::default())),
             Arc::default(),
             durability.clone(),
             Duration::from_millis(100),
@@ -356,12 +364,13 @@ mod tests {
     #[tokio::test]
     async fn a_commit_notice_waits_for_the_next_message_to_a_follower_that_just_accepted() {
         let (tx, mut sent) = mpsc::unbounded_channel();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let durability = LogDurability::default();
-        let id = durability.written(7);
+        let id = durability.written(9);
         durability.flushed(id, Ok(()));
         let mut factory = GroupNetworkFactory::new(
             1,
-            Arc::new(Recorder(tx)),
+            Arc::new(Recorder(tx, silent.clone())),
             Arc::default(),
             durability.clone(),
             Duration::from_millis(100),
@@ -385,6 +394,21 @@ mod tests {
             Some(log_id(7)),
             "carrying the commit index"
         );
+
+        // A call that got no answer (openraft drops it at its timeout)
+        // leaves nothing accepted: the next notice goes out.
+        silent.store(true, Ordering::Relaxed);
+        let call = replication.append_entries(request(8, 1, 7), option());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), call)
+                .await
+                .is_err()
+        );
+        assert!(sent.try_recv().is_ok(), "the entries went out, unanswered");
+        silent.store(false, Ordering::Relaxed);
+        let answer = replication.append_entries(request(8, 0, 8), option()).await;
+        assert!(matches!(answer, Ok(AppendEntriesResponse::Success)));
+        assert!(sent.try_recv().is_ok(), "the notice after it went out");
 
         // A leadership check goes through a new client: it always goes out.
         let mut check = factory.new_client(2, &BasicNode::default()).await;
