@@ -37,14 +37,24 @@ const BUDGET_HOLD: Duration = Duration::from_millis(100);
 /// 12% more per second at 64 writers and 11% more at 256 (entries per
 /// append down by a third), 2% fewer at 16, and as many at 1 writer and in
 /// 100-event batches (bench/README.md, session 19).
+///
+/// Two per core since entries got cheaper (session 21: commit notices ride
+/// on the next message, so an entry costs half the Raft messages it did).
+/// 4 in flight on a 2-core machine against 2, alternated pairs of
+/// single-event appends: +8% at 16 writers, 0 to +19% at 64, +2 to +10% at
+/// 256 with p99 10–25% lower; as many at 1 writer (one entry at a time) and
+/// in 100-event batches.
 #[derive(Clone)]
 pub struct ProposalBudget(Arc<Semaphore>);
 
+/// Entries in flight per core of the node, all partitions together.
+const ENTRIES_PER_CORE: usize = 2;
+
 impl ProposalBudget {
-    /// One entry per core of this machine, and at least two.
+    /// Two entries per core of this machine, and at least four.
     pub fn for_this_machine() -> ProposalBudget {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        ProposalBudget::new(cores.max(2))
+        ProposalBudget::new(cores.max(2) * ENTRIES_PER_CORE)
     }
 
     /// A budget of `entries`.
