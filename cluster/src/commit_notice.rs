@@ -46,7 +46,7 @@ pub(crate) fn defer_window(heartbeat: Duration) -> Duration {
 }
 
 /// The last AppendEntries a follower accepted from this replication client.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Accepted {
     sent_at: Instant,
     vote: Vote<NodeId>,

@@ -4,11 +4,12 @@
 //! partitions the node leads.
 //!
 //! Every entry costs a whole Raft round on three nodes (log writes, fsyncs,
-//! two AppendEntries per follower, applies) whatever it carries. Once more
-//! entries are in flight than the machine has cores they only compete for
-//! the CPU, while appends that wait for the next one form fewer, bigger
-//! entries (bench/README.md, sessions 13 and 19). An idle node has its
-//! budget free, so a lone writer never waits for it.
+//! an AppendEntries and its answer per follower, applies) whatever it
+//! carries. Beyond [`ENTRIES_PER_CORE`] per core of the machine in flight,
+//! more entries only compete for the CPU, while appends that wait for the
+//! next one form fewer, bigger entries (bench/README.md, sessions 13, 19
+//! and 21). An idle node has its budget free, so a lone writer never waits
+//! for it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub(crate) const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 /// (its group lost its quorum, say) must not hold back the node's other
 /// partitions; it still counts against its own partition's slots.
 const BUDGET_HOLD: Duration = Duration::from_millis(100);
+/// Entries in flight per core of the node, all the partitions it leads
+/// together (see [`ProposalBudget`]).
+const ENTRIES_PER_CORE: usize = 2;
 
 /// The entries that the partitions a node leads may have in flight
 /// together.
@@ -46,9 +50,6 @@ const BUDGET_HOLD: Duration = Duration::from_millis(100);
 /// in 100-event batches.
 #[derive(Clone)]
 pub struct ProposalBudget(Arc<Semaphore>);
-
-/// Entries in flight per core of the node, all partitions together.
-const ENTRIES_PER_CORE: usize = 2;
 
 impl ProposalBudget {
     /// Two entries per core of this machine, and at least four.
