@@ -11,6 +11,7 @@
 //! - `keys`: the byte layout and ordering of every key.
 //! - `store`: [`Store`], the node's RocksDB.
 //! - `syncer`: the thread that group-commits log fsyncs for a [`Store`].
+//! - `direct_io`: whether a data directory takes direct I/O (for flushes and compactions).
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` for one group.
 //! - `log_durability`: [`LogDurability`], the leader's log appends reported
 //!   before their fsync, and what waits for it.
@@ -31,6 +32,7 @@
 mod applied_watch;
 mod apply;
 pub mod command;
+mod direct_io;
 mod entry_cache;
 mod error;
 pub mod event;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::applied_watch::AppliedWatch;
 use crate::command::GroupId;
+use crate::direct_io;
 use crate::error::Error;
 use crate::keys;
 use crate::log_durability::LogDurability;
@@ -206,6 +207,14 @@ impl Store {
         // (4,535 against 4,824), single appends at 256 writers were even.
         db_opts.set_enable_pipelined_write(true);
         db_opts.set_enable_write_thread_adaptive_yield(false);
+        // SST files written past the page cache where the directory takes
+        // direct I/O (see `direct_io`). RocksDB creates a missing directory
+        // itself, but the probe needs it now; should creating it fail,
+        // the probe answers no and RocksDB reports why.
+        let _ = std::fs::create_dir_all(path);
+        let direct = direct_io::supported(path);
+        db_opts.set_use_direct_io_for_flush_and_compaction(direct);
+        tracing::info!(path = %path.display(), direct, "direct I/O for flushes and compactions");
         // Compactions at the lowest CPU priority: on a busy machine they run
         // in the time left over by reads and writes instead of competing
         // with them. Flushes (the high-priority pool) keep their priority, so
