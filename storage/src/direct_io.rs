@@ -12,15 +12,17 @@
 //!
 //! Not every filesystem takes `O_DIRECT` (some FUSE and network
 //! filesystems refuse it). RocksDB would then fail its first flush and stop
-//! taking writes, so the store asks the directory first.
+//! taking writes, so the store asks the directory first. Off Linux the
+//! answer is no.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+#[cfg(target_os = "linux")]
+use std::fs::OpenOptions;
 use std::path::Path;
 
 /// Alignment (and size) of the probe's write: the largest logical block size
 /// of common devices, a multiple of the smaller ones.
+#[cfg(target_os = "linux")]
 const BLOCK: usize = 4096;
 
 /// Name of the probe file, removed again before this returns.
@@ -36,7 +38,11 @@ pub(crate) fn supported(dir: &Path) -> bool {
     answer
 }
 
+#[cfg(target_os = "linux")]
 fn aligned_write(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -50,10 +56,17 @@ fn aligned_write(path: &Path) -> std::io::Result<()> {
     file.write_all(&buffer[start..start + BLOCK])
 }
 
+/// `O_DIRECT` is Linux's; elsewhere the store keeps the page cache.
+#[cfg(not(target_os = "linux"))]
+fn aligned_write(_path: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_local_directory_takes_it_and_keeps_no_probe() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
