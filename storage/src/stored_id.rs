@@ -64,10 +64,21 @@ mod tests {
 
     #[test]
     fn a_canonical_uuid_is_stored_in_17_bytes_and_read_back_as_written() {
-        let id = Uuid::now_v7().hyphenated().to_string();
-        let stored = encode(&id);
-        assert_eq!(stored.len(), 17);
-        assert_eq!(decode(&stored).as_deref(), Some(id.as_str()));
+        let v7 = Uuid::now_v7().hyphenated().to_string();
+        for id in [
+            v7.as_str(),
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "01234567-89ab-cdef-0123-456789abcdef",
+        ] {
+            let stored = encode(id);
+            assert_eq!(stored.len(), 17, "{id}");
+            assert_eq!(
+                stored[1..],
+                *Uuid::parse_str(id).expect("a UUID").as_bytes()
+            );
+            assert_eq!(decode(&stored).as_deref(), Some(id));
+        }
     }
 
     #[test]
@@ -81,6 +92,12 @@ mod tests {
             upper.as_str(),
             simple.as_str(),
             "ünï",
+            // 36 bytes, nearly canonical: one uppercase digit, one that is
+            // not hex, a hyphen moved, a hyphen replaced.
+            "0190a5e4-0000-7000-8000-00000000000A",
+            "0190a5e4-0000-7000-8000-00000000000g",
+            "0190a5e40-000-7000-8000-000000000001",
+            "0190a5e4-0000-7000-8000+000000000001",
         ] {
             let stored = encode(id);
             assert_eq!(stored.first(), Some(&TEXT), "{id}");
