@@ -92,7 +92,7 @@ mod tests {
             upper.as_str(),
             simple.as_str(),
             "ünï",
-            // 36 bytes, nearly canonical: one uppercase digit, one that is
+            // 36 bytes, nearly canonical: an uppercase hex digit, one that is
             // not hex, a hyphen moved, a hyphen replaced.
             "0190a5e4-0000-7000-8000-00000000000A",
             "0190a5e4-0000-7000-8000-00000000000g",
