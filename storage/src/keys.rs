@@ -47,10 +47,10 @@
 //! A stream's info, events, actor snapshots and time index sit together
 //! (format 3), so an append's info and events are neighbours in the
 //! memtable: in a batch written in key order (`Applier::into_batch`)
-//! RocksDB finds each one's place a short step from the previous one's,
-//! where format 2, which kept each kind of key of all streams together,
-//! made it search for the info and the events in two distant places per
-//! append from the top of the skiplist. The event-id index stays a range of
+//! RocksDB's search for each one's place follows the path the previous
+//! one's just took, in the CPU caches, where format 2, which kept each kind
+//! of key of all streams together, made it search for the info and the
+//! events in two distant places per append. The event-id index stays a range of
 //! its own: among the events, its random ids cost 4.5 bytes per event on
 //! disk after compression (bench/README.md, session 14).
 //!
