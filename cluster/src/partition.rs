@@ -291,10 +291,10 @@ async fn propose_appends(
             }
         }
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let command = Command::Append {
-            timestamp_ms: now_ms(),
-            appends,
-        };
+        // Encoded here, once: the log, the followers and the state machine
+        // all share this buffer (`cairn_storage::Appends`).
+        let command = Command::append(now_ms(), &appends);
+        drop(appends);
         let group_result = raft.client_write_ff(command).await;
         tokio::spawn(async move {
             let outcome = slot

@@ -10,14 +10,13 @@ use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{
-    AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection, StreamAppend,
-};
+use crate::appends::{AppendView, Appends};
+use crate::command::{AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection};
 use crate::error::{Error, decode, decode_u64, encode};
 use crate::event::{EventRef, RecordedEvent, StreamInfo, encode_body};
 use crate::info_cache::InfoCache;
 use crate::keys;
-use crate::recent::Appended;
+use crate::recent::{Appended, KeptEvent};
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::type_config::{NodeId, TypeConfig};
@@ -85,7 +84,8 @@ pub(crate) fn events_in(entries: &[Entry<TypeConfig>]) -> usize {
     entries
         .iter()
         .map(|entry| match &entry.payload {
-            EntryPayload::Normal(Command::Append { appends, .. }) => {
+            EntryPayload::Normal(Command::Append { appends, .. }) => appends.events(),
+            EntryPayload::Normal(Command::FormerAppend { appends, .. }) => {
                 appends.iter().map(|append| append.events.len()).sum()
             }
             EntryPayload::Normal(_) => 1,
@@ -381,13 +381,11 @@ impl<'a> Applier<'a> {
             Command::Append {
                 timestamp_ms,
                 appends,
-            } => {
-                let mut results = Vec::with_capacity(appends.len());
-                for append in appends {
-                    results.push(self.append(timestamp_ms, append)?);
-                }
-                CommandResult::Appended(results)
-            }
+            } => self.appends(timestamp_ms, &appends)?,
+            Command::FormerAppend {
+                timestamp_ms,
+                appends,
+            } => self.appends(timestamp_ms, &Appends::new(&appends))?,
             Command::Delete {
                 stream,
                 expected,
@@ -487,38 +485,54 @@ impl<'a> Applier<'a> {
         Ok(Ok(version))
     }
 
+    /// Applies an entry's appends, in order.
+    fn appends(&mut self, timestamp_ms: i64, appends: &Appends) -> Result<CommandResult, Error> {
+        let views = appends.views()?;
+        let mut results = Vec::with_capacity(views.len());
+        for append in views {
+            results.push(self.append(timestamp_ms, append, appends)?);
+        }
+        Ok(CommandResult::Appended(results))
+    }
+
+    /// Applies one append, read in place from `appends` (whose buffer the
+    /// events the in-memory tail keeps share).
     fn append(
         &mut self,
         timestamp_ms: i64,
-        append: StreamAppend,
+        append: AppendView<'_>,
+        appends: &Appends,
     ) -> Result<Result<AppendOutcome, Rejection>, Error> {
-        let StreamAppend {
+        let AppendView {
             stream,
             expected,
             events,
         } = append;
         let g = self.group;
-        let (info_key, mut info) = match self.writable_stream(&stream)? {
+        let (info_key, mut info) = match self.writable_stream(stream)? {
             Some(found) => found,
-            None => return Ok(Err(Rejection::StreamTombstoned { stream })),
+            None => {
+                let stream = stream.to_owned();
+                return Ok(Err(Rejection::StreamTombstoned { stream }));
+            }
         };
 
         // Event ids are indexed per stream, so a stream never written has
         // none to find: skip the lookup (a miss in every level's filter).
         if let Some(first) = events.first().filter(|_| info.version > 0) {
-            let id_key = keys::event_id(g, &stream, &first.id)
+            let id_key = keys::event_id(g, stream, first.id)
                 .map_err(|_| Error::StreamIdTooLong { len: stream.len() })?;
             if let Some(v) = self.get(&id_key)? {
                 let version = decode_u64("event-id index", &v)?;
-                let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-                return self.earlier_result(&stream, version, &ids);
+                let ids: Vec<&str> = events.iter().map(|e| e.id).collect();
+                return self.earlier_result(stream, version, &ids);
             }
         }
 
         let actual = info.version;
         if !expected_matches(expected, &info) {
             return Ok(Err(Rejection::WrongExpectedVersion {
-                stream,
+                stream: stream.to_owned(),
                 expected,
                 actual,
             }));
@@ -541,8 +555,7 @@ impl<'a> Applier<'a> {
         let first_position = counters.last_position + 1;
         let mut version = actual;
         let mut position = counters.last_position;
-        let mut last_id = String::new();
-        for e in events {
+        for e in &events {
             version += 1;
             position += 1;
             let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
@@ -550,39 +563,36 @@ impl<'a> Applier<'a> {
             // store, never within an apply.
             self.put_unread(
                 keys::position(g, position),
-                keys::event_ref(&stream, version).map_err(too_long)?,
+                keys::event_ref(stream, version).map_err(too_long)?,
             );
             self.put(
-                keys::event_id(g, &stream, &e.id).map_err(too_long)?,
+                keys::event_id(g, stream, e.id).map_err(too_long)?,
                 version.to_be_bytes().to_vec(),
             );
             self.put(
-                keys::stream_event(g, &stream, version).map_err(too_long)?,
-                encode_body(&e, timestamp_ms, position)?,
+                keys::stream_event(g, stream, version).map_err(too_long)?,
+                encode_body(e, timestamp_ms, position)?,
             );
             if keys::is_time_indexed(version) {
-                let key = keys::time_index(g, &stream, timestamp_ms, version).map_err(too_long)?;
+                let key = keys::time_index(g, stream, timestamp_ms, version).map_err(too_long)?;
                 self.put_unread(key, Vec::new());
             }
-            last_id.clone_from(&e.id);
             if self.appended.keeps_next() {
-                self.appended.push(RecordedEvent {
-                    id: e.id,
-                    stream: stream.clone(),
-                    event_type: e.event_type,
-                    data: e.data,
-                    metadata: e.metadata,
-                    correlation_id: e.correlation_id,
-                    causation_id: e.causation_id,
+                self.appended.push(KeptEvent::in_buffer(
+                    appends.buffer(),
+                    stream,
+                    e,
                     timestamp_ms,
                     version,
                     position,
-                });
+                ));
             }
         }
 
         info.version = version;
-        info.last_event_id = last_id;
+        if let Some(last) = events.last() {
+            info.last_event_id = last.id.to_owned();
+        }
         info.last_event_timestamp_ms = timestamp_ms;
         // Writing un-deletes a soft-deleted stream; what came before the
         // delete stays hidden behind `first_readable_version`.
@@ -590,7 +600,7 @@ impl<'a> Applier<'a> {
         if info.first_readable_version == 0 {
             info.first_readable_version = 1;
         }
-        self.trim(&stream, &mut info, timestamp_ms)?;
+        self.trim(stream, &mut info, timestamp_ms)?;
         self.put(info_key, encode("stream info", &info)?);
 
         counters.last_position = position;

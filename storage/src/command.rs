@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::appends::Appends;
+
 /// Identifies a Raft group inside one node: partitions are `0..P`, the metadata
 /// group is [`META_GROUP`].
 pub type GroupId = u32;
@@ -70,7 +72,11 @@ pub enum Command {
     /// the effect of those before it; `timestamp_ms` is the leader's clock when
     /// it proposed the entry (the state machine never lets a partition's
     /// timestamps go backwards).
-    Append {
+    ///
+    /// Builds before 2026-11-30 wrote appends this way, each event field by
+    /// field; their logs may still hold such entries, which apply as they
+    /// did. Nothing proposes it now: see [`Command::Append`].
+    FormerAppend {
         /// The proposing leader's clock, in ms since the epoch.
         timestamp_ms: i64,
         /// The appends, applied in order.
@@ -127,6 +133,16 @@ pub enum Command {
         /// `(version, state)` pairs.
         snapshots: Vec<(u64, Bytes)>,
     },
+    /// Appends from many writers, group-committed as one entry, as
+    /// [`Command::FormerAppend`] but with the appends in one shared buffer
+    /// (the `appends` module). Added last so the encoding of the other
+    /// variants is unchanged.
+    Append {
+        /// The proposing leader's clock, in ms since the epoch.
+        timestamp_ms: i64,
+        /// The appends, applied in order.
+        appends: Appends,
+    },
 }
 
 impl StreamAppend {
@@ -142,10 +158,19 @@ impl StreamAppend {
 }
 
 impl Command {
+    /// The entry that appends `appends` in order, at `timestamp_ms`.
+    pub fn append(timestamp_ms: i64, appends: &[StreamAppend]) -> Command {
+        Command::Append {
+            timestamp_ms,
+            appends: Appends::new(appends),
+        }
+    }
+
     /// Roughly the bytes this command carries.
     pub fn size(&self) -> usize {
         match self {
-            Command::Append { appends, .. } => appends.iter().map(StreamAppend::size).sum(),
+            Command::Append { appends, .. } => appends.encoded_len(),
+            Command::FormerAppend { appends, .. } => appends.iter().map(StreamAppend::size).sum(),
             Command::SaveActorSnapshot { state, .. } => state.len(),
             Command::SaveActorSnapshots { snapshots, .. } => {
                 snapshots.iter().map(|(_, state)| state.len()).sum()
@@ -232,4 +257,66 @@ pub enum CommandResult {
     MetaPut,
     /// A stream's retention metadata was set: the stream's version then.
     StreamMetadataSet(Result<u64, Rejection>),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn append(stream: &str, ids: &[&str]) -> StreamAppend {
+        StreamAppend {
+            stream: stream.to_owned(),
+            expected: ExpectedVersion::Any,
+            events: ids
+                .iter()
+                .map(|id| NewEvent {
+                    id: (*id).to_owned(),
+                    event_type: "T".to_owned(),
+                    data: Bytes::from_static(b"{}"),
+                    metadata: Bytes::new(),
+                    correlation_id: String::new(),
+                    causation_id: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Logs written before `Appends` hold appends as variant 0, field by
+    /// field: they still decode, as `FormerAppend`.
+    #[test]
+    fn an_append_in_the_former_encoding_still_decodes() {
+        // Variant 0, timestamp 1 (zigzag varint 2), then one append of
+        // stream "s" with expected version `Any` (variant 0) and no events.
+        let written = [0, 2, 1, 1, b's', 0, 0];
+        let former: Command = postcard::from_bytes(&written).unwrap();
+        assert_eq!(
+            former,
+            Command::FormerAppend {
+                timestamp_ms: 1,
+                appends: vec![append("s", &[])],
+            }
+        );
+    }
+
+    #[test]
+    fn an_append_round_trips_and_sizes_by_its_encoding() {
+        let appends = [append("a", &["1", "2"]), append("b", &["3"])];
+        let command = Command::append(7, &appends);
+        let Command::Append {
+            appends: encoded, ..
+        } = &command
+        else {
+            panic!("an append command: {command:?}");
+        };
+        assert_eq!(command.size(), encoded.encoded_len());
+        let bytes = postcard::to_allocvec(&command).unwrap();
+        let back: Command = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, command);
+        let Command::Append { appends: back, .. } = back else {
+            panic!("still an append");
+        };
+        assert_eq!(back.decode().unwrap(), appends);
+        assert_eq!(back.events(), 3);
+    }
 }

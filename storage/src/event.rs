@@ -55,20 +55,20 @@ fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error
 /// The stored body of `event`, written at `timestamp_ms` to `position`
 /// (its key, by stream and version, holds the rest).
 pub(crate) fn encode_body(
-    event: &crate::NewEvent,
+    event: &crate::appends::EventView<'_>,
     timestamp_ms: i64,
     position: u64,
 ) -> Result<Vec<u8>, crate::Error> {
-    let id = crate::stored_id::encode(&event.id);
+    let id = crate::stored_id::encode(event.id);
     crate::error::encode(
         "event",
         &StoredBody {
             id: &id,
-            event_type: &event.event_type,
-            data: &event.data,
-            metadata: &event.metadata,
-            correlation_id: &event.correlation_id,
-            causation_id: &event.causation_id,
+            event_type: event.event_type,
+            data: event.data,
+            metadata: event.metadata,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
             timestamp_ms,
             position,
         },
@@ -210,7 +210,8 @@ mod tests {
             correlation_id: event.correlation_id.clone(),
             causation_id: event.causation_id.clone(),
         };
-        let stored = encode_body(&new, event.timestamp_ms, event.position).expect("encodes");
+        let view = crate::appends::EventView::of(&new);
+        let stored = encode_body(&view, event.timestamp_ms, event.position).expect("encodes");
         let borrowed = EventRef::decode(3, &stored).expect("decodes");
         assert_eq!(borrowed.id().expect("valid id"), event.id);
         assert_eq!(

@@ -173,10 +173,7 @@ mod tests {
         {
             entries.push(Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), index as u64 + 1),
-                payload: EntryPayload::Normal(Command::Append {
-                    timestamp_ms: 1_700_000_000_000,
-                    appends,
-                }),
+                payload: EntryPayload::Normal(Command::append(1_700_000_000_000, &appends)),
             });
         }
         entries.push(Entry {

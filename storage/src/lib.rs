@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`command`]: [`Command`], the payload of a Raft entry, and [`CommandResult`].
+//! - `appends`: [`Appends`], an entry's appends in one shared buffer.
 //! - [`event`]: what readers get back: [`RecordedEvent`], [`StreamInfo`], [`ActorSnapshot`].
 //! - [`type_config`]: the openraft [`TypeConfig`] shared by every group.
 //! - `keys`: the byte layout and ordering of every key.
@@ -29,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod appends;
 mod applied_watch;
 mod apply;
 pub mod command;
@@ -53,6 +55,7 @@ mod stored_id;
 mod syncer;
 pub mod type_config;
 
+pub use appends::Appends;
 pub use command::{
     AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, META_GROUP, NewEvent,
     Rejection, StreamAppend,

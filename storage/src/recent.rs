@@ -18,9 +18,14 @@
 //! applied write in RocksDB (say, the partition's last position) and then
 //! reads the tail therefore sees its events as well.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
+
+use crate::appends::EventView;
 use crate::command::GroupId;
 use crate::error::Error;
 use crate::event::RecordedEvent;
@@ -36,7 +41,7 @@ const MAX_BYTES: usize = 4 << 20;
 /// up) does not hold on to all of its events until it is done.
 #[derive(Default)]
 pub(crate) struct Appended {
-    events: VecDeque<RecordedEvent>,
+    events: VecDeque<KeptEvent>,
     /// Older events of the write were not kept.
     dropped: bool,
     /// How many of the write's next events will not be kept.
@@ -67,7 +72,7 @@ impl Appended {
         false
     }
 
-    pub(crate) fn push(&mut self, event: RecordedEvent) {
+    pub(crate) fn push(&mut self, event: KeptEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
             self.dropped = true;
@@ -80,9 +85,157 @@ impl FromIterator<RecordedEvent> for Appended {
     fn from_iter<I: IntoIterator<Item = RecordedEvent>>(events: I) -> Appended {
         let mut appended = Appended::default();
         for event in events {
-            appended.push(event);
+            appended.push(KeptEvent::from(&event));
         }
         appended
+    }
+}
+
+/// An applied event as the tail keeps it: its strings and payloads are
+/// ranges of one shared buffer, that of the entry's appends it came from
+/// ([`Appends`](crate::Appends)). Kept as a [`RecordedEvent`] of its own,
+/// every event cost three to five allocations to keep and as many frees to
+/// let go (~6% of the nodes' CPU under 100-event appends, bench/README.md
+/// session 24); this way it is one reference count. A read makes the
+/// [`RecordedEvent`] it hands out, as its clone of one did before.
+///
+/// The tail thereby holds whole entry buffers: beyond what [`MAX_BYTES`]
+/// counts, at most the rest of the buffer of its oldest event's entry (the
+/// tail is a run of the newest events, so it spans whole entries but that
+/// one) and the appends those entries rejected.
+pub(crate) struct KeptEvent {
+    buffer: Bytes,
+    id: Range<usize>,
+    stream: Range<usize>,
+    event_type: Range<usize>,
+    data: Range<usize>,
+    metadata: Range<usize>,
+    correlation_id: Range<usize>,
+    causation_id: Range<usize>,
+    timestamp_ms: i64,
+    version: u64,
+    position: u64,
+}
+
+impl KeptEvent {
+    /// The event `event` of `stream` (both read in place from `buffer`),
+    /// as written at `timestamp_ms`, `version` and `position`.
+    pub(crate) fn in_buffer(
+        buffer: &Bytes,
+        stream: &str,
+        event: &EventView<'_>,
+        timestamp_ms: i64,
+        version: u64,
+        position: u64,
+    ) -> KeptEvent {
+        let range = |part: &[u8]| range_in(buffer, part);
+        KeptEvent {
+            buffer: buffer.clone(),
+            id: range(event.id.as_bytes()),
+            stream: range(stream.as_bytes()),
+            event_type: range(event.event_type.as_bytes()),
+            data: range(event.data),
+            metadata: range(event.metadata),
+            correlation_id: range(event.correlation_id.as_bytes()),
+            causation_id: range(event.causation_id.as_bytes()),
+            timestamp_ms,
+            version,
+            position,
+        }
+    }
+
+    fn text(&self, range: &Range<usize>) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.buffer[range.clone()])
+    }
+
+    fn stream(&self) -> Cow<'_, str> {
+        self.text(&self.stream)
+    }
+
+    /// The event, with strings of its own (its payloads share the buffer).
+    fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            id: self.text(&self.id).into_owned(),
+            stream: self.stream().into_owned(),
+            event_type: self.text(&self.event_type).into_owned(),
+            data: self.buffer.slice(self.data.clone()),
+            metadata: self.buffer.slice(self.metadata.clone()),
+            correlation_id: self.text(&self.correlation_id).into_owned(),
+            causation_id: self.text(&self.causation_id).into_owned(),
+            timestamp_ms: self.timestamp_ms,
+            version: self.version,
+            position: self.position,
+        }
+    }
+
+    /// Roughly the memory the event takes (its payloads and ids).
+    fn size(&self) -> usize {
+        [
+            &self.data,
+            &self.metadata,
+            &self.id,
+            &self.stream,
+            &self.event_type,
+        ]
+        .iter()
+        .map(|range| range.len())
+        .sum::<usize>()
+            + 64
+    }
+}
+
+/// Where `part`, a slice of `buffer`, lies in it.
+fn range_in(buffer: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
+    assert!(
+        start <= buffer.len() && part.len() <= buffer.len() - start,
+        "a kept event's parts lie in its entry's buffer"
+    );
+    start..start + part.len()
+}
+
+impl From<&RecordedEvent> for KeptEvent {
+    /// The event, in a buffer of its own.
+    fn from(event: &RecordedEvent) -> KeptEvent {
+        let parts: [&[u8]; 7] = [
+            event.id.as_bytes(),
+            event.stream.as_bytes(),
+            event.event_type.as_bytes(),
+            &event.data,
+            &event.metadata,
+            event.correlation_id.as_bytes(),
+            event.causation_id.as_bytes(),
+        ];
+        let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let [
+            id,
+            stream,
+            event_type,
+            data,
+            metadata,
+            correlation_id,
+            causation_id,
+        ] = parts.map(|part| {
+            let start = buffer.len();
+            buffer.extend_from_slice(part);
+            start..buffer.len()
+        });
+        KeptEvent {
+            buffer: Bytes::from(buffer),
+            id,
+            stream,
+            event_type,
+            data,
+            metadata,
+            correlation_id,
+            causation_id,
+            timestamp_ms: event.timestamp_ms,
+            version: event.version,
+            position: event.position,
+        }
     }
 }
 
@@ -97,16 +250,12 @@ pub(crate) struct Recent {
 #[derive(Default)]
 struct Tail {
     /// In position order, complete from the first (see the module docs).
-    events: VecDeque<RecordedEvent>,
+    events: VecDeque<KeptEvent>,
     bytes: usize,
 }
 
 fn lock(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
     tail.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn size(e: &RecordedEvent) -> usize {
-    e.data.len() + e.metadata.len() + e.id.len() + e.stream.len() + e.event_type.len() + 64
 }
 
 impl Recent {
@@ -135,7 +284,7 @@ impl Recent {
             *tail = Tail::default();
         }
         for event in appended.events {
-            tail.bytes += size(&event);
+            tail.bytes += event.size();
             tail.events.push_back(event);
         }
         // After the appends: a write may purge events it appended itself
@@ -144,14 +293,14 @@ impl Recent {
             if let Ok(i) = tail.events.binary_search_by_key(position, |e| e.position)
                 && let Some(gone) = tail.events.remove(i)
             {
-                tail.bytes -= size(&gone);
+                tail.bytes -= gone.size();
             }
         }
         while tail.events.len() > MAX_EVENTS || tail.bytes > MAX_BYTES {
             let Some(gone) = tail.events.pop_front() else {
                 break;
             };
-            tail.bytes -= size(&gone);
+            tail.bytes -= gone.size();
         }
         Ok(())
     }
@@ -190,8 +339,8 @@ impl Recent {
         let mut page = LogPage::default();
         for event in events.range(start..).take(limit) {
             page.last_position = Some(event.position);
-            if keep(&event.stream) {
-                page.events.push(event.clone());
+            if keep(&event.stream()) {
+                page.events.push(event.to_recorded());
             }
         }
         Some(page)
@@ -268,6 +417,50 @@ mod tests {
             positions(recent.read_where(1, 5, 10, |_| true)),
             Some(vec![5, 8, 10, 13])
         );
+    }
+
+    #[test]
+    fn a_kept_event_reads_back_as_the_event_written() {
+        use crate::appends::Appends;
+        use crate::command::{ExpectedVersion, NewEvent, StreamAppend};
+
+        let new = |id: &str, correlation_id: &str| NewEvent {
+            id: id.to_owned(),
+            event_type: "Deposited".to_owned(),
+            data: bytes::Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+            metadata: bytes::Bytes::new(),
+            correlation_id: correlation_id.to_owned(),
+            causation_id: "cause".to_owned(),
+        };
+        let appends = Appends::new(&[StreamAppend {
+            stream: "konto-\u{e5}".to_owned(),
+            expected: ExpectedVersion::Any,
+            events: vec![new("a", ""), new("b", "corr")],
+        }]);
+        let views = appends.views().expect("decodes");
+        let kept: Vec<KeptEvent> = views[0]
+            .events
+            .iter()
+            .zip(7..)
+            .map(|(e, v)| KeptEvent::in_buffer(appends.buffer(), views[0].stream, e, 5, v, v + 10))
+            .collect();
+        let recorded = |id: &str, correlation_id: &str, version: u64| RecordedEvent {
+            id: id.to_owned(),
+            stream: "konto-\u{e5}".to_owned(),
+            event_type: "Deposited".to_owned(),
+            data: bytes::Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+            metadata: bytes::Bytes::new(),
+            correlation_id: correlation_id.to_owned(),
+            causation_id: "cause".to_owned(),
+            timestamp_ms: 5,
+            version,
+            position: version + 10,
+        };
+        assert_eq!(kept[0].to_recorded(), recorded("a", "", 7));
+        assert_eq!(kept[1].to_recorded(), recorded("b", "corr", 8));
+        let own = KeptEvent::from(&recorded("b", "corr", 8));
+        assert_eq!(own.to_recorded(), recorded("b", "corr", 8));
+        assert_eq!(own.size(), kept[1].size());
     }
 
     #[test]

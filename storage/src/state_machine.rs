@@ -181,18 +181,9 @@ mod tests {
             entry(1, EntryPayload::Blank),
             entry(
                 2,
-                EntryPayload::Normal(Command::Append {
-                    timestamp_ms: 0,
-                    appends: vec![append(3), append(100)],
-                }),
+                EntryPayload::Normal(Command::append(0, &[append(3), append(100)])),
             ),
-            entry(
-                3,
-                EntryPayload::Normal(Command::Append {
-                    timestamp_ms: 0,
-                    appends: vec![append(1)],
-                }),
-            ),
+            entry(3, EntryPayload::Normal(Command::append(0, &[append(1)]))),
         ];
         assert_eq!(events_in(&entries), 104);
         assert_eq!(events_in(&entries[..1]), 0);
@@ -218,10 +209,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         let mut sm = store.state_machine(3)?;
-        let written = Command::Append {
-            timestamp_ms: 1_000,
-            appends: vec![append(300)],
-        };
+        let written = Command::append(1_000, &[append(300)]);
         sm.apply([entry(1, EntryPayload::Normal(written))]).await?;
         assert_eq!(time_index_entries(&store, 3)?, 2, "at versions 128 and 256");
         let delete = Command::Delete {
@@ -243,10 +231,7 @@ mod tests {
         let mut sm = store.state_machine(3)?;
         let durability = store.log_durability(3);
         let id = durability.written(1);
-        let written = Command::Append {
-            timestamp_ms: 1_000,
-            appends: vec![append(1)],
-        };
+        let written = Command::append(1_000, &[append(1)]);
         let apply = sm.apply([entry(1, EntryPayload::Normal(written))]);
         tokio::pin!(apply);
         let early = tokio::time::timeout(std::time::Duration::from_millis(100), &mut apply).await;
@@ -280,10 +265,7 @@ mod tests {
             max_age_ms: None,
             timestamp_ms: 1_000,
         };
-        let written = Command::Append {
-            timestamp_ms: 1_000,
-            appends: vec![append(300)],
-        };
+        let written = Command::append(1_000, &[append(300)]);
         // One apply, one batch: the positions and time-index entries of
         // versions 1..=298 are written, then deleted, in the same batch.
         sm.apply([
@@ -327,10 +309,7 @@ mod tests {
             append.events[0].id = format!("e{index}");
             entry(
                 index,
-                EntryPayload::Normal(Command::Append {
-                    timestamp_ms: 1_000,
-                    appends: vec![append],
-                }),
+                EntryPayload::Normal(Command::append(1_000, &[append])),
             )
         };
         let created = |results: Vec<CommandResult>| match results.as_slice() {

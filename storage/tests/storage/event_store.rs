@@ -45,14 +45,14 @@ pub(crate) fn append_cmd(
     expected: ExpectedVersion,
     ids: &[&str],
 ) -> Command {
-    Command::Append {
-        timestamp_ms: ts,
-        appends: vec![StreamAppend {
+    Command::append(
+        ts,
+        &[StreamAppend {
             stream: stream.to_owned(),
             expected,
             events: ids.iter().map(|id| ev(id)).collect(),
         }],
-    }
+    )
 }
 
 fn single_append(result: CommandResult) -> Result<Result<AppendOutcome, Rejection>> {
@@ -291,6 +291,35 @@ async fn idempotent_reappend_returns_the_first_result_and_writes_nothing() -> Re
     Ok(())
 }
 
+/// A log written before appends were one shared buffer holds them as
+/// `Command::FormerAppend`: such entries apply as they did, and the appends
+/// after them see their effects.
+#[tokio::test]
+async fn appends_in_the_former_encoding_apply_alike() -> Result<()> {
+    let mut n = Node::new()?;
+    let Command::Append { appends, .. } = append_cmd(TS, "s", NoStream, &["a", "b"]) else {
+        bail!("append_cmd makes an append");
+    };
+    let former = Command::FormerAppend {
+        timestamp_ms: TS,
+        appends: appends.decode()?,
+    };
+    let first = single_append(n.apply(former.clone()).await?)??;
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    // Retried in the former encoding: the earlier result.
+    assert!(single_append(n.apply(former).await?)??.duplicate);
+    let next = n.append("s", Exact(2), &["c"]).await??;
+    assert_eq!(next.first_version, 3);
+    assert_eq!(n.ids("s")?, ["a", "b", "c"]);
+    let recent = n
+        .reader
+        .read_recent_partition_log_where(G, 1, 10, |_| true)
+        .context("the in-memory tail holds the partition's events")?;
+    assert_eq!(recent.events, n.reader.read_partition_log(G, 1, 10)?);
+    assert_eq!(recent.events.len(), 3);
+    Ok(())
+}
+
 #[tokio::test]
 async fn idempotency_conflict_is_refused() -> Result<()> {
     let mut n = Node::new()?;
@@ -505,9 +534,9 @@ async fn many_stream_appends_in_one_entry_see_each_other() -> Result<()> {
         events: ids.iter().map(|i| ev(i)).collect(),
     };
     let r = n
-        .apply(Command::Append {
-            timestamp_ms: TS,
-            appends: vec![
+        .apply(Command::append(
+            TS,
+            &[
                 sa("s1", NoStream, &["a", "b"]),
                 sa("s2", Any, &["c"]),
                 sa("s1", Exact(2), &["d"]),
@@ -516,7 +545,7 @@ async fn many_stream_appends_in_one_entry_see_each_other() -> Result<()> {
                 sa("s1", Any, &["a", "b"]),
                 sa("s2", Any, &[]),
             ],
-        })
+        ))
         .await?;
     let CommandResult::Appended(r) = r else {
         bail!("{r:?}")
