@@ -19,6 +19,7 @@ use crate::keys;
 use crate::recent::{Appended, KeptEvent};
 use crate::retention;
 use crate::store::{CF_SM, Store, View};
+use crate::stored_id;
 use crate::type_config::{NodeId, TypeConfig};
 
 /// What a group's state machine has applied: persisted under `keys::applied`
@@ -565,13 +566,15 @@ impl<'a> Applier<'a> {
                 keys::position(g, position),
                 keys::event_ref(stream, version).map_err(too_long)?,
             );
+            // The id's stored form, made once for its index key and the body.
+            let id = stored_id::encode(e.id);
             self.put(
-                keys::event_id(g, stream, e.id).map_err(too_long)?,
+                keys::stored_event_id(g, stream, &id).map_err(too_long)?,
                 version.to_be_bytes().to_vec(),
             );
             self.put(
                 keys::stream_event(g, stream, version).map_err(too_long)?,
-                encode_body(e, timestamp_ms, position)?,
+                encode_body(e, &id, timestamp_ms, position)?,
             );
             if keys::is_time_indexed(version) {
                 let key = keys::time_index(g, stream, timestamp_ms, version).map_err(too_long)?;

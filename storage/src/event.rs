@@ -52,18 +52,19 @@ fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error
     s.serialize_bytes(bytes)
 }
 
-/// The stored body of `event`, written at `timestamp_ms` to `position`
-/// (its key, by stream and version, holds the rest).
+/// The stored body of `event`, whose id's stored form (`stored_id::encode`)
+/// is `stored_id`, written at `timestamp_ms` to `position` (its key, by
+/// stream and version, holds the rest).
 pub(crate) fn encode_body(
     event: &crate::appends::EventView<'_>,
+    stored_id: &[u8],
     timestamp_ms: i64,
     position: u64,
 ) -> Result<Vec<u8>, crate::Error> {
-    let id = crate::stored_id::encode(event.id);
     crate::error::encode(
         "event",
         &StoredBody {
-            id: &id,
+            id: stored_id,
             event_type: event.event_type,
             data: event.data,
             metadata: event.metadata,
@@ -211,7 +212,8 @@ mod tests {
             causation_id: event.causation_id.clone(),
         };
         let view = crate::appends::EventView::of(&new);
-        let stored = encode_body(&view, event.timestamp_ms, event.position).expect("encodes");
+        let id = crate::stored_id::encode(&event.id);
+        let stored = encode_body(&view, &id, event.timestamp_ms, event.position).expect("encodes");
         let borrowed = EventRef::decode(3, &stored).expect("decodes");
         assert_eq!(borrowed.id().expect("valid id"), event.id);
         assert_eq!(

@@ -334,6 +334,17 @@ pub fn event_id(group: GroupId, stream: &str, event_id: &str) -> Result<Vec<u8>,
     Ok(k)
 }
 
+/// [`event_id`] of an id already in its stored form (`stored_id::encode`).
+pub(crate) fn stored_event_id(
+    group: GroupId,
+    stream: &str,
+    stored: &[u8],
+) -> Result<Vec<u8>, StreamTooLong> {
+    let mut k = tagged_stream_key(group, SM_EVENT_ID, stream, stored.len())?;
+    k.extend_from_slice(stored);
+    Ok(k)
+}
+
 /// Actor snapshot of `stream` as of `version`.
 pub fn actor_snapshot(
     group: GroupId,
