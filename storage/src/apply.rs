@@ -286,12 +286,17 @@ impl<'a> Applier<'a> {
         // Room for the whole batch up front: grown from empty, RocksDB's
         // batch copied itself at every doubling (4% of an apply's
         // instructions under 100-event appends).
-        let unread_bytes = unread.iter().map(|(k, v)| k.len() + v.len());
-        let overlay_bytes = (overlay.iter()).map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len));
-        let bytes = (unread_bytes.chain(overlay_bytes))
-            .map(|len| len + BATCH_RECORD_OVERHEAD)
-            .sum::<usize>();
-        let mut batch = WriteBatch::with_capacity_bytes(BATCH_HEADER + bytes);
+        let record = |key: &[u8], value: usize| key.len() + value + BATCH_RECORD_OVERHEAD;
+        let bytes = BATCH_HEADER
+            + unread
+                .iter()
+                .map(|(k, v)| record(k, v.len()))
+                .sum::<usize>()
+            + overlay
+                .iter()
+                .map(|(k, v)| record(k, v.as_ref().map_or(0, Vec::len)))
+                .sum::<usize>();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         let mut unread = unread.into_iter().map(|(k, v)| (k, Some(v))).peekable();
         let mut overlay = overlay.into_iter().peekable();
         loop {

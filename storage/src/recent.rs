@@ -99,10 +99,12 @@ impl FromIterator<RecordedEvent> for Appended {
 /// session 24); this way it is one reference count. A read makes the
 /// [`RecordedEvent`] it hands out, as its clone of one did before.
 ///
-/// The tail thereby holds whole entry buffers: beyond what [`MAX_BYTES`]
-/// counts, at most the rest of the buffer of its oldest event's entry (the
+/// The tail thereby holds whole entry buffers. Beyond what [`MAX_BYTES`]
+/// counts, that is the rest of the buffer of its oldest event's entry (the
 /// tail is a run of the newest events, so it spans whole entries but that
-/// one) and the appends those entries rejected.
+/// one; an entry holds up to ~1 MiB of appends, or one bigger append) and,
+/// in the entries it spans, the appends they rejected and the events
+/// purged since.
 pub(crate) struct KeptEvent {
     buffer: Bytes,
     id: Range<usize>,
