@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use crate::appends::EventView;
-use crate::command::GroupId;
+use crate::appends::{Appends, EventView};
+use crate::command::{ExpectedVersion, GroupId, NewEvent, StreamAppend};
 use crate::error::Error;
 use crate::event::RecordedEvent;
 use crate::reader::LogPage;
@@ -200,44 +200,24 @@ fn range_in(buffer: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 impl From<&RecordedEvent> for KeptEvent {
-    /// The event, in a buffer of its own.
+    /// The event, in a buffer of its own (as an entry of one append).
     fn from(event: &RecordedEvent) -> KeptEvent {
-        let parts: [&[u8]; 7] = [
-            event.id.as_bytes(),
-            event.stream.as_bytes(),
-            event.event_type.as_bytes(),
-            &event.data,
-            &event.metadata,
-            event.correlation_id.as_bytes(),
-            event.causation_id.as_bytes(),
-        ];
-        let mut buffer = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let [
-            id,
-            stream,
-            event_type,
-            data,
-            metadata,
-            correlation_id,
-            causation_id,
-        ] = parts.map(|part| {
-            let start = buffer.len();
-            buffer.extend_from_slice(part);
-            start..buffer.len()
-        });
-        KeptEvent {
-            buffer: Bytes::from(buffer),
-            id,
-            stream,
-            event_type,
-            data,
-            metadata,
-            correlation_id,
-            causation_id,
-            timestamp_ms: event.timestamp_ms,
-            version: event.version,
-            position: event.position,
-        }
+        let appends = Appends::new(&[StreamAppend {
+            stream: event.stream.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                data: event.data.clone(),
+                metadata: event.metadata.clone(),
+                correlation_id: event.correlation_id.clone(),
+                causation_id: event.causation_id.clone(),
+            }],
+        }]);
+        let views = appends.views().expect("appends just encoded decode");
+        let (append, e) = (&views[0], &views[0].events[0]);
+        let (at, version, position) = (event.timestamp_ms, event.version, event.position);
+        KeptEvent::in_buffer(appends.buffer(), append.stream, e, at, version, position)
     }
 }
 
@@ -423,9 +403,6 @@ mod tests {
 
     #[test]
     fn a_kept_event_reads_back_as_the_event_written() {
-        use crate::appends::Appends;
-        use crate::command::{ExpectedVersion, NewEvent, StreamAppend};
-
         let new = |id: &str, correlation_id: &str| NewEvent {
             id: id.to_owned(),
             event_type: "Deposited".to_owned(),
