@@ -30,6 +30,20 @@ pub struct RecordedEvent {
     pub position: u64,
 }
 
+impl RecordedEvent {
+    /// The event as its writer proposed it (without what the partition gave it).
+    pub(crate) fn to_new(&self) -> crate::NewEvent {
+        crate::NewEvent {
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            data: self.data.clone(),
+            metadata: self.metadata.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+        }
+    }
+}
+
 /// An event as stored under its stream and version (the `keys` module):
 /// its fields but those two, which its key holds, borrowed both when
 /// encoding and when decoding. The id is in its stored form (`stored_id`).
@@ -203,14 +217,7 @@ mod tests {
             version: 3,
             position: 41,
         };
-        let new = crate::NewEvent {
-            id: event.id.clone(),
-            event_type: event.event_type.clone(),
-            data: event.data.clone(),
-            metadata: event.metadata.clone(),
-            correlation_id: event.correlation_id.clone(),
-            causation_id: event.causation_id.clone(),
-        };
+        let new = event.to_new();
         let view = crate::appends::EventView::of(&new);
         let id = crate::stored_id::encode(&event.id);
         let stored = encode_body(&view, &id, event.timestamp_ms, event.position).expect("encodes");

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use crate::appends::{Appends, EventView};
-use crate::command::{ExpectedVersion, GroupId, NewEvent, StreamAppend};
+use crate::command::{ExpectedVersion, GroupId, StreamAppend};
 use crate::error::Error;
 use crate::event::RecordedEvent;
 use crate::reader::LogPage;
@@ -205,14 +205,7 @@ impl From<&RecordedEvent> for KeptEvent {
         let appends = Appends::new(&[StreamAppend {
             stream: event.stream.clone(),
             expected: ExpectedVersion::Any,
-            events: vec![NewEvent {
-                id: event.id.clone(),
-                event_type: event.event_type.clone(),
-                data: event.data.clone(),
-                metadata: event.metadata.clone(),
-                correlation_id: event.correlation_id.clone(),
-                causation_id: event.causation_id.clone(),
-            }],
+            events: vec![event.to_new()],
         }]);
         let views = appends.views().expect("appends just encoded decode");
         let (append, e) = (&views[0], &views[0].events[0]);
@@ -403,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_kept_event_reads_back_as_the_event_written() {
-        let new = |id: &str, correlation_id: &str| NewEvent {
+        let new = |id: &str, correlation_id: &str| crate::NewEvent {
             id: id.to_owned(),
             event_type: "Deposited".to_owned(),
             data: bytes::Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
