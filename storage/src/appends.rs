@@ -41,9 +41,13 @@ impl Appends {
         }
     }
 
-    /// How many events the appends hold, all together.
+    /// How many events the appends hold, all together (what sizes the
+    /// apply's maps). Every event takes at least one byte per field of the
+    /// buffer, so a count beyond its length is damaged, and is capped there
+    /// rather than trusted.
     pub fn events(&self) -> usize {
-        usize::try_from(self.events).unwrap_or(usize::MAX)
+        let most = self.encoded.len() as u64 / 6;
+        usize::try_from(self.events.min(most)).unwrap_or(usize::MAX)
     }
 
     /// The size of the encoding, in bytes.
@@ -205,13 +209,18 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_buffer_is_reported_not_read() {
+    fn a_damaged_buffer_is_reported_and_a_damaged_count_capped() {
         let appends = Appends::new(&sample());
         let cut = Appends {
             events: appends.events,
             encoded: appends.encoded.slice(..appends.encoded.len() - 3),
         };
         assert!(matches!(cut.views(), Err(Error::Corrupt(_))));
+        let inflated = Appends {
+            events: u64::MAX,
+            encoded: appends.encoded.clone(),
+        };
+        assert!(inflated.events() <= appends.encoded_len() / 6);
         assert!(matches!(cut.decode(), Err(Error::Corrupt(_))));
         assert!(format!("{cut:?}").contains("undecodable"));
     }
