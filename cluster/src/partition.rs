@@ -292,7 +292,8 @@ async fn propose_appends(
         }
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         // Encoded here, once: the log, the followers and the state machine
-        // all share this buffer (`cairn_storage::Appends`).
+        // all share this buffer (`cairn_storage::Appends`); the owned
+        // appends are freed now, not held while the proposal is handed on.
         let command = Command::append(now_ms(), &appends);
         drop(appends);
         let group_result = raft.client_write_ff(command).await;

@@ -396,7 +396,8 @@ impl<'a> Applier<'a> {
             };
             let event = EventRef::decode(version, &body)?;
             let position = event.position;
-            self.remove(keys::event_id(self.group, stream, &event.id()?).map_err(too_long)?);
+            let id_key = keys::stored_event_id(self.group, stream, event.stored_id());
+            self.remove(id_key.map_err(too_long)?);
             self.remove(keys::position(self.group, position));
             if keys::is_time_indexed(version) {
                 let at = event.timestamp_ms;

@@ -30,6 +30,7 @@ pub struct RecordedEvent {
     pub position: u64,
 }
 
+#[cfg(test)]
 impl RecordedEvent {
     /// The event as its writer proposed it (without what the partition gave it).
     pub(crate) fn to_new(&self) -> crate::NewEvent {
@@ -129,6 +130,12 @@ impl<'a> EventRef<'a> {
             position: body.position,
             stored_id: body.id,
         })
+    }
+
+    /// The event's id in its stored form (`stored_id`), as its event-id
+    /// index key holds it.
+    pub(crate) fn stored_id(&self) -> &'a [u8] {
+        self.stored_id
     }
 
     /// The event's unique id.

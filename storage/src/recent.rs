@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use crate::appends::{Appends, EventView};
-use crate::command::{ExpectedVersion, GroupId, StreamAppend};
+use crate::appends::EventView;
+use crate::command::GroupId;
 use crate::error::Error;
 use crate::event::RecordedEvent;
 use crate::reader::LogPage;
@@ -81,6 +81,7 @@ impl Appended {
     }
 }
 
+#[cfg(test)]
 impl FromIterator<RecordedEvent> for Appended {
     fn from_iter<I: IntoIterator<Item = RecordedEvent>>(events: I) -> Appended {
         let mut appended = Appended::default();
@@ -199,12 +200,13 @@ fn range_in(buffer: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+#[cfg(test)]
 impl From<&RecordedEvent> for KeptEvent {
     /// The event, in a buffer of its own (as an entry of one append).
     fn from(event: &RecordedEvent) -> KeptEvent {
-        let appends = Appends::new(&[StreamAppend {
+        let appends = crate::Appends::new(&[crate::StreamAppend {
             stream: event.stream.clone(),
-            expected: ExpectedVersion::Any,
+            expected: crate::ExpectedVersion::Any,
             events: vec![event.to_new()],
         }]);
         let views = appends.views().expect("appends just encoded decode");
@@ -396,6 +398,8 @@ mod tests {
 
     #[test]
     fn a_kept_event_reads_back_as_the_event_written() {
+        use crate::{Appends, ExpectedVersion, StreamAppend};
+
         let new = |id: &str, correlation_id: &str| crate::NewEvent {
             id: id.to_owned(),
             event_type: "Deposited".to_owned(),

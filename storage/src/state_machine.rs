@@ -290,6 +290,13 @@ mod tests {
             &crate::keys::stream_events_end(3, "s").expect("short stream"),
         )?;
         assert_eq!(events, 2);
+        let ids = crate::keys::stored_event_id(3, "s", &[]).expect("short stream");
+        let ids_end = crate::keys::prefix_end(&ids).expect("a stream prefix is never all 0xFF");
+        assert_eq!(
+            keys_between(&store, &ids, &ids_end)?,
+            2,
+            "only the kept events' ids stay indexed"
+        );
         Ok(())
     }
 
