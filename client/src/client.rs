@@ -581,7 +581,7 @@ fn event_store(channel: Channel) -> EventStoreServiceClient<Channel> {
     EventStoreServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
-fn admin(channel: Channel) -> AdminServiceClient<Channel> {
+pub(crate) fn admin(channel: Channel) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES)
 }
 

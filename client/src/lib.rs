@@ -27,6 +27,7 @@
 //!   on another server when the serving one fails.
 //! - [`query`]: the query bus: [`Client::query`], projection status and reset.
 //! - [`status`]: the typed cluster status.
+//! - [`admin`]: changing the cluster: membership, leader transfer, rebalance.
 //! - [`call_stream`]: asks and appends over one long-lived gRPC stream per
 //!   connection instead of a call each.
 //! - `wire`: conversions between these types and the `cairn-proto` messages
@@ -36,6 +37,7 @@
 //! the shape the `cairn` command prints, so its output parses back into them.
 
 pub mod actor;
+pub mod admin;
 pub mod call_stream;
 pub mod checkpoint;
 pub mod client;
@@ -50,6 +52,7 @@ pub mod subscription;
 mod wire;
 
 pub use actor::{AskIds, AskResult, StateAt, StateResult};
+pub use admin::{LeaderMoved, MembershipChanged, Rebalanced};
 pub use checkpoint::Checkpoint;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use error::Error;

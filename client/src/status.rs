@@ -18,6 +18,10 @@ pub struct Status {
     pub metadata: Option<GroupStatus>,
     /// The number of partitions P.
     pub partition_count: u32,
+    /// The topology epoch the answering node follows: 1 until the first
+    /// membership change, one more with each.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A member of the cluster.
@@ -40,8 +44,16 @@ pub struct GroupStatus {
     pub id: u32,
     /// The leader's node id; `None` while no leader is known.
     pub leader: Option<u64>,
-    /// The node ids holding a replica.
+    /// The node ids the topology places a replica on.
     pub replicas: Vec<u64>,
+    /// The group's voters and learners as the answering node's replica
+    /// knows them (empty without one). While a membership change moves
+    /// replicas they differ from `replicas`; once it is done, the voters
+    /// are the replicas and there are no learners.
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub learners: Vec<u64>,
     /// The current Raft term.
     pub term: u64,
     /// The index of the last entry in the answering node's log.

@@ -184,6 +184,7 @@ impl From<pb::StatusReply> for Status {
             partitions: s.partitions.into_iter().map(GroupStatus::from).collect(),
             metadata: s.metadata.map(GroupStatus::from),
             partition_count: s.partition_count,
+            epoch: s.epoch,
         }
     }
 }
@@ -204,6 +205,8 @@ impl From<pb::GroupStatus> for GroupStatus {
             id: g.id,
             leader: g.leader,
             replicas: g.replicas,
+            voters: g.voters,
+            learners: g.learners,
             term: g.term,
             last_log_index: g.last_log_index,
             committed_index: g.committed_index,
@@ -274,6 +277,8 @@ mod tests {
                 id: 0,
                 leader: None,
                 replicas: vec![1],
+                voters: vec![1],
+                learners: vec![4],
                 term: 2,
                 last_log_index: 3,
                 committed_index: 3,
@@ -287,8 +292,12 @@ mod tests {
             }],
             metadata: None,
             partition_count: 1,
+            epoch: 2,
         });
         let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(v["epoch"], 2);
+        assert_eq!(v["partitions"][0]["voters"], serde_json::json!([1]));
+        assert_eq!(v["partitions"][0]["learners"], serde_json::json!([4]));
         assert_eq!(v["nodeId"], 1);
         assert_eq!(v["partitionCount"], 1);
         assert!(v["partitions"][0]["leader"].is_null());

@@ -60,6 +60,34 @@ impl AdminService for Fake {
     ) -> Result<Response<pb::CompactReply>, Status> {
         Err(Status::unimplemented("a fake node does not compact"))
     }
+
+    async fn add_node(
+        &self,
+        _: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        Err(Status::unimplemented("a fake node has fixed members"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        Err(Status::unimplemented("a fake node has fixed members"))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderReply>, Status> {
+        Err(Status::unimplemented("a fake node leads nothing"))
+    }
+
+    async fn rebalance(
+        &self,
+        _: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceReply>, Status> {
+        Err(Status::unimplemented("a fake node leads nothing"))
+    }
 }
 
 #[tonic::async_trait]

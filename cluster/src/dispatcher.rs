@@ -13,15 +13,19 @@ use openraft::Raft;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::membership::ReplicaView;
 use crate::network::Held;
 use crate::raft_stream::{answer, kind_of};
 use crate::serve_stream::serve_concurrently;
+use crate::topology::Topology;
 use crate::transport::{RpcKind, TransportError, decode, encode};
 
-/// The Raft instances this node runs, by group.
+/// The Raft instances this node runs, by group, and the topology it follows
+/// (what [`RpcKind::Topology`] answers).
 #[derive(Clone, Default)]
 pub struct RaftDispatcher {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
+    topology: Arc<RwLock<Option<Arc<Topology>>>>,
 }
 
 impl RaftDispatcher {
@@ -50,6 +54,11 @@ impl RaftDispatcher {
             .cloned()
     }
 
+    /// Answer [`RpcKind::Topology`] with `topology` from now on.
+    pub fn follow(&self, topology: Arc<Topology>) {
+        *self.topology.write().expect("dispatcher lock poisoned") = Some(topology);
+    }
+
     /// Every group this node runs.
     pub fn groups(&self) -> Vec<(GroupId, Raft<TypeConfig>)> {
         let groups = self.groups.read().expect("dispatcher lock poisoned");
@@ -66,15 +75,23 @@ impl RaftDispatcher {
         kind: RpcKind,
         payload: &[u8],
     ) -> Result<Vec<u8>, TransportError> {
-        let raft = self.raft(group).ok_or_else(|| TransportError {
-            unreachable: true,
-            message: format!("no replica of group {group} on this node"),
-        })?;
+        let raft = || {
+            self.raft(group).ok_or_else(|| TransportError {
+                unreachable: true,
+                message: format!("no replica of group {group} on this node"),
+            })
+        };
         Ok(match kind {
-            RpcKind::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
-            RpcKind::Vote => encode(&raft.vote(decode(payload)?).await),
-            RpcKind::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
-            RpcKind::Applied => encode(&Held::of(&raft)),
+            RpcKind::AppendEntries => encode(&raft()?.append_entries(decode(payload)?).await),
+            RpcKind::Vote => encode(&raft()?.vote(decode(payload)?).await),
+            RpcKind::InstallSnapshot => encode(&raft()?.install_snapshot(decode(payload)?).await),
+            RpcKind::Applied => encode(&Held::of(&raft()?)),
+            RpcKind::Campaign => encode(&raft()?.trigger().elect().await.is_ok()),
+            RpcKind::Membership => encode(&ReplicaView::of(&raft()?)),
+            RpcKind::Topology => {
+                let topology = self.topology.read().expect("dispatcher lock poisoned");
+                encode(&topology.as_deref())
+            }
         })
     }
 }
@@ -134,6 +151,27 @@ impl RaftService for RaftGrpcService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(RpcKind::Applied, request).await
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::Campaign, request).await
+    }
+
+    async fn topology(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::Topology, request).await
+    }
+
+    async fn membership(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RpcKind::Membership, request).await
     }
 
     type StreamStream = Answers<RaftAnswer>;

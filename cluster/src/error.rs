@@ -34,6 +34,10 @@ pub enum ClusterError {
     /// The data directory belongs to another node or cluster.
     #[error("{0}")]
     Identity(String),
+    /// A membership change or leader transfer that cannot be done as asked;
+    /// the message says why and what to do instead.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else Raft reported.
     #[error("raft: {0}")]
     Raft(String),

@@ -15,14 +15,19 @@
 //! - [`partition`]: [`Partition`], a local replica: group-committed appends, linearizable reads.
 //! - `log_truncation`: when each replica snapshots and drops its Raft log.
 //! - [`node`]: [`ClusterNode`], all of a node's groups, bootstrap, identity checks.
+//! - `groups`: the replicas a node runs, started and stopped as membership changes.
+//! - `membership`: `add-node`/`remove-node`: topology epochs, and how every node converges to the newest.
+//! - `transfer`: handing a partition's leadership to another replica.
 //! - [`ClusterError`] (module [`error`]): what cluster operations fail with.
 
 mod commit_notice;
 pub mod dispatcher;
 mod entry_slots;
 pub mod error;
+mod groups;
 pub mod local_network;
 mod log_truncation;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod partition;
@@ -30,14 +35,16 @@ pub mod placement;
 pub mod raft_stream;
 pub mod serve_stream;
 pub mod topology;
+mod transfer;
 pub mod transport;
 
 pub use dispatcher::{RaftDispatcher, RaftGrpcService};
 pub use entry_slots::ProposalBudget;
 pub use error::ClusterError;
 pub use local_network::LocalNetwork;
+pub use membership::ReplicaView;
 pub use node::{ClusterConfig, ClusterNode, DEFAULT_ELECTION_TIMEOUT, RaftTuning};
 pub use partition::{Partition, now_ms};
 pub use placement::{HashRingPlacement, Placement};
-pub use topology::{Topology, partition_of};
+pub use topology::{MemberChange, Topology, partition_of};
 pub use transport::{GrpcTransport, PeerChannels, RaftTransport, RpcKind, TransportError};

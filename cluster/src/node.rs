@@ -1,22 +1,22 @@
 //! A node's part of the cluster: its Raft groups (the metadata group and the
-//! partitions it replicates), bootstrapped from the initial member list.
+//! partitions it replicates), bootstrapped from the initial member list, and
+//! the topology it follows as membership changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_storage::{Command, GroupId, META_GROUP, NodeId, Store, TypeConfig};
-use openraft::{BasicNode, Raft, RaftMetrics, SnapshotPolicy};
+use cairn_storage::{Command, GroupId, META_GROUP, NodeId, Store};
+use openraft::{BasicNode, RaftMetrics, SnapshotPolicy};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::dispatcher::RaftDispatcher;
-use crate::entry_slots::ProposalBudget;
 use crate::error::ClusterError;
-use crate::log_truncation;
-use crate::network::GroupNetworkFactory;
+use crate::groups::Groups;
+use crate::membership;
 use crate::partition::Partition;
 use crate::topology::Topology;
 use crate::transport::{PeerChannels, RaftTransport};
@@ -94,20 +94,29 @@ const TOPOLOGY_RETRY: Duration = Duration::from_secs(1);
 /// This node's Raft groups and what it knows of the cluster.
 pub struct ClusterNode {
     node_id: NodeId,
-    topology: Arc<Topology>,
+    /// The topology this node follows: the newest epoch it has seen.
+    topology: Arc<watch::Sender<Arc<Topology>>>,
+    groups: Groups,
     dispatcher: RaftDispatcher,
-    partitions: HashMap<GroupId, Partition>,
-    /// Snapshots each group's replica here streamed as leader.
-    snapshots_sent: HashMap<GroupId, Arc<AtomicU64>>,
+    transport: Arc<dyn RaftTransport>,
     channels: PeerChannels,
     store: Store,
     stop: CancellationToken,
+    /// Serializes membership changes proposed through this node.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl ClusterNode {
     /// Starts a Raft instance for every group this node replicates and
     /// bootstraps groups that have never been initialized. Groups elect
     /// leaders on their own once a majority of their replicas run.
+    ///
+    /// A node with a fresh data directory first asks its peers for the
+    /// cluster's topology: if the cluster already exists (it has other
+    /// members or a later epoch than `--peers` describes), the node joins
+    /// it, and runs the groups it is given once `cairn admin add-node`
+    /// makes it a member. A node restarted with its data directory follows
+    /// the topology it last knew.
     ///
     /// Refuses a data directory that belongs to another node id or cluster.
     pub async fn start(
@@ -116,15 +125,33 @@ impl ClusterNode {
         transport: Arc<dyn RaftTransport>,
         channels: PeerChannels,
         dispatcher: RaftDispatcher,
-    ) -> Result<ClusterNode, ClusterError> {
+    ) -> Result<Arc<ClusterNode>, ClusterError> {
         let me = config.node_id;
-        check_identity(&store, &config)?;
-        let topology = Arc::new(Topology::new(
+        let seed = Topology::new(
             1,
             config.peers.clone(),
             config.partitions,
             config.replication,
-        ));
+        );
+        let persisted = membership::persisted(&store)?;
+        check_identity(&store, &config, persisted.as_ref())?;
+        let (topology, bootstrap) = match persisted {
+            Some(known) => {
+                let founding = known == seed;
+                (known, founding)
+            }
+            None => match membership::discover(&*transport, &seed, me).await {
+                Some(found) if found != seed => {
+                    info!(epoch = found.epoch, "joining the existing cluster");
+                    (found, false)
+                }
+                _ => (seed, true),
+            },
+        };
+        membership::persist(&store, &topology)?;
+        let topology = Arc::new(topology);
+        dispatcher.follow(topology.clone());
+
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: "cairn".to_string(),
@@ -153,53 +180,37 @@ impl ClusterNode {
         );
 
         let stop = CancellationToken::new();
-        let mut partitions = HashMap::new();
-        let mut snapshots_sent = HashMap::new();
-        let budget = ProposalBudget::for_this_machine();
+        let groups = Groups::new(
+            me,
+            raft_config,
+            transport.clone(),
+            store.clone(),
+            dispatcher.clone(),
+            config.tuning.clone(),
+            stop.clone(),
+        );
         for group in topology.groups_of(me) {
-            let sent = Arc::new(AtomicU64::new(0));
-            snapshots_sent.insert(group, sent.clone());
-            let raft = Raft::new(
-                me,
-                raft_config.clone(),
-                GroupNetworkFactory::new(
-                    group,
-                    transport.clone(),
-                    sent,
-                    store.log_durability(group),
-                    config.tuning.heartbeat,
-                ),
-                store.leader_log_store(group, me),
-                store.state_machine(group)?,
-            )
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-            dispatcher.register(group, raft.clone());
-            bootstrap(&topology, group, me, &raft).await?;
-            log_truncation::spawn(group, raft.clone(), config.tuning.clone(), stop.clone());
-            if group != META_GROUP {
-                partitions.insert(
-                    group,
-                    Partition::new(group, raft, store.reader(), budget.clone()),
-                );
-            }
+            groups.start(group, bootstrap.then_some(&*topology)).await?;
         }
         info!(
             node_id = me,
-            groups = partitions.len(),
+            epoch = topology.epoch,
+            groups = groups.ids().len(),
             "raft groups started"
         );
-        let node = ClusterNode {
+        let node = Arc::new(ClusterNode {
             node_id: me,
-            topology,
+            topology: Arc::new(watch::Sender::new(topology)),
+            groups,
             dispatcher,
-            partitions,
-            snapshots_sent,
+            transport,
             channels,
             store,
             stop,
-        };
+            changing: tokio::sync::Mutex::new(()),
+        });
         node.spawn_topology_recorder();
+        membership::spawn_follower(node.clone());
         Ok(node)
     }
 
@@ -208,14 +219,26 @@ impl ClusterNode {
         self.node_id
     }
 
-    /// Members and partition table.
-    pub fn topology(&self) -> &Arc<Topology> {
-        &self.topology
+    /// Members and partition table of the newest epoch this node has seen.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.borrow().clone()
+    }
+
+    /// Sees the topology change (a membership change reached this node).
+    pub fn watch_topology(&self) -> watch::Receiver<Arc<Topology>> {
+        self.topology.subscribe()
     }
 
     /// The local replica of partition `group`, if this node holds one.
-    pub fn partition(&self, group: GroupId) -> Option<&Partition> {
-        self.partitions.get(&group)
+    pub fn partition(&self, group: GroupId) -> Option<Partition> {
+        self.groups.partition(group)
+    }
+
+    /// Sees the set of partitions this node holds a replica of change: a
+    /// membership change moves replicas between nodes. A replica that goes
+    /// away cancels its [`Partition::removed`].
+    pub fn watch_partitions(&self) -> watch::Receiver<BTreeSet<GroupId>> {
+        self.groups.watch_partitions()
     }
 
     /// The tonic channels to peers, for forwarding calls.
@@ -231,9 +254,17 @@ impl ClusterNode {
     /// The leader of `group` as far as this node knows: from its own replica,
     /// or `None` when it holds none or no leader is known.
     pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, String)> {
-        let raft = self.dispatcher.raft(group)?;
-        let leader = raft.metrics().borrow().current_leader?;
-        Some((leader, self.topology.address(leader)?.to_string()))
+        let raft = self.groups.raft(group)?;
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        // The group's membership knows a node this node's topology may not
+        // have caught up with yet.
+        let address = match metrics.membership_config.membership().get_node(&leader) {
+            Some(node) => node.addr.clone(),
+            None => self.topology().address(leader)?.to_string(),
+        };
+        Some((leader, address))
     }
 
     /// Raft metrics of every group this node runs, by group.
@@ -248,29 +279,52 @@ impl ClusterNode {
     /// How many snapshots this node's replica of `group` streamed to other
     /// replicas as the group's leader since the node started.
     pub fn snapshots_sent(&self, group: GroupId) -> u64 {
-        self.snapshots_sent
-            .get(&group)
-            .map_or(0, |sent| sent.load(Ordering::Relaxed))
+        self.groups.snapshots_sent(group)
     }
 
     /// Stops every Raft group (the store stays open for the caller to close).
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        for (group, raft) in self.dispatcher.groups() {
-            self.dispatcher.unregister(group);
-            if let Err(e) = raft.shutdown().await {
-                warn!(group, "raft shutdown: {e}");
-            }
-        }
+        self.groups.stop_all().await;
     }
 
-    /// Whenever this node leads the metadata group, make sure the group records
-    /// the current topology (membership and partition table).
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    pub(crate) fn transport(&self) -> &Arc<dyn RaftTransport> {
+        &self.transport
+    }
+
+    pub(crate) fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    pub(crate) fn changing(&self) -> &tokio::sync::Mutex<()> {
+        &self.changing
+    }
+
+    /// Follows `topology` if it is newer than the one followed: remembers
+    /// it across restarts and answers peers' questions with it.
+    pub(crate) fn adopt(&self, topology: Topology) -> Result<bool, ClusterError> {
+        if topology.epoch <= self.topology().epoch {
+            return Ok(false);
+        }
+        membership::persist(&self.store, &topology)?;
+        let topology = Arc::new(topology);
+        self.dispatcher.follow(topology.clone());
+        info!(epoch = topology.epoch, members = ?topology.nodes.keys().collect::<Vec<_>>(), "following a new topology");
+        self.topology.send_replace(topology);
+        Ok(true)
+    }
+
+    /// Whenever this node leads the metadata group and the group records no
+    /// topology yet, record the founding one (membership and partition table).
     fn spawn_topology_recorder(&self) {
-        let Some(meta) = self.dispatcher.raft(META_GROUP) else {
+        let Some(meta) = self.groups.raft(META_GROUP) else {
             return;
         };
-        let topology = self.topology.clone();
+        let topology = self.topology();
         let reader = self.store.reader();
         let stop = self.stop.clone();
         let me = self.node_id;
@@ -290,15 +344,19 @@ impl ClusterNode {
                         })
                         .await
                     };
-                    if !matches!(&recorded, Ok(Ok(Some(r))) if *r == encoded) {
-                        let put = Command::MetaPut {
-                            key: META_TOPOLOGY_KEY.into(),
-                            value: encoded.clone(),
-                        };
-                        if let Err(e) = meta.client_write(put).await {
-                            warn!("recording topology in the metadata group: {e}");
-                            failed = true;
+                    match recorded {
+                        Ok(Ok(Some(_))) => {}
+                        Ok(Ok(None)) => {
+                            let put = Command::MetaPut {
+                                key: META_TOPOLOGY_KEY.into(),
+                                value: encoded.clone(),
+                            };
+                            if let Err(e) = meta.client_write(put).await {
+                                warn!("recording topology in the metadata group: {e}");
+                                failed = true;
+                            }
                         }
+                        _ => failed = true,
                     }
                 }
                 tokio::select! {
@@ -311,44 +369,20 @@ impl ClusterNode {
     }
 }
 
-/// Initializes `group` with its replicas as voters if this node never has.
-/// Every replica does the same with the same membership, which openraft
-/// allows; the preferred replica (first in the table) then stands for election
-/// so leaders spread over the nodes.
-async fn bootstrap(
-    topology: &Topology,
-    group: GroupId,
-    me: NodeId,
-    raft: &Raft<TypeConfig>,
-) -> Result<(), ClusterError> {
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?
-    {
-        return Ok(());
-    }
-    let members: BTreeMap<NodeId, BasicNode> = topology
-        .replicas(group)
-        .iter()
-        .filter_map(|id| Some((*id, BasicNode::new(topology.address(*id)?))))
-        .collect();
-    if let Err(e) = raft.initialize(members).await {
-        // Already initialized by a message from a peer that got there first.
-        tracing::debug!(group, "initialize: {e}");
-    }
-    if topology.replicas(group).first() == Some(&me) {
-        let _ = raft.trigger().elect().await;
-    }
-    Ok(())
-}
-
 const NODE_ID_KEY: &str = "node_id";
 const CLUSTER_KEY: &str = "cluster";
 
 /// A data directory remembers the node id and the cluster (member ids and
-/// partition count) it was created for; starting it as anything else is refused.
-fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterError> {
+/// partition count) it was created for; starting it as anything else is
+/// refused. Once the cluster's membership has changed (the topology it
+/// follows is past epoch 1), that topology says who the members are and
+/// `--peers` only says where to find them: then only the partition count
+/// must match.
+fn check_identity(
+    store: &Store,
+    config: &ClusterConfig,
+    followed: Option<&Topology>,
+) -> Result<(), ClusterError> {
     let cluster = format!(
         "partitions={};members={}",
         config.partitions,
@@ -360,6 +394,11 @@ fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterEr
             .join(",")
     );
     let node_id = config.node_id.to_string();
+    let another_cluster = |found: &str| {
+        Err(ClusterError::Identity(format!(
+            "this data directory belongs to another cluster ({found}), not ({cluster}); use the --peers and --partitions it was created with, or another --data-dir"
+        )))
+    };
     match store.node_meta(NODE_ID_KEY)? {
         None => {
             store.put_node_meta(CLUSTER_KEY, cluster.as_bytes())?;
@@ -371,11 +410,17 @@ fn check_identity(store: &Store, config: &ClusterConfig) -> Result<(), ClusterEr
             String::from_utf8_lossy(&found),
             String::from_utf8_lossy(&found),
         ))),
-        Some(_) => match store.node_meta(CLUSTER_KEY)? {
-            Some(found) if found != cluster.as_bytes() => Err(ClusterError::Identity(format!(
-                "this data directory belongs to another cluster ({}), not ({cluster}); use the --peers and --partitions it was created with, or another --data-dir",
-                String::from_utf8_lossy(&found)
-            ))),
+        Some(_) => match (store.node_meta(CLUSTER_KEY)?, followed) {
+            (_, Some(topology)) if topology.epoch > 1 => {
+                if topology.partitions == config.partitions {
+                    Ok(())
+                } else {
+                    another_cluster(&format!("partitions={}", topology.partitions))
+                }
+            }
+            (Some(found), _) if found != cluster.as_bytes() => {
+                another_cluster(&String::from_utf8_lossy(&found))
+            }
             _ => Ok(()),
         },
     }

@@ -13,6 +13,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raf
 use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, LogId, Raft, RaftMetrics};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::entry_slots::{EntrySlots, ProposalBudget};
@@ -34,20 +35,37 @@ pub struct Partition {
     raft: Raft<TypeConfig>,
     reader: Reader,
     appends: mpsc::Sender<(StreamAppend, AppendReply)>,
+    /// Cancelled when this node's replica stops (the group moved away).
+    removed: CancellationToken,
+    /// True while the leader hands the group over: writes and linearizable
+    /// reads wait, so no message refreshes the followers' leader lease.
+    held: Arc<watch::Sender<bool>>,
+}
+
+/// Holds a partition's writes and linearizable reads until dropped.
+pub(crate) struct Hold(Arc<watch::Sender<bool>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 impl Partition {
     /// Wraps the local Raft of `group` and starts its proposer, which shares
-    /// `budget` with the node's other partitions.
+    /// `budget` with the node's other partitions. `removed` is cancelled
+    /// when the replica stops.
     pub fn new(
         group: GroupId,
         raft: Raft<TypeConfig>,
         reader: Reader,
         budget: ProposalBudget,
+        removed: CancellationToken,
     ) -> Partition {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let held = Arc::new(watch::Sender::new(false));
         tokio::spawn(
-            propose_appends(group, raft.clone(), rx, budget)
+            propose_appends(group, raft.clone(), rx, budget, held.subscribe())
                 .instrument(tracing::info_span!("proposer", partition = group)),
         );
         Partition {
@@ -55,7 +73,26 @@ impl Partition {
             raft,
             reader,
             appends: tx,
+            removed,
+            held,
         }
+    }
+
+    /// Cancelled once this node's replica of the partition stops: the
+    /// partition moved to other nodes. Tasks that serve it end then.
+    pub fn removed(&self) -> &CancellationToken {
+        &self.removed
+    }
+
+    /// Holds writes and linearizable reads until the guard drops.
+    pub(crate) fn hold(&self) -> Hold {
+        self.held.send_replace(true);
+        Hold(self.held.clone())
+    }
+
+    /// Waits while the partition is held.
+    async fn unheld(&self) {
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
     }
 
     /// The partition's id.
@@ -154,6 +191,7 @@ impl Partition {
     /// Proposes one command and waits for its result.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
         let group = self.group;
+        self.unheld().await;
         self.raft
             .client_write(command)
             .await
@@ -226,16 +264,12 @@ impl Partition {
     /// read index: the log id a linearizable read must see applied.
     async fn read_index(&self) -> Result<Option<LogId<NodeId>>, ClusterError> {
         let group = self.group;
-        match self.raft.get_read_log_id().await {
-            Ok((read_index, _applied)) => Ok(read_index),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(group, f))
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(ClusterError::NoLeader { group })
-            }
-            Err(RaftError::Fatal(_)) => Err(ClusterError::ShuttingDown),
-        }
+        self.unheld().await;
+        self.raft
+            .get_read_log_id()
+            .await
+            .map(|(read_index, _applied)| read_index)
+            .map_err(|e| read_error(group, e))
     }
 
     /// Waits until this replica has applied the log up to `index`.
@@ -273,9 +307,13 @@ async fn propose_appends(
     raft: Raft<TypeConfig>,
     mut queue: mpsc::Receiver<(StreamAppend, AppendReply)>,
     budget: ProposalBudget,
+    mut held: watch::Receiver<bool>,
 ) {
     let slots = EntrySlots::new(budget);
     while let Some(first) = queue.recv().await {
+        // A hold is short (a leader transfer); what queues meanwhile goes
+        // out after it, in as few entries as it fits.
+        let _ = held.wait_for(|held| !held).await;
         let Some(slot) = slots.take().await else {
             return;
         };
@@ -346,6 +384,20 @@ fn not_leader(group: GroupId, f: ForwardToLeader<NodeId, BasicNode>) -> ClusterE
     }
 }
 
+/// A failed leadership check, in the cluster's terms.
+pub(crate) fn read_error(
+    group: GroupId,
+    e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>,
+) -> ClusterError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(group, f),
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+            ClusterError::NoLeader { group }
+        }
+        RaftError::Fatal(_) => ClusterError::ShuttingDown,
+    }
+}
+
 fn client_write_error(group: GroupId, e: ClientWriteError<NodeId, BasicNode>) -> ClusterError {
     match e {
         ClientWriteError::ForwardToLeader(f) => not_leader(group, f),
@@ -353,7 +405,7 @@ fn client_write_error(group: GroupId, e: ClientWriteError<NodeId, BasicNode>) ->
     }
 }
 
-fn write_error(
+pub(crate) fn write_error(
     group: GroupId,
     e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
 ) -> ClusterError {

@@ -52,6 +52,9 @@ impl StreamedCall for RaftCalls {
             Ok(RaftRpc::Vote) => client.vote(message).await,
             Ok(RaftRpc::InstallSnapshot) => client.install_snapshot(message).await,
             Ok(RaftRpc::Applied) => client.applied(message).await,
+            Ok(RaftRpc::Campaign) => client.campaign(message).await,
+            Ok(RaftRpc::Topology) => client.topology(message).await,
+            Ok(RaftRpc::Membership) => client.membership(message).await,
             Err(_) => return Err(Status::invalid_argument(format!("unknown raft rpc {rpc}"))),
         };
         reply.map(|reply| reply.into_inner().payload)
@@ -175,6 +178,9 @@ fn rpc_of(kind: RpcKind) -> RaftRpc {
         RpcKind::Vote => RaftRpc::Vote,
         RpcKind::InstallSnapshot => RaftRpc::InstallSnapshot,
         RpcKind::Applied => RaftRpc::Applied,
+        RpcKind::Campaign => RaftRpc::Campaign,
+        RpcKind::Topology => RaftRpc::Topology,
+        RpcKind::Membership => RaftRpc::Membership,
     }
 }
 
@@ -185,6 +191,9 @@ pub(crate) fn kind_of(rpc: RaftRpc) -> RpcKind {
         RaftRpc::Vote => RpcKind::Vote,
         RaftRpc::InstallSnapshot => RpcKind::InstallSnapshot,
         RaftRpc::Applied => RpcKind::Applied,
+        RaftRpc::Campaign => RpcKind::Campaign,
+        RaftRpc::Topology => RpcKind::Topology,
+        RaftRpc::Membership => RpcKind::Membership,
     }
 }
 

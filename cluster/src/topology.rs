@@ -85,6 +85,49 @@ impl Topology {
     pub fn address(&self, node: NodeId) -> Option<&str> {
         self.nodes.get(&node).map(String::as_str)
     }
+
+    /// The next epoch's topology after `change`, placed afresh over the new
+    /// members; refuses a change that makes no sense for these members.
+    pub fn changed(&self, change: &MemberChange) -> Result<Topology, String> {
+        let mut nodes = self.nodes.clone();
+        match change {
+            MemberChange::Add { id, address } => {
+                if *id == 0 {
+                    return Err("node ids start at 1".into());
+                }
+                if let Some(existing) = nodes.get(id) {
+                    return Err(format!("node {id} is already a member, at {existing}"));
+                }
+                if let Some((other, _)) = nodes.iter().find(|(_, a)| *a == address) {
+                    return Err(format!("{address} is already the address of node {other}"));
+                }
+                nodes.insert(*id, address.clone());
+            }
+            MemberChange::Remove { id } => {
+                if nodes.remove(id).is_none() {
+                    return Err(format!("node {id} is not a member"));
+                }
+                if nodes.is_empty() {
+                    return Err(format!(
+                        "node {id} is the last member: a cluster keeps at least one"
+                    ));
+                }
+            }
+        }
+        Ok(Topology::new(
+            self.epoch + 1,
+            nodes,
+            self.partitions,
+            self.replication,
+        ))
+    }
+}
+
+/// One change of membership (`cairn admin add-node | remove-node`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    Add { id: NodeId, address: String },
+    Remove { id: NodeId },
 }
 
 /// `xxh3(stream) mod partitions`.
@@ -109,6 +152,64 @@ mod tests {
             assert_eq!(t.groups_of(node).len(), 17);
         }
         assert_eq!(t.replicas(META_GROUP).len(), 3);
+    }
+
+    #[test]
+    fn a_change_places_the_next_epoch_over_the_new_members() {
+        let t = Topology::new(1, three(), 16, 3);
+        let added = t
+            .changed(&MemberChange::Add {
+                id: 4,
+                address: "127.0.0.1:7404".into(),
+            })
+            .expect("add");
+        assert_eq!(added.epoch, 2);
+        assert_eq!(added.nodes.len(), 4);
+        assert!(!added.groups_of(4).is_empty());
+        // One replica per partition moves at most: the ring only gained a node.
+        for p in 0..16 {
+            let moved = added
+                .replicas(p)
+                .iter()
+                .filter(|n| !t.replicas(p).contains(n))
+                .count();
+            assert!(
+                moved <= 1,
+                "partition {p}: {:?} -> {:?}",
+                t.replicas(p),
+                added.replicas(p)
+            );
+        }
+        let removed = added
+            .changed(&MemberChange::Remove { id: 1 })
+            .expect("remove");
+        assert_eq!(removed.epoch, 3);
+        assert!(removed.groups_of(1).is_empty());
+
+        let refused = |change: MemberChange, want: &str| {
+            let err = t.changed(&change).expect_err("refused");
+            assert!(err.contains(want), "{err}");
+        };
+        refused(
+            MemberChange::Add {
+                id: 2,
+                address: "x:1".into(),
+            },
+            "already a member",
+        );
+        refused(
+            MemberChange::Add {
+                id: 9,
+                address: "127.0.0.1:7401".into(),
+            },
+            "already the address of node 1",
+        );
+        refused(MemberChange::Remove { id: 9 }, "not a member");
+        let one = Topology::new(1, three().into_iter().take(1).collect(), 16, 3);
+        let err = one
+            .changed(&MemberChange::Remove { id: 1 })
+            .expect_err("last");
+        assert!(err.contains("last member"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub enum RpcKind {
     InstallSnapshot,
     /// What the replica holds of the group ([`crate::network::Held`]).
     Applied,
+    /// Stand for election now (a leader handing its group over asks this).
+    Campaign,
+    /// The topology the node follows (the group is ignored).
+    Topology,
+    /// The membership the replica holds.
+    Membership,
 }
 
 /// A failed delivery: the peer was not reached or did not answer.
@@ -215,6 +221,27 @@ mod tests {
         }
 
         async fn applied(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn campaign(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn topology(
+            &self,
+            request: Request<RaftMessage>,
+        ) -> Result<Response<RaftMessage>, Status> {
+            self.echo(request)
+        }
+
+        async fn membership(
             &self,
             request: Request<RaftMessage>,
         ) -> Result<Response<RaftMessage>, Status> {

@@ -138,6 +138,7 @@ fn cluster_status(e: &ClusterError, message: String) -> Status {
         | ClusterError::ShuttingDown
         | ClusterError::Transport { .. } => with_kind(Status::unavailable(message), "no-leader"),
         ClusterError::Identity(_) => with_kind(Status::failed_precondition(message), "identity"),
+        ClusterError::Refused(_) => with_kind(Status::failed_precondition(message), "refused"),
         ClusterError::Storage(_) | ClusterError::Raft(_) => {
             with_kind(Status::internal(message), "internal")
         }

@@ -81,23 +81,30 @@ impl HandlerRunner {
         upcasters: Arc<Upcasters>,
     ) -> HandlerRunner {
         let stop = CancellationToken::new();
-        for handler in &handlers {
-            for group in 0..node.topology().partitions {
-                let Some(partition) = node.partition(group) else {
-                    continue;
-                };
-                let run = Run {
-                    me: node.node_id(),
-                    handler: handler.clone(),
-                    partition: partition.clone(),
-                    bus: bus.clone(),
-                    upcasters: upcasters.clone(),
-                    stop: stop.clone(),
-                };
-                let span =
-                    tracing::debug_span!("handler", name = handler.name(), partition = group);
-                tokio::spawn(run.run().instrument(span));
-            }
+        if !handlers.is_empty() {
+            let me = node.node_id();
+            let on_stop = stop.clone();
+            crate::local_partitions::follow(&node, stop.clone(), move |partition| {
+                for handler in &handlers {
+                    let run = Run {
+                        me,
+                        handler: handler.clone(),
+                        partition: partition.clone(),
+                        bus: bus.clone(),
+                        upcasters: upcasters.clone(),
+                        stop: on_stop.clone(),
+                    };
+                    let span = tracing::debug_span!(
+                        "handler",
+                        name = handler.name(),
+                        partition = partition.group()
+                    );
+                    crate::local_partitions::spawn_while_local(
+                        &partition,
+                        run.run().instrument(span),
+                    );
+                }
+            });
         }
         HandlerRunner { stop }
     }

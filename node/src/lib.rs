@@ -15,6 +15,7 @@
 //! - [`projection`]: [`projection::Projection`], read models folded from partition logs, and their runner.
 //! - [`upcast`]: [`upcast::Upcasters`], schema evolution of events on read.
 //! - [`limits`]: input limits and their checks.
+//! - `local_partitions`: serving partitions as they move to and from this node.
 //! - [`error`]: [`NodeError`] and its mapping to gRPC statuses.
 
 pub mod actor;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod handler;
 pub mod ids;
 pub mod limits;
+mod local_partitions;
 pub mod projection;
 pub mod registry;
 pub mod replay;

@@ -294,37 +294,50 @@ impl ActorRuntime {
         tx
     }
 
-    /// Drops all activations of a partition as soon as this node stops leading it.
+    /// Drops all activations of a partition as soon as this node stops
+    /// leading it, or no longer holds a replica of it.
     fn watch_leadership(&self) {
         let me = self.node.node_id();
-        for group in 0..self.node.topology().partitions {
-            let Some(partition) = self.node.partition(group) else {
-                continue;
-            };
+        let activations = self.activations.clone();
+        let stop = self.stop.clone();
+        crate::local_partitions::follow(&self.node, self.stop.clone(), move |partition| {
+            let group = partition.group();
             let mut metrics = partition.leadership();
-            let activations = self.activations.clone();
-            let stop = self.stop.clone();
+            let removed = partition.removed().clone();
+            let activations = activations.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 loop {
-                    if metrics.borrow_and_update().current_leader != Some(me) {
-                        let mut map = activations.lock().expect("activations poisoned");
-                        let before = map.len();
-                        map.retain(|_, a| a.partition != group);
-                        if map.len() != before {
-                            debug!(
-                                partition = group,
-                                dropped = before - map.len(),
-                                "leadership lost: activations dropped"
-                            );
-                        }
+                    if metrics.borrow_and_update().current_leader != Some(me)
+                        || removed.is_cancelled()
+                    {
+                        drop_partition(&activations, group);
+                    }
+                    if removed.is_cancelled() {
+                        return;
                     }
                     tokio::select! {
                         _ = stop.cancelled() => return,
+                        _ = removed.cancelled() => {}
                         changed = metrics.changed() => if changed.is_err() { return },
                     }
                 }
             });
-        }
+        });
+    }
+}
+
+/// Drops every activation of partition `group`.
+fn drop_partition(activations: &Mutex<HashMap<ActorKey, Activation>>, group: GroupId) {
+    let mut map = activations.lock().expect("activations poisoned");
+    let before = map.len();
+    map.retain(|_, a| a.partition != group);
+    if map.len() != before {
+        debug!(
+            partition = group,
+            dropped = before - map.len(),
+            "leadership lost: activations dropped"
+        );
     }
 }
 

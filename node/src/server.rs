@@ -172,17 +172,15 @@ impl NodeBuilder {
         };
         // Peers' Raft RPCs wait in the listen backlog until the server runs;
         // openraft retries what times out.
-        let node = Arc::new(
-            ClusterNode::start(
-                cluster_config,
-                store,
-                transport,
-                channels,
-                dispatcher.clone(),
-            )
-            .await
-            .context("cannot start the node's Raft groups")?,
-        );
+        let node = ClusterNode::start(
+            cluster_config,
+            store,
+            transport,
+            channels,
+            dispatcher.clone(),
+        )
+        .await
+        .context("cannot start the node's Raft groups")?;
         let registry = Arc::new(registry);
         let upcasters = registry.upcasters().clone();
         let runtime = ActorRuntime::new(
@@ -193,7 +191,7 @@ impl NodeBuilder {
                 max_activations: config.max_activations,
             },
         );
-        let projections = ProjectionRunner::start(node.clone(), projections, upcasters.clone())?;
+        let projections = ProjectionRunner::start(node.clone(), projections, upcasters.clone());
         let forwarder = Arc::new(AskForwarder::default());
         let bus = CommandBus::new(node.clone(), runtime.clone(), forwarder.clone());
         let handlers = HandlerRunner::start(node.clone(), handlers, bus.clone(), upcasters.clone());

@@ -75,6 +75,17 @@ impl ProcessCluster {
         cluster
     }
 
+    /// Starts node `id`, not yet a member, on a free port, with every known
+    /// node and itself in `--peers` (as an operator starts a node to add);
+    /// returns its address.
+    pub fn spawn_new(&mut self, id: u64) -> String {
+        let port = free_ports(1)[0];
+        let addr = format!("127.0.0.1:{port}");
+        self.peers.insert(id, addr.clone());
+        self.spawn(id);
+        addr
+    }
+
     /// Address of node `id`.
     pub fn addr(&self, id: u64) -> &str {
         &self.peers[&id]

@@ -7,7 +7,7 @@
 //! - [`actor`]: `cairn actor ask|state`.
 //! - [`stream`]: `cairn stream append|read|info|delete|read-all|subscribe`.
 //! - [`query`]: `cairn query`, `cairn projection status|reset`.
-//! - [`admin`]: `cairn admin status`.
+//! - [`admin`]: `cairn admin status|compact|add-node|remove-node|transfer-leader|rebalance`.
 //! - [`bench`]: `cairn bench append|ask`, the load generator.
 //! - [`parse`]: validating arguments (JSON commands and events, versions, addresses).
 //! - [`output`]: printing JSON on stdout.
@@ -47,7 +47,7 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Projections' status, and rebuilding one from the start.
     Projection(query::ProjectionArgs),
-    /// Inspect the cluster.
+    /// Inspect the cluster, change its members, move leaders.
     Admin(admin::AdminArgs),
     /// Generate load and report throughput and latency.
     Bench(bench::BenchArgs),

@@ -2,8 +2,8 @@
 //! read model, and the local side of queries, status and reset.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cairn_cluster::{ClusterError, ClusterNode, Partition, now_ms};
@@ -49,6 +49,44 @@ struct Slot {
     wanted: Arc<Notify>,
 }
 
+/// The slots of the partitions being folded here, by projection and partition.
+type Slots = Arc<RwLock<HashMap<(&'static str, GroupId), Arc<Slot>>>>;
+
+/// A partition's slots, listed while its fold runs.
+struct Registered {
+    slots: Slots,
+    mine: Vec<((&'static str, GroupId), Arc<Slot>)>,
+}
+
+impl Registered {
+    fn new(slots: &Slots, group: GroupId, of: &[Arc<Slot>]) -> Registered {
+        let mine: Vec<_> = of
+            .iter()
+            .map(|s| ((s.projection.name(), group), s.clone()))
+            .collect();
+        let mut map = slots.write().expect("slots lock poisoned");
+        for (key, slot) in &mine {
+            map.insert(*key, slot.clone());
+        }
+        Registered {
+            slots: slots.clone(),
+            mine,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut map = self.slots.write().expect("slots lock poisoned");
+        for (key, slot) in &self.mine {
+            // Not a successor's: the partition may have come back already.
+            if map.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                map.remove(key);
+            }
+        }
+    }
+}
+
 /// Where a projection stands on one partition of this node.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,57 +108,101 @@ pub struct ProjectionStatus {
 #[derive(Clone)]
 pub struct ProjectionRunner {
     node: Arc<ClusterNode>,
-    slots: Arc<HashMap<(&'static str, GroupId), Slot>>,
+    slots: Slots,
     projections: Arc<Vec<Arc<dyn Projection>>>,
     upcasters: Arc<Upcasters>,
     stop: CancellationToken,
 }
 
 impl ProjectionRunner {
-    /// Starts folding `projections` on every local partition.
+    /// Starts folding `projections` on every local partition, and on each
+    /// partition that moves here later.
     pub fn start(
         node: Arc<ClusterNode>,
         projections: Vec<Arc<dyn Projection>>,
         upcasters: Arc<Upcasters>,
-    ) -> Result<ProjectionRunner, NodeError> {
-        let store = node.store().clone();
-        let mut slots = HashMap::new();
-        let mut groups = Vec::new();
-        for group in 0..node.topology().partitions {
-            let Some(partition) = node.partition(group) else {
-                continue;
-            };
-            groups.push(group);
-            let wanted = Arc::new(Notify::new());
-            for projection in &projections {
-                let checkpoint = store
-                    .projection_checkpoint(projection.name(), group)
-                    .map_err(ClusterError::from)?;
-                let slot = Slot {
+    ) -> ProjectionRunner {
+        let runner = ProjectionRunner {
+            node: node.clone(),
+            slots: Arc::default(),
+            projections: Arc::new(projections),
+            upcasters,
+            stop: CancellationToken::new(),
+        };
+        if !runner.projections.is_empty() {
+            let serving = runner.clone();
+            crate::local_partitions::follow(&node, runner.stop.clone(), move |partition| {
+                let span = tracing::debug_span!("projections", partition = partition.group());
+                let run = serving.clone().serve(partition.clone()).instrument(span);
+                crate::local_partitions::spawn_while_local(&partition, run);
+            });
+        }
+        runner
+    }
+
+    /// Folds every projection on `partition` while it is local: its slots
+    /// come from the checkpoints stored with the read models, and go when
+    /// the partition leaves (or the runner stops).
+    async fn serve(self, partition: Partition) {
+        let group = partition.group();
+        let slots = loop {
+            match self.slots_of(&partition).await {
+                Ok(slots) => break slots,
+                Err(e) => {
+                    warn!("reading projection checkpoints, retrying: {e}");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    }
+                }
+            }
+        };
+        let _registered = Registered::new(&self.slots, group, &slots);
+        self.fold(group, slots).await;
+    }
+
+    /// One slot per projection for `partition`, at its stored checkpoint.
+    async fn slots_of(&self, partition: &Partition) -> Result<Vec<Arc<Slot>>, NodeError> {
+        let group = partition.group();
+        let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
+        let store = self.node.store().clone();
+        let checkpoints = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|name| store.projection_checkpoint(name, group))
+                .collect::<Result<Vec<u64>, _>>()
+        })
+        .await
+        .map_err(|_| ClusterError::ShuttingDown)?
+        .map_err(ClusterError::from)?;
+        let wanted = Arc::new(Notify::new());
+        Ok(self
+            .projections
+            .iter()
+            .zip(checkpoints)
+            .map(|(projection, checkpoint)| {
+                Arc::new(Slot {
                     projection: projection.clone(),
                     partition: partition.clone(),
                     lock: Arc::default(),
                     checkpoint: watch::Sender::new(checkpoint),
                     persisted: AtomicU64::new(checkpoint),
                     wanted: wanted.clone(),
-                };
-                slots.insert((projection.name(), group), slot);
-            }
-        }
-        let runner = ProjectionRunner {
-            node,
-            slots: Arc::new(slots),
-            projections: Arc::new(projections),
-            upcasters,
-            stop: CancellationToken::new(),
-        };
-        if !runner.projections.is_empty() {
-            for group in groups {
-                let span = tracing::debug_span!("projections", partition = group);
-                tokio::spawn(runner.clone().fold(group).instrument(span));
-            }
-        }
-        Ok(runner)
+                })
+            })
+            .collect())
+    }
+
+    /// The slot of projection `name` on partition `group`, if local.
+    fn slot(&self, name: &'static str, group: GroupId) -> Option<Arc<Slot>> {
+        let slots = self.slots.read().expect("slots lock poisoned");
+        slots.get(&(name, group)).cloned()
+    }
+
+    /// Every local slot, in no particular order.
+    fn all_slots(&self) -> Vec<((&'static str, GroupId), Arc<Slot>)> {
+        let slots = self.slots.read().expect("slots lock poisoned");
+        slots.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     /// The projection called `name`.
@@ -147,12 +229,8 @@ impl ProjectionRunner {
     /// with its log: each batch of the log is read once for all of them.
     /// A projection that fails is retried on its own every [`RETRY_AFTER`],
     /// so that it never holds the others back.
-    async fn fold(self, group: GroupId) {
-        let slots: Vec<&Slot> = self
-            .projections
-            .iter()
-            .map(|p| &self.slots[&(p.name(), group)])
-            .collect();
+    async fn fold(&self, group: GroupId, slots: Vec<Arc<Slot>>) {
+        let slots: Vec<&Slot> = slots.iter().map(|s| &**s).collect();
         let Some(first) = slots.first() else { return };
         let mut applied = first.partition.applied();
         let wanted = first.wanted.clone();
@@ -285,8 +363,7 @@ impl ProjectionRunner {
     ) -> Result<Value, NodeError> {
         let projection = self.projection(name)?;
         let slot = self
-            .slots
-            .get(&(projection.name(), group))
+            .slot(projection.name(), group)
             .ok_or(ClusterError::NotReplica { group })?;
         slot.partition.ensure_leader().await?;
         let target = slot
@@ -317,8 +394,9 @@ impl ProjectionRunner {
 
     /// Where every projection stands on every local partition.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, NodeError> {
-        let mut all = Vec::with_capacity(self.slots.len());
-        for ((name, group), slot) in self.slots.iter() {
+        let slots = self.all_slots();
+        let mut all = Vec::with_capacity(slots.len());
+        for ((name, group), slot) in &slots {
             let checkpoint = *slot.checkpoint.borrow();
             let (last_position, oldest) = slot
                 .partition
@@ -349,13 +427,13 @@ impl ProjectionRunner {
     /// from the start of each partition log.
     pub async fn reset(&self, name: &str) -> Result<(), NodeError> {
         let projection = self.projection(name)?;
-        for ((slot_name, group), slot) in self.slots.iter() {
-            if *slot_name != projection.name() {
+        for ((slot_name, group), slot) in self.all_slots() {
+            if slot_name != projection.name() {
                 continue;
             }
             let _guard = slot.lock.lock().await;
             let store = self.node.store().clone();
-            let (name, group) = (*slot_name, *group);
+            let name = slot_name;
             tokio::task::spawn_blocking(move || store.projection_reset(name, group))
                 .await
                 .map_err(|_| ClusterError::ShuttingDown)?

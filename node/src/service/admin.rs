@@ -1,16 +1,25 @@
-//! gRPC `AdminService`: the cluster as this node sees it.
+//! gRPC `AdminService`: the cluster as this node sees it, and the changes
+//! an operator makes to it (membership, leadership).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cairn_cluster::ClusterNode;
+use cairn_cluster::{ClusterError, ClusterNode, MemberChange, ReplicaView, Topology};
+use cairn_proto::v1::admin_service_client::AdminServiceClient;
 use cairn_proto::v1::admin_service_server::AdminService;
 use cairn_proto::v1::{
-    CompactReply, CompactRequest, GroupStatus, NodeStatus, ReplicaLag, StatusReply, StatusRequest,
+    AddNodeRequest, CompactReply, CompactRequest, GroupStatus, MembershipReply, NodeStatus,
+    RebalanceFailure, RebalanceReply, RebalanceRequest, RemoveNodeRequest, ReplicaLag, StatusReply,
+    StatusRequest, TransferLeaderReply, TransferLeaderRequest,
 };
 use cairn_storage::{GroupId, META_GROUP, NodeId};
 use openraft::{BasicNode, RaftMetrics};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+use crate::error::NodeError;
+use crate::service::route::{Route, route};
 
 /// How long a reachability probe of a peer may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -32,7 +41,7 @@ impl AdminService for AdminGrpcService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        let topology = self.node.topology().clone();
+        let topology = self.node.topology();
         let me = self.node.node_id();
         let probes = topology.nodes.iter().map(|(id, addr)| async move {
             let reachable = *id == me
@@ -49,10 +58,26 @@ impl AdminService for AdminGrpcService {
             }
         });
         let nodes = futures::future::join_all(probes).await;
-        let metrics: std::collections::HashMap<_, _> = self.node.metrics().into_iter().collect();
-        let group = |id: GroupId| GroupStatus {
-            snapshots_sent: self.node.snapshots_sent(id),
-            ..group_status(id, topology.replicas(id), metrics.get(&id))
+        let metrics: HashMap<_, _> = self.node.metrics().into_iter().collect();
+        // Groups without a replica here: what one of their replicas knows.
+        let elsewhere = (0..topology.partitions)
+            .chain([META_GROUP])
+            .filter(|g| !metrics.contains_key(g))
+            .map(|g| async move { (g, self.node.remote_view(g).await) });
+        let remote: HashMap<_, _> = futures::future::join_all(elsewhere)
+            .await
+            .into_iter()
+            .filter_map(|(g, view)| Some((g, view?.1)))
+            .collect();
+        let group = |id: GroupId| {
+            let mut status = GroupStatus {
+                snapshots_sent: self.node.snapshots_sent(id),
+                ..group_status(id, topology.replicas(id), metrics.get(&id))
+            };
+            if let Some(view) = remote.get(&id) {
+                from_view(&mut status, view);
+            }
+            status
         };
         Ok(Response::new(StatusReply {
             node_id: me,
@@ -60,7 +85,82 @@ impl AdminService for AdminGrpcService {
             partitions: (0..topology.partitions).map(group).collect(),
             metadata: Some(group(META_GROUP)),
             partition_count: topology.partitions,
+            epoch: topology.epoch,
         }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let mut request = request.into_inner();
+        match self.at_metadata_leader(request.forwarded)? {
+            None => {
+                let change = MemberChange::Add {
+                    id: request.id,
+                    address: request.address,
+                };
+                self.change_members(change).await
+            }
+            Some(channel) => {
+                request.forwarded = true;
+                AdminServiceClient::new(channel).add_node(request).await
+            }
+        }
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let mut request = request.into_inner();
+        match self.at_metadata_leader(request.forwarded)? {
+            None => {
+                self.change_members(MemberChange::Remove { id: request.id })
+                    .await
+            }
+            Some(channel) => {
+                request.forwarded = true;
+                AdminServiceClient::new(channel).remove_node(request).await
+            }
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        Ok(Response::new(self.transfer(request.into_inner()).await?))
+    }
+
+    async fn rebalance(
+        &self,
+        _request: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceReply>, Status> {
+        let topology = self.node.topology();
+        let transfers = (0..topology.partitions).filter_map(|partition| {
+            let preferred = *topology.replicas(partition).first()?;
+            Some(async move {
+                let request = TransferLeaderRequest {
+                    partition,
+                    node: preferred,
+                    forwarded: false,
+                };
+                (partition, self.transfer(request).await)
+            })
+        });
+        let mut reply = RebalanceReply::default();
+        for (partition, outcome) in futures::future::join_all(transfers).await {
+            match outcome {
+                Ok(moved) if moved.from == moved.to => reply.unchanged += 1,
+                Ok(moved) => reply.moved.push(moved),
+                Err(e) => reply.failed.push(RebalanceFailure {
+                    partition,
+                    error: e.message().to_string(),
+                }),
+            }
+        }
+        Ok(Response::new(reply))
     }
 
     async fn compact(
@@ -81,6 +181,128 @@ impl AdminService for AdminGrpcService {
     }
 }
 
+impl AdminGrpcService {
+    /// `None` when this node leads the metadata group (a change runs here),
+    /// else the channel to its leader. A forwarded call is not forwarded again.
+    fn at_metadata_leader(&self, forwarded: bool) -> Result<Option<Channel>, NodeError> {
+        let me = self.node.node_id();
+        let topology = self.node.topology();
+        let leader = self.node.leader_of(META_GROUP);
+        let target = match &leader {
+            Some((id, _)) if *id == me => return Ok(None),
+            _ if forwarded => {
+                return Err(ClusterError::NotLeader {
+                    group: META_GROUP,
+                    leader,
+                }
+                .into());
+            }
+            Some((id, address)) => (*id, address.clone()),
+            None => topology
+                .meta_replicas
+                .iter()
+                .find(|id| **id != me)
+                .and_then(|id| Some((*id, topology.address(*id)?.to_string())))
+                .ok_or(ClusterError::NoLeader { group: META_GROUP })?,
+        };
+        let channel = self
+            .node
+            .channels()
+            .get(&target.1)
+            .map_err(|e| ClusterError::Transport {
+                node: target.0,
+                message: format!("metadata leader at {}: {e}", target.1),
+            })?;
+        Ok(Some(channel))
+    }
+
+    async fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let before = self.node.topology();
+        let after = self
+            .node
+            .change_members(change)
+            .await
+            .map_err(NodeError::from)?;
+        Ok(Response::new(MembershipReply {
+            epoch: after.epoch,
+            nodes: after
+                .nodes
+                .iter()
+                .map(|(id, address)| NodeStatus {
+                    id: *id,
+                    address: address.clone(),
+                    reachable: true,
+                })
+                .collect(),
+            replicas_moved: replicas_moved(&before, &after),
+        }))
+    }
+
+    /// A leader transfer, here on the partition's leader or forwarded to it.
+    async fn transfer(
+        &self,
+        request: TransferLeaderRequest,
+    ) -> Result<TransferLeaderReply, Status> {
+        let partitions = self.node.topology().partitions;
+        if request.partition >= partitions {
+            return Err(Status::invalid_argument(format!(
+                "partition {} does not exist: partitions are 0..{partitions}",
+                request.partition
+            )));
+        }
+        match route(&self.node, request.partition, request.forwarded)? {
+            Route::Local(_) => {
+                let started = Instant::now();
+                self.node
+                    .transfer_leader(request.partition, request.node)
+                    .await
+                    .map_err(NodeError::from)?;
+                Ok(TransferLeaderReply {
+                    partition: request.partition,
+                    from: self.node.node_id(),
+                    to: request.node,
+                    took_ms: started.elapsed().as_millis() as u64,
+                })
+            }
+            Route::Forward { channel, .. } => {
+                let forwarded = TransferLeaderRequest {
+                    forwarded: true,
+                    ..request
+                };
+                Ok(AdminServiceClient::new(channel)
+                    .transfer_leader(forwarded)
+                    .await?
+                    .into_inner())
+            }
+        }
+    }
+}
+
+/// Replicas that move from `before` to `after`: added to a group or removed
+/// from it, the metadata group included.
+fn replicas_moved(before: &Topology, after: &Topology) -> u32 {
+    let groups = (0..after.partitions).chain([META_GROUP]);
+    groups
+        .map(|g| {
+            let (b, a) = (before.replicas(g), after.replicas(g));
+            b.iter().filter(|n| !a.contains(n)).count()
+                + a.iter().filter(|n| !b.contains(n)).count()
+        })
+        .sum::<usize>() as u32
+}
+
+/// What another node's replica of a group knows: leader, term, members.
+fn from_view(status: &mut GroupStatus, view: &ReplicaView) {
+    let membership = view.membership.membership();
+    status.voters = membership.voter_ids().collect();
+    status.learners = membership.learner_ids().collect();
+    status.leader = view.leader;
+    status.term = view.term;
+}
+
 /// A group's status from this node's replica, if it has one.
 fn group_status(
     id: GroupId,
@@ -93,6 +315,9 @@ fn group_status(
         ..Default::default()
     };
     let Some(m) = metrics else { return status };
+    let membership = m.membership_config.membership();
+    status.voters = membership.voter_ids().collect();
+    status.learners = membership.learner_ids().collect();
     status.leader = m.current_leader;
     status.term = m.current_term;
     status.last_log_index = m.last_log_index.unwrap_or(0);
@@ -100,27 +325,26 @@ fn group_status(
     status.purged_index = m.purged.map(|l| l.index).unwrap_or(0);
     status.committed_index = status.applied_index;
     if let Some(replication) = &m.replication {
-        // On the leader: what each replica has matched, and the commit point
-        // (the highest index a majority holds).
-        let mut matched: Vec<u64> = replicas
+        // On the leader: what each member has matched, and the commit point
+        // (the highest index a majority of the voters holds).
+        let matched_by = |r: &NodeId| match replication.get(r) {
+            Some(Some(log_id)) => log_id.index,
+            Some(None) => 0,
+            None if *r == m.id => status.last_log_index,
+            None => 0,
+        };
+        status.lag = status
+            .voters
             .iter()
-            .map(|r| match replication.get(r) {
-                Some(Some(log_id)) => log_id.index,
-                Some(None) => 0,
-                None if *r == m.id => status.last_log_index,
-                None => 0,
-            })
-            .collect();
-        status.lag = replicas
-            .iter()
-            .zip(&matched)
-            .map(|(r, idx)| ReplicaLag {
+            .chain(&status.learners)
+            .map(|r| ReplicaLag {
                 node_id: *r,
-                entries_behind: status.last_log_index.saturating_sub(*idx),
+                entries_behind: status.last_log_index.saturating_sub(matched_by(r)),
             })
             .collect();
+        let mut matched: Vec<u64> = status.voters.iter().map(matched_by).collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(majority) = matched.get(replicas.len() / 2) {
+        if let Some(majority) = matched.get(status.voters.len() / 2) {
             status.committed_index = status.committed_index.max(*majority);
         }
     }

@@ -703,7 +703,7 @@ async fn asks_through_a_node_that_does_not_lead_are_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_metadata_group_records_the_topology_on_every_replica() {
     let cluster = TestCluster::start(3, 4, test_tuning(10_000)).await;
-    let expected = serde_json::to_vec(&**cluster.node(1).cluster().topology()).expect("json");
+    let expected = serde_json::to_vec(&*cluster.node(1).cluster().topology()).expect("json");
     for id in [1, 2, 3] {
         let node = cluster.node(id).cluster();
         eventually(

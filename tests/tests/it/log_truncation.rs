@@ -12,7 +12,7 @@ use cairn_tests::in_process::test_tuning;
 use cairn_tests::{TestCluster, eventually};
 use serde_json::json;
 
-fn replica(cluster: &TestCluster, id: NodeId) -> &Partition {
+fn replica(cluster: &TestCluster, id: NodeId) -> Partition {
     cluster.node(id).cluster().partition(0).expect("replica")
 }
 

@@ -6,6 +6,7 @@ mod commands;
 mod forwarding;
 mod in_process;
 mod log_truncation;
+mod membership;
 mod process_cluster;
 mod projections;
 mod read_all;

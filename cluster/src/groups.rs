@@ -1,0 +1,244 @@
+//! The Raft replicas a node runs: started at boot for the groups the
+//! topology gives it, and later, as membership changes, started for groups
+//! that move to it and stopped for groups that moved away.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use cairn_storage::{GroupId, META_GROUP, NodeId, Store, TypeConfig};
+use openraft::{BasicNode, Raft};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::dispatcher::RaftDispatcher;
+use crate::entry_slots::ProposalBudget;
+use crate::error::ClusterError;
+use crate::log_truncation;
+use crate::network::GroupNetworkFactory;
+use crate::node::RaftTuning;
+use crate::partition::Partition;
+use crate::topology::Topology;
+use crate::transport::RaftTransport;
+
+/// A node's running replicas and what it takes to start another.
+#[derive(Clone)]
+pub(crate) struct Groups {
+    me: NodeId,
+    raft_config: Arc<openraft::Config>,
+    transport: Arc<dyn RaftTransport>,
+    store: Store,
+    dispatcher: RaftDispatcher,
+    budget: ProposalBudget,
+    tuning: RaftTuning,
+    /// Cancelled when the node stops; each replica's own token is a child.
+    stop: CancellationToken,
+    running: Arc<RwLock<HashMap<GroupId, Running>>>,
+    /// The partitions this node holds a replica of, as they come and go.
+    partitions: Arc<watch::Sender<BTreeSet<GroupId>>>,
+}
+
+/// One running replica.
+struct Running {
+    raft: Raft<TypeConfig>,
+    /// `None` for the metadata group.
+    partition: Option<Partition>,
+    snapshots_sent: Arc<AtomicU64>,
+    /// Ends the replica's own tasks (log truncation, proposer watchers).
+    stop: CancellationToken,
+}
+
+impl Groups {
+    pub(crate) fn new(
+        me: NodeId,
+        raft_config: Arc<openraft::Config>,
+        transport: Arc<dyn RaftTransport>,
+        store: Store,
+        dispatcher: RaftDispatcher,
+        tuning: RaftTuning,
+        stop: CancellationToken,
+    ) -> Groups {
+        Groups {
+            me,
+            raft_config,
+            transport,
+            store,
+            dispatcher,
+            budget: ProposalBudget::for_this_machine(),
+            tuning,
+            stop,
+            running: Arc::default(),
+            partitions: Arc::new(watch::Sender::new(BTreeSet::new())),
+        }
+    }
+
+    /// Starts this node's replica of `group` unless it runs one. With
+    /// `bootstrap`, a replica that was never initialized is initialized with
+    /// the topology's replicas as voters (every founding member does the
+    /// same); without, it waits for the group's leader to add it.
+    pub(crate) async fn start(
+        &self,
+        group: GroupId,
+        bootstrap: Option<&Topology>,
+    ) -> Result<(), ClusterError> {
+        if self.raft(group).is_some() {
+            return Ok(());
+        }
+        let sent = Arc::new(AtomicU64::new(0));
+        let raft = Raft::new(
+            self.me,
+            self.raft_config.clone(),
+            GroupNetworkFactory::new(
+                group,
+                self.transport.clone(),
+                sent.clone(),
+                self.store.log_durability(group),
+                self.tuning.heartbeat,
+            ),
+            self.store.leader_log_store(group, self.me),
+            self.store.state_machine(group)?,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        self.dispatcher.register(group, raft.clone());
+        if let Some(topology) = bootstrap {
+            initialize(topology, group, self.me, &raft).await?;
+        }
+        let stop = self.stop.child_token();
+        log_truncation::spawn(group, raft.clone(), self.tuning.clone(), stop.clone());
+        let partition = (group != META_GROUP).then(|| {
+            Partition::new(
+                group,
+                raft.clone(),
+                self.store.reader(),
+                self.budget.clone(),
+                stop.clone(),
+            )
+        });
+        self.running.write().expect("groups lock poisoned").insert(
+            group,
+            Running {
+                raft,
+                partition,
+                snapshots_sent: sent,
+                stop,
+            },
+        );
+        if group != META_GROUP {
+            self.partitions.send_modify(|p| {
+                p.insert(group);
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops this node's replica of `group`: the group went on without it.
+    /// Its data stays on disk until the group comes back here (the leader
+    /// then brings it up to date, by snapshot if it lags far).
+    pub(crate) async fn stop(&self, group: GroupId) {
+        let Some(running) = self
+            .running
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group)
+        else {
+            return;
+        };
+        self.partitions.send_modify(|p| {
+            p.remove(&group);
+        });
+        running.stop.cancel();
+        self.dispatcher.unregister(group);
+        if let Err(e) = running.raft.shutdown().await {
+            warn!(group, "raft shutdown: {e}");
+        }
+        info!(
+            group,
+            "replica stopped: the group no longer includes this node"
+        );
+    }
+
+    /// Stops every replica (the node is shutting down).
+    pub(crate) async fn stop_all(&self) {
+        self.stop.cancel();
+        for group in self.ids() {
+            let running = self
+                .running
+                .write()
+                .expect("groups lock poisoned")
+                .remove(&group);
+            if let Some(running) = running {
+                self.dispatcher.unregister(group);
+                if let Err(e) = running.raft.shutdown().await {
+                    warn!(group, "raft shutdown: {e}");
+                }
+            }
+        }
+    }
+
+    /// The local Raft of `group`, if this node runs one.
+    pub(crate) fn raft(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
+        let running = self.running.read().expect("groups lock poisoned");
+        running.get(&group).map(|r| r.raft.clone())
+    }
+
+    /// The local replica of partition `group`, if this node runs one.
+    pub(crate) fn partition(&self, group: GroupId) -> Option<Partition> {
+        let running = self.running.read().expect("groups lock poisoned");
+        running.get(&group).and_then(|r| r.partition.clone())
+    }
+
+    /// Every group this node runs a replica of, in order.
+    pub(crate) fn ids(&self) -> Vec<GroupId> {
+        let running = self.running.read().expect("groups lock poisoned");
+        let mut ids: Vec<_> = running.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Sees the set of local partitions change.
+    pub(crate) fn watch_partitions(&self) -> watch::Receiver<BTreeSet<GroupId>> {
+        self.partitions.subscribe()
+    }
+
+    /// Snapshots this node's replica of `group` streamed as its leader.
+    pub(crate) fn snapshots_sent(&self, group: GroupId) -> u64 {
+        let running = self.running.read().expect("groups lock poisoned");
+        running
+            .get(&group)
+            .map_or(0, |r| r.snapshots_sent.load(Ordering::Relaxed))
+    }
+}
+
+/// Initializes `group` with its replicas as voters if this node never has.
+/// Every founding replica does the same with the same membership, which
+/// openraft allows; the preferred replica (first in the table) then stands
+/// for election so leaders spread over the nodes.
+async fn initialize(
+    topology: &Topology,
+    group: GroupId,
+    me: NodeId,
+    raft: &Raft<TypeConfig>,
+) -> Result<(), ClusterError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?
+    {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = topology
+        .replicas(group)
+        .iter()
+        .filter_map(|id| Some((*id, BasicNode::new(topology.address(*id)?))))
+        .collect();
+    if let Err(e) = raft.initialize(members).await {
+        // Already initialized by a message from a peer that got there first.
+        tracing::debug!(group, "initialize: {e}");
+    }
+    if topology.replicas(group).first() == Some(&me) {
+        let _ = raft.trigger().elect().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! `cairn admin add-node | remove-node | transfer-leader | rebalance` on a
+//! cluster of real processes: replicas move and leaders change while every
+//! acknowledged event stays readable.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cairn_client::{Client, EventData, ExpectedVersion};
+use cairn_tests::process::json;
+use cairn_tests::{ProcessCluster, eventually};
+use serde_json::{Value, json};
+
+fn ok(output: std::process::Output) -> Value {
+    json(&output).unwrap_or_else(|e| panic!("cairn failed: {e}"))
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn refused(output: std::process::Output) -> String {
+    assert!(
+        !output.status.success(),
+        "expected a failure, got {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Appends `events` events to each of `streams` streams named `prefix-<i>`.
+async fn write(client: &Client, prefix: &str, streams: usize, events: usize) {
+    for i in 0..streams {
+        let batch = (0..events)
+            .map(|n| EventData::new("Counted", json!({ "n": n })))
+            .collect();
+        client
+            .append(&format!("{prefix}-{i}"), batch, ExpectedVersion::Any)
+            .await
+            .unwrap_or_else(|e| panic!("append to {prefix}-{i}: {e}"));
+    }
+}
+
+/// Every stream `prefix-<i>` holds `events` events, read through `client`.
+async fn all_there(client: &Client, prefix: &str, streams: usize, events: usize) {
+    for i in 0..streams {
+        let stream = format!("{prefix}-{i}");
+        let read = client
+            .read(&stream, 1, 1000)
+            .await
+            .unwrap_or_else(|e| panic!("read {stream}: {e}"));
+        assert_eq!(read.events.len(), events, "{stream}");
+    }
+}
+
+/// Partitions whose replicas include `node`, per the status of node `via`.
+fn partitions_on(status: &Value, node: u64) -> Vec<u64> {
+    status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| {
+            p["replicas"]
+                .as_array()
+                .expect("replicas")
+                .contains(&json!(node))
+        })
+        .map(|p| p["id"].as_u64().expect("id"))
+        .collect()
+}
+
+/// Every group's voters and wanted replicas, as one node's status has them
+/// (partitions first, then the metadata group).
+fn voters(status: &Value) -> Vec<(BTreeSet<u64>, BTreeSet<u64>)> {
+    let ids = |v: &Value| -> BTreeSet<u64> {
+        v.as_array()
+            .map(|v| v.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .chain([&status["metadata"]])
+        .map(|g| (ids(&g["voters"]), ids(&g["replicas"])))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() {
+    let mut cluster = ProcessCluster::start(3).await;
+    let all = |cluster: &ProcessCluster, ids: &[u64]| {
+        ids.iter()
+            .map(|id| cluster.addr(*id).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let client = Client::connect(&all(&cluster, &[1, 2, 3]))
+        .await
+        .expect("client");
+    write(&client, "before", 48, 5).await;
+
+    // Bad changes are refused, and change nothing.
+    let err = refused(cluster.cli_on(1, &["admin", "add-node", "2", "127.0.0.1:1"]));
+    assert!(err.contains("node 2 is already a member"), "{err}");
+    let err = refused(cluster.cli_on(1, &["admin", "add-node", "9", "127.0.0.1:1"]));
+    assert!(err.contains("does not answer at 127.0.0.1:1"), "{err}");
+    let err = refused(cluster.cli_on(1, &["admin", "remove-node", "9"]));
+    assert!(err.contains("node 9 is not a member"), "{err}");
+    assert_eq!(cluster.status(2).expect("status")["epoch"], 1);
+
+    // Node 4 starts, learns it is not a member yet, and is added.
+    let addr4 = cluster.spawn_new(4);
+    let added = eventually("node 4 to be added", Duration::from_secs(30), || async {
+        json(&cluster.cli_on(2, &["admin", "add-node", "4", &addr4, "--wait"]))
+    })
+    .await;
+    assert_eq!(added["epoch"], 2, "{added}");
+    assert!(
+        added["replicasMoved"].as_u64().expect("moved") > 0,
+        "{added}"
+    );
+    let status = cluster.status(4).expect("status from node 4");
+    assert_eq!(status["epoch"], 2, "{status}");
+    let on4 = partitions_on(&status, 4);
+    assert!(!on4.is_empty() && on4.len() < 16, "node 4 holds {on4:?}");
+    for (group, (voters, replicas)) in voters(&status).iter().enumerate() {
+        assert_eq!(voters, replicas, "group {group}: {status}");
+    }
+    assert_eq!(voters(&status)[16].0.len(), 4, "metadata group: {status}");
+
+    // Node 4 serves what was written before it came: lead one of its
+    // partitions there and read everything through it alone.
+    let moved = ok(cluster.cli_on(1, &["admin", "transfer-leader", &on4[0].to_string(), "4"]));
+    assert_eq!(moved["to"], 4, "{moved}");
+    let via4 = Client::connect(&addr4).await.expect("client of node 4");
+    all_there(&via4, "before", 48, 5).await;
+    write(&via4, "after-add", 16, 3).await;
+
+    // A restarted member follows the new topology.
+    cluster.kill(2);
+    cluster.spawn(2);
+    eventually(
+        "node 2 back on epoch 2",
+        Duration::from_secs(30),
+        || async {
+            let status = cluster.status(2)?;
+            (status["epoch"] == 2)
+                .then_some(())
+                .ok_or(format!("{status}"))
+        },
+    )
+    .await;
+
+    // Node 1 leaves: its replicas move to the others, then it stops.
+    let removed = ok(cluster.cli_on(3, &["admin", "remove-node", "1", "--wait"]));
+    assert_eq!(removed["epoch"], 3, "{removed}");
+    let status = cluster.status(3).expect("status");
+    assert!(partitions_on(&status, 1).is_empty(), "{status}");
+    for (voters, replicas) in voters(&status) {
+        assert!(
+            voters == replicas && !voters.contains(&1),
+            "{voters:?}: {status}"
+        );
+    }
+    // Node 1 let go of every replica it held.
+    eventually(
+        "node 1 to stop its replicas",
+        Duration::from_secs(30),
+        || async {
+            let status = cluster.status(1)?;
+            let held = status["partitions"]
+                .as_array()
+                .ok_or("no partitions")?
+                .iter()
+                .filter(|p| p["appliedIndex"].as_u64().unwrap_or(0) > 0)
+                .count();
+            (held == 0)
+                .then_some(())
+                .ok_or(format!("node 1 still holds {held}"))
+        },
+    )
+    .await;
+    cluster.kill(1);
+
+    let rest = Client::connect(&all(&cluster, &[2, 3, 4]))
+        .await
+        .expect("client");
+    all_there(&rest, "before", 48, 5).await;
+    all_there(&rest, "after-add", 16, 3).await;
+    write(&rest, "after-remove", 16, 2).await;
+    all_there(&rest, "after-remove", 16, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request_and_rebalances_without_losing_a_write() {
+    let cluster = ProcessCluster::start(3).await;
+    let servers = format!(
+        "{},{},{}",
+        cluster.addr(1),
+        cluster.addr(2),
+        cluster.addr(3)
+    );
+    let client = Client::connect(&servers).await.expect("client");
+
+    let status = cluster.status(1).expect("status");
+    let partition = 0u64;
+    let leader = status["partitions"][0]["leader"].as_u64().expect("leader");
+    let target = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
+
+    // Appends keep coming while the leadership moves; every acknowledged
+    // one must be readable afterwards.
+    let streams: Vec<String> = (0..200)
+        .map(|i| format!("moving-{i}"))
+        .filter(|s| cairn_client::partition_of(s, 16) == partition as u32)
+        .take(8)
+        .collect();
+    let writer = {
+        let client = client.clone();
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..60 {
+                for stream in &streams {
+                    let event = EventData::new("Tick", json!({ "round": round }));
+                    if let Ok(r) = client
+                        .append(stream, vec![event], ExpectedVersion::Any)
+                        .await
+                    {
+                        acknowledged.push((stream.clone(), r.last_version));
+                    }
+                }
+            }
+            acknowledged
+        })
+    };
+    let moved = ok(cluster.cli_on(
+        3,
+        &[
+            "admin",
+            "transfer-leader",
+            &partition.to_string(),
+            &target.to_string(),
+        ],
+    ));
+    assert_eq!(moved["from"], leader, "{moved}");
+    assert_eq!(moved["to"], target, "{moved}");
+    for via in 1..=3 {
+        eventually(
+            "every node to see the new leader",
+            Duration::from_secs(10),
+            || async {
+                let status = cluster.status(via)?;
+                let now = &status["partitions"][0]["leader"];
+                (*now == target)
+                    .then_some(())
+                    .ok_or(format!("leader {now}"))
+            },
+        )
+        .await;
+    }
+    let acknowledged = writer.await.expect("writer");
+    assert!(!acknowledged.is_empty());
+    for (stream, version) in &acknowledged {
+        let read = client.read(stream, 1, 1000).await.expect("read");
+        assert!(
+            read.stream_version >= *version,
+            "{stream} lost version {version}"
+        );
+    }
+
+    // Moving to a node without a replica, or a partition that does not exist, is refused.
+    let err = refused(cluster.cli_on(1, &["admin", "transfer-leader", "0", "7"]));
+    assert!(
+        err.contains("node 7 holds no voting replica of partition 0"),
+        "{err}"
+    );
+    let err = refused(cluster.cli_on(1, &["admin", "transfer-leader", "16", "1"]));
+    assert!(err.contains("partition 16 does not exist"), "{err}");
+
+    // Rebalance puts every partition's leadership on its preferred replica.
+    let rebalanced = ok(cluster.cli_on(2, &["admin", "rebalance"]));
+    assert_eq!(rebalanced["failed"], json!([]), "{rebalanced}");
+    let status = cluster.status(1).expect("status");
+    for p in status["partitions"].as_array().expect("partitions") {
+        assert_eq!(
+            p["leader"], p["replicas"][0],
+            "partition {}: {status}",
+            p["id"]
+        );
+    }
+    let again = ok(cluster.cli_on(2, &["admin", "rebalance"]));
+    assert_eq!(again["unchanged"], 16, "{again}");
+}
