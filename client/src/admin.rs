@@ -131,9 +131,10 @@ impl Client {
         })
     }
 
-    /// Waits until every member follows topology `epoch` (the one a
-    /// membership change returned) and every group has the replicas it
-    /// wants (each member's status asked in turn), or `timeout` passes.
+    /// Waits until the members that answer follow topology `epoch` (the one
+    /// a membership change returned) and every group's leader reports the
+    /// replicas the epoch wants, or `timeout` passes. A member that is down
+    /// does not hold this up: each group is judged by its leader.
     pub async fn wait_converged(
         &self,
         epoch: u64,
@@ -150,7 +151,7 @@ impl Client {
                     statuses.push(status);
                 }
             }
-            if statuses.len() == members.len() && converged(&statuses, epoch) {
+            if converged(&statuses, epoch) {
                 return Ok(statuses);
             }
             if Instant::now() >= deadline {

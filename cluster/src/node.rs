@@ -134,19 +134,29 @@ impl ClusterNode {
             config.replication,
         );
         let persisted = membership::persisted(&store)?;
+        let discovered = match persisted {
+            Some(_) => None,
+            None => membership::discover(&*transport, &seed, me).await,
+        };
+        if let Some(found) = &discovered
+            && found.partitions != config.partitions
+        {
+            return Err(ClusterError::Identity(format!(
+                "the cluster this node joins has {} partitions, not {}: start it with --partitions {}",
+                found.partitions, config.partitions, found.partitions
+            )));
+        }
         check_identity(&store, &config, persisted.as_ref())?;
-        let (topology, bootstrap) = match persisted {
-            Some(known) => {
+        let (topology, bootstrap) = match (persisted, discovered) {
+            (Some(known), _) => {
                 let founding = known == seed;
                 (known, founding)
             }
-            None => match membership::discover(&*transport, &seed, me).await {
-                Some(found) if found != seed => {
-                    info!(epoch = found.epoch, "joining the existing cluster");
-                    (found, false)
-                }
-                _ => (seed, true),
-            },
+            (None, Some(found)) if found != seed => {
+                info!(epoch = found.epoch, "joining the existing cluster");
+                (found, false)
+            }
+            _ => (seed, true),
         };
         membership::persist(&store, &topology)?;
         let topology = Arc::new(topology);

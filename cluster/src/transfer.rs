@@ -22,8 +22,9 @@ use crate::transport::RpcKind;
 
 /// How long the successor may take to catch up with the leader's log.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
-/// How often the successor is asked to stand once the lease has run out.
-const CAMPAIGN_EVERY: Duration = Duration::from_millis(100);
+/// How often the successor is asked to stand once the lease has run out:
+/// long enough for an election round between nodes under load.
+const CAMPAIGN_EVERY: Duration = Duration::from_millis(200);
 
 impl ClusterNode {
     /// Hands the leadership of partition `group` to node `to`, a voter of the
@@ -83,26 +84,32 @@ impl ClusterNode {
                 .transport()
                 .call(to, &address, group, RpcKind::Campaign, Vec::new())
                 .await;
+            // One election round: a new leader is known here once its first
+            // message arrives. Without one, stand again after the round, not
+            // sooner: each stand raises the term and voids the round before.
             let led_by = raft
                 .wait(Some(CAMPAIGN_EVERY))
-                .metrics(|m| m.current_leader != Some(me), "leadership moved")
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != me),
+                    "leadership moved",
+                )
                 .await
                 .ok()
                 .and_then(|m| m.current_leader);
             match led_by {
                 Some(leader) if leader == to => break Ok(()),
-                Some(other) if other != me => {
+                Some(other) => {
                     break Err(ClusterError::Refused(format!(
                         "node {other} won partition {group}'s election instead of node {to}; try again"
                     )));
                 }
-                _ if Instant::now() >= deadline => {
+                None if Instant::now() >= deadline => {
                     break Err(ClusterError::Refused(format!(
-                        "node {to} did not win partition {group}'s election within {:?}; node {me} leads it still",
+                        "node {to} did not win partition {group}'s election within {:?}; try again",
                         deadline - started
                     )));
                 }
-                _ => {}
+                None => {}
             }
         };
         raft.runtime_config().heartbeat(true);

@@ -104,6 +104,27 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     let err = refused(cluster.cli_on(1, &["admin", "remove-node", "9"]));
     assert!(err.contains("node 9 is not a member"), "{err}");
     assert_eq!(cluster.status(2).expect("status")["epoch"], 1);
+    let joiner = tempfile::TempDir::new().expect("temp dir");
+    let wrong = std::process::Command::new(cairn_tests::process::cairn_binary())
+        .args([
+            "serve",
+            "--id",
+            "5",
+            "--listen",
+            "127.0.0.1:0",
+            "--partitions",
+            "8",
+        ])
+        .args(["--peers", &format!("1={},5=127.0.0.1:1", cluster.addr(1))])
+        .arg("--data-dir")
+        .arg(joiner.path())
+        .output()
+        .expect("run cairn serve");
+    let err = refused(wrong);
+    assert!(
+        err.contains("has 16 partitions, not 8: start it with --partitions 16"),
+        "{err}"
+    );
 
     // Node 4 starts, learns it is not a member yet, and is added.
     let addr4 = cluster.spawn_new(4);
@@ -186,6 +207,101 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     all_there(&rest, "after-add", 16, 3).await;
     write(&rest, "after-remove", 16, 2).await;
     all_there(&rest, "after-remove", 16, 2).await;
+}
+
+/// Appends to `streams` streams, one event at a time, until `stop`; returns
+/// every acknowledged (stream, version).
+fn keep_writing(
+    client: Client,
+    prefix: &'static str,
+    streams: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<(String, u64)>> {
+    tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for round in 0.. {
+            if *stop.borrow() {
+                break;
+            }
+            let stream = format!("{prefix}-{}", round % streams);
+            let event = EventData::new("Tick", json!({ "round": round }));
+            if let Ok(r) = client
+                .append(&stream, vec![event], ExpectedVersion::Any)
+                .await
+            {
+                acknowledged.push((stream, r.last_version));
+            }
+        }
+        acknowledged
+    })
+}
+
+/// Every acknowledged append is there.
+async fn none_lost(client: &Client, acknowledged: &[(String, u64)]) {
+    let mut newest = std::collections::BTreeMap::new();
+    for (stream, version) in acknowledged {
+        let v = newest.entry(stream.clone()).or_insert(0);
+        *v = (*v).max(*version);
+    }
+    for (stream, version) in newest {
+        let read = client.read(&stream, 1, 10_000).await.expect("read");
+        assert!(
+            read.stream_version >= version,
+            "{stream} lost version {version}"
+        );
+        assert_eq!(
+            read.events.len() as u64,
+            read.stream_version,
+            "{stream} has gaps"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_while_writes_go_on() {
+    let mut cluster = ProcessCluster::start(3).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let servers = format!("{},{}", cluster.addr(1), cluster.addr(2));
+    let client = Client::connect(&servers).await.expect("client");
+    let writer = keep_writing(client.clone(), "busy", 64, stopped);
+    eventually("some writes", Duration::from_secs(10), || async {
+        let info = client
+            .read("busy-3", 1, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        (info.stream_version > 0)
+            .then_some(())
+            .ok_or("none yet".to_string())
+    })
+    .await;
+
+    // Node 3's machine dies; node 4 takes its place.
+    cluster.kill(3);
+    let addr4 = cluster.spawn_new(4);
+    let added = eventually("node 4 to be added", Duration::from_secs(30), || async {
+        json(&cluster.cli_on(1, &["admin", "add-node", "4", &addr4, "--wait"]))
+    })
+    .await;
+    assert_eq!(added["epoch"], 2, "{added}");
+    let removed = ok(cluster.cli_on(2, &["admin", "remove-node", "3", "--wait"]));
+    assert_eq!(removed["epoch"], 3, "{removed}");
+
+    stop.send_replace(true);
+    let acknowledged = writer.await.expect("writer");
+    assert!(
+        acknowledged.len() > 10,
+        "only {} writes",
+        acknowledged.len()
+    );
+    let status = cluster.status(4).expect("status");
+    for (voters, replicas) in voters(&status) {
+        let want: BTreeSet<u64> = [1, 2, 4].into();
+        assert!(voters == replicas && voters == want, "{voters:?}: {status}");
+    }
+    // Nodes 1 and 2 alone could not answer for a group without node 4's replica.
+    cluster.kill(1);
+    let via = format!("{},{}", cluster.addr(2), cluster.addr(4));
+    none_lost(&Client::connect(&via).await.expect("client"), &acknowledged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,14 +396,22 @@ async fn leadership_moves_on_request_and_rebalances_without_losing_a_write() {
     // Rebalance puts every partition's leadership on its preferred replica.
     let rebalanced = ok(cluster.cli_on(2, &["admin", "rebalance"]));
     assert_eq!(rebalanced["failed"], json!([]), "{rebalanced}");
-    let status = cluster.status(1).expect("status");
-    for p in status["partitions"].as_array().expect("partitions") {
-        assert_eq!(
-            p["leader"], p["replicas"][0],
-            "partition {}: {status}",
-            p["id"]
-        );
-    }
+    eventually(
+        "every partition led by its preferred replica",
+        Duration::from_secs(10),
+        || async {
+            let status = cluster.status(1)?;
+            let partitions = status["partitions"].as_array().ok_or("no partitions")?;
+            match partitions.iter().find(|p| p["leader"] != p["replicas"][0]) {
+                None => Ok(()),
+                Some(p) => Err(format!(
+                    "partition {} led by {}: {status}",
+                    p["id"], p["leader"]
+                )),
+            }
+        },
+    )
+    .await;
     let again = ok(cluster.cli_on(2, &["admin", "rebalance"]));
     assert_eq!(again["unchanged"], 16, "{again}");
 }
