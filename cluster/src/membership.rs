@@ -12,11 +12,14 @@
 //!   adds the new ones as learners, waits until they have caught up (from
 //!   its log, or by snapshot), then makes the topology's replicas the
 //!   voters (openraft's joint consensus), and drops replicas it no longer
-//!   wants. A leader that is not among them steps down once that commits.
+//!   wants. A partition's leader that is not among them first hands the
+//!   partition to one that is and answers (see `transfer`); the metadata
+//!   group's leader (or one that finds no such successor) steps down once
+//!   the change commits.
 //! - **A node holding a replica the topology moved away** keeps it running
 //!   (the group may still need its vote) until a replica the topology names
-//!   answers with a committed membership, newer than its own, that leaves it
-//!   out; then it stops the replica.
+//!   answers with a committed membership, as new as its own or newer, that
+//!   leaves it out; then it stops the replica.
 //!
 //! A node joining with an empty data directory asks its peers for the
 //! topology (see [`discover`]); after a restart it follows the one it
@@ -190,7 +193,7 @@ async fn newest_known(node: &ClusterNode, round: u32) -> Option<Topology> {
     } else {
         None
     };
-    let asked = if local.is_none() || round % ASK_PEERS_EVERY == 0 {
+    let asked = if local.is_none() || round.is_multiple_of(ASK_PEERS_EVERY) {
         newest_of_peers(&**node.transport(), &node.topology(), node.node_id()).await
     } else {
         None
@@ -226,7 +229,7 @@ async fn converge(node: &Arc<ClusterNode>, busy: &Arc<Mutex<HashSet<GroupId>>>) 
         let (node, busy, topology) = (node.clone(), busy.clone(), topology.clone());
         tokio::spawn(async move {
             let outcome = if leading {
-                lead_to(&raft, group, &topology).await
+                lead_to(&node, &raft, group, &topology).await
             } else {
                 release_if_left(&node, &raft, group, &topology).await
             };
@@ -239,8 +242,12 @@ async fn converge(node: &Arc<ClusterNode>, busy: &Arc<Mutex<HashSet<GroupId>>>) 
 }
 
 /// On the leader of `group`: makes the topology's replicas the group's
-/// voters, and nothing else a member.
+/// voters, and nothing else a member. A partition's leader that is not to
+/// stay first hands the partition to a voter that stays, which then makes
+/// the change: the partition is not left without a leader while one is
+/// elected after this one steps down.
 async fn lead_to(
+    node: &ClusterNode,
     raft: &Raft<TypeConfig>,
     group: GroupId,
     topology: &Topology,
@@ -254,6 +261,22 @@ async fn lead_to(
     let (voters, members) = members_of(&raft.metrics().borrow());
     if voters == want_ids && members == want_ids {
         return Ok(());
+    }
+    let me = node.node_id();
+    if group != META_GROUP
+        && !want_ids.contains(&me)
+        && let Some(successor) = live_successor(node, group, &voters, &want).await
+    {
+        info!(
+            group,
+            to = successor,
+            "handing the partition over before leaving it"
+        );
+        match node.transfer_leader(group, successor).await {
+            Ok(()) => return Ok(()),
+            // Then this leader makes the change itself, and steps down.
+            Err(e) => warn!(group, "handing the partition to node {successor}: {e}"),
+        }
     }
     let change_error = |e| crate::partition::write_error(group, e);
     if voters != want_ids {
@@ -286,6 +309,26 @@ async fn lead_to(
             .map_err(change_error)?;
     }
     Ok(())
+}
+
+/// A voter of `group` that stays in `want` and answers now.
+async fn live_successor(
+    node: &ClusterNode,
+    group: GroupId,
+    voters: &BTreeSet<NodeId>,
+    want: &BTreeMap<NodeId, BasicNode>,
+) -> Option<NodeId> {
+    for (id, member) in want {
+        if *id != node.node_id()
+            && voters.contains(id)
+            && ask_view(&**node.transport(), *id, &member.addr, group)
+                .await
+                .is_some()
+        {
+            return Some(*id);
+        }
+    }
+    None
 }
 
 /// Voters and all members (voters and learners) of a replica's membership.
@@ -390,7 +433,7 @@ async fn release_if_left(
     topology: &Topology,
 ) -> Result<(), ClusterError> {
     let me = node.node_id();
-    let mine = raft.metrics().borrow().membership_config.log_id().clone();
+    let mine = *raft.metrics().borrow().membership_config.log_id();
     for id in topology.replicas(group) {
         let Some(addr) = topology.address(*id) else {
             continue;

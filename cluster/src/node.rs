@@ -104,6 +104,8 @@ pub struct ClusterNode {
     stop: CancellationToken,
     /// Serializes membership changes proposed through this node.
     changing: tokio::sync::Mutex<()>,
+    /// Serializes adopting a newer topology.
+    adopting: std::sync::Mutex<()>,
 }
 
 impl ClusterNode {
@@ -218,6 +220,7 @@ impl ClusterNode {
             store,
             stop,
             changing: tokio::sync::Mutex::new(()),
+            adopting: std::sync::Mutex::new(()),
         });
         node.spawn_topology_recorder();
         membership::spawn_follower(node.clone());
@@ -317,6 +320,8 @@ impl ClusterNode {
     /// Follows `topology` if it is newer than the one followed: remembers
     /// it across restarts and answers peers' questions with it.
     pub(crate) fn adopt(&self, topology: Topology) -> Result<bool, ClusterError> {
+        // One at a time: two epochs adopted at once must not end on the older.
+        let _one_at_a_time = self.adopting.lock().expect("adopt lock poisoned");
         if topology.epoch <= self.topology().epoch {
             return Ok(false);
         }

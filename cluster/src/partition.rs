@@ -92,7 +92,9 @@ impl Partition {
 
     /// Waits while the partition is held.
     async fn unheld(&self) {
-        let _ = self.held.subscribe().wait_for(|held| !held).await;
+        if *self.held.borrow() {
+            let _ = self.held.subscribe().wait_for(|held| !held).await;
+        }
     }
 
     /// The partition's id.

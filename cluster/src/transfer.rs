@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use cairn_storage::{GroupId, NodeId};
+use cairn_storage::{GroupId, NodeId, TypeConfig};
+use openraft::Raft;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -75,7 +76,7 @@ impl ClusterNode {
                     "node {to} did not catch up with partition {group}'s log within {CATCH_UP_WAIT:?}; try again, or pick another node"
                 ))
             })?;
-        raft.runtime_config().heartbeat(false);
+        let _silent = Silent::new(&raft);
         let started = Instant::now();
         let deadline = started + lease * 4;
         tokio::time::sleep(lease).await;
@@ -112,7 +113,6 @@ impl ClusterNode {
                 None => {}
             }
         };
-        raft.runtime_config().heartbeat(true);
         if outcome.is_ok() {
             info!(
                 group,
@@ -123,5 +123,22 @@ impl ClusterNode {
             );
         }
         outcome
+    }
+}
+
+/// A leader without heartbeats until dropped: also when the transfer's
+/// caller goes away mid-way (its call cancelled), heartbeats come back.
+struct Silent(Raft<TypeConfig>);
+
+impl Silent {
+    fn new(raft: &Raft<TypeConfig>) -> Silent {
+        raft.runtime_config().heartbeat(false);
+        Silent(raft.clone())
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
     }
 }
