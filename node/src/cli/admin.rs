@@ -38,13 +38,19 @@ pub enum AdminCommand {
     /// Remove a node (running or not) from the cluster; its replicas move
     /// to the other nodes. Stop it once the move is done.
     RemoveNode {
+        /// The node's id.
         id: u64,
         #[command(flatten)]
         wait: Wait,
     },
     /// Hand a partition's leadership to another of its replicas. Writes to
     /// the partition pause for about one election timeout.
-    TransferLeader { partition: u32, node: u64 },
+    TransferLeader {
+        /// The partition (0..P).
+        partition: u32,
+        /// The node to lead it: one holding a replica of it.
+        node: u64,
+    },
     /// Move each partition's leadership to its preferred replica, so that
     /// leaders spread evenly over the nodes (after failures or restarts).
     Rebalance,
