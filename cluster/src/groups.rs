@@ -133,9 +133,11 @@ impl Groups {
         Ok(())
     }
 
-    /// Stops this node's replica of `group`: the group went on without it.
-    /// Its data stays on disk until the group comes back here (the leader
-    /// then brings it up to date, by snapshot if it lags far).
+    /// Stops this node's replica of `group` and drops its data: the group
+    /// went on without it. Should the group come back here, its replica
+    /// starts empty, as on a new node (a replica left with its old vote and
+    /// membership would stand for elections it cannot win, and refuse the
+    /// leader that adds it back).
     pub(crate) async fn stop(&self, group: GroupId) {
         let Some(running) = self
             .running
@@ -153,10 +155,16 @@ impl Groups {
         if let Err(e) = running.raft.shutdown().await {
             warn!(group, "raft shutdown: {e}");
         }
-        info!(
-            group,
-            "replica stopped: the group no longer includes this node"
-        );
+        drop(running);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.drop_group(group)).await {
+            Ok(Ok(())) => info!(
+                group,
+                "replica stopped and its data dropped: the group no longer includes this node"
+            ),
+            Ok(Err(e)) => warn!(group, "replica stopped; dropping its data failed: {e}"),
+            Err(e) => warn!(group, "replica stopped; dropping its data failed: {e}"),
+        }
     }
 
     /// Stops every replica (the node is shutting down).

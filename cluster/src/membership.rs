@@ -19,7 +19,7 @@
 //! - **A node holding a replica the topology moved away** keeps it running
 //!   (the group may still need its vote) until a replica the topology names
 //!   answers with a committed membership, as new as its own or newer, that
-//!   leaves it out; then it stops the replica.
+//!   leaves it out; then it stops the replica and drops its data.
 //!
 //! A node joining with an empty data directory asks its peers for the
 //! topology (see [`discover`]); after a restart it follows the one it

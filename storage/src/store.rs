@@ -319,6 +319,29 @@ impl Store {
         self.write(batch, true)
     }
 
+    /// Forgets everything this node holds of `group`: its Raft vote and log,
+    /// its applied state (events, streams, partition log, actor snapshots)
+    /// and its Raft snapshot, in one synced write. For a replica the group
+    /// went on without: a later replica of it here starts empty, as a new
+    /// node's would, and is brought up to date by the group's leader. Call
+    /// it only while no Raft instance of the group runs here.
+    pub fn drop_group(&self, group: GroupId) -> Result<(), Error> {
+        let (start, end) = keys::group_range(group);
+        let mut batch = WriteBatch::default();
+        for cf in [CF_LOG, CF_SM, CF_SNAP] {
+            batch.delete_range_cf(self.cf(cf), &start, &end);
+        }
+        self.inner
+            .recent
+            .write_replacing(group, || self.write(batch, true))?;
+        self.inner
+            .durability
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&group);
+        Ok(())
+    }
+
     /// Diagnostic: how many WAL fsyncs the syncer thread has done. With group
     /// commit this grows more slowly than the number of log appends.
     pub fn sync_count(&self) -> u64 {
@@ -626,6 +649,47 @@ mod tests {
             &keys::stream_events_end(G, "s").expect("short id"),
         )?;
         assert_eq!(last_event.map(|(k, _)| k), Some(event));
+        Ok(())
+    }
+
+    /// Dropping a group leaves nothing of it, and nothing of another group goes.
+    #[test]
+    fn a_dropped_group_leaves_nothing_behind() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let keys_of = |g: GroupId| {
+            vec![
+                keys::stream_event(g, "s", 1).expect("short id"),
+                keys::position(g, 1),
+                keys::applied(g),
+            ]
+        };
+        put_all(&store, keys_of(3).into_iter().chain(keys_of(4)))?;
+        let mut batch = WriteBatch::default();
+        for g in [3, 4] {
+            batch.put_cf(store.cf(CF_LOG), keys::vote(g), b"v");
+            batch.put_cf(store.cf(CF_LOG), keys::log_entry(g, 1), b"e");
+            batch.put_cf(store.cf(CF_SNAP), keys::raft_snapshot_meta(g), b"m");
+        }
+        store.write(batch, true)?;
+
+        store.drop_group(3)?;
+        let view = View::new(&store);
+        let count = |cf: &str, g: GroupId| -> anyhow::Result<usize> {
+            let (start, end) = keys::group_range(g);
+            let mut n = 0;
+            view.scan(cf, &start, &end, |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
+            Ok(n)
+        };
+        for cf in [CF_LOG, CF_SM, CF_SNAP] {
+            assert_eq!(count(cf, 3)?, 0, "{cf} still holds group 3");
+        }
+        assert_eq!(count(CF_SM, 4)?, 3);
+        assert_eq!(count(CF_LOG, 4)?, 2);
+        assert_eq!(count(CF_SNAP, 4)?, 1);
         Ok(())
     }
 
