@@ -125,7 +125,8 @@ impl ClusterNode {
     /// Records the next epoch of the topology, with `change` applied, in the
     /// metadata group; replicas then move on their own (see the module
     /// docs). Runs on the metadata group's leader ([`ClusterError::NotLeader`]
-    /// elsewhere). A node to add must already run and answer at its address.
+    /// elsewhere). A node to add must already run and answer at its address;
+    /// adding a member again at its own address changes nothing.
     pub async fn change_members(&self, change: MemberChange) -> Result<Topology, ClusterError> {
         let meta = self
             .groups()
@@ -138,6 +139,12 @@ impl ClusterNode {
         let current = recorded(self)
             .await?
             .ok_or(ClusterError::NoLeader { group: META_GROUP })?;
+        if let MemberChange::Add { id, address } = &change
+            && current.address(*id) == Some(address.as_str())
+        {
+            // Done already (a retry of a call whose answer was lost).
+            return Ok(current);
+        }
         let next = current.changed(&change).map_err(ClusterError::Refused)?;
         if let MemberChange::Add { id, address } = &change
             && ask_topology(&**self.transport(), *id, address)

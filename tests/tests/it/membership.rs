@@ -137,6 +137,10 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
         added["replicasMoved"].as_u64().expect("moved") > 0,
         "{added}"
     );
+    // Adding it again (a retry whose answer was lost) changes nothing.
+    let again = ok(cluster.cli_on(3, &["admin", "add-node", "4", &addr4]));
+    assert_eq!(again["epoch"], 2, "{again}");
+    assert_eq!(again["replicasMoved"], 0, "{again}");
     let status = cluster.status(4).expect("status from node 4");
     assert_eq!(status["epoch"], 2, "{status}");
     let on4 = partitions_on(&status, 4);
