@@ -235,13 +235,14 @@ async fn converge(node: &Arc<ClusterNode>, busy: &Arc<Mutex<HashSet<GroupId>>>) 
         }
         let (node, busy, topology) = (node.clone(), busy.clone(), topology.clone());
         tokio::spawn(async move {
-            let outcome = if leading {
-                lead_to(&node, &raft, group, &topology).await
-            } else {
-                release_if_left(&node, &raft, group, &topology).await
-            };
-            if let Err(e) = outcome {
-                debug!(group, "converging to epoch {}: {e}", topology.epoch);
+            if leading {
+                // Tried again next round; a change that cannot finish (a new
+                // replica that does not catch up) says so every 30 s.
+                if let Err(e) = lead_to(&node, &raft, group, &topology).await {
+                    warn!(group, "moving replicas to epoch {}: {e}", topology.epoch);
+                }
+            } else if let Err(e) = release_if_left(&node, &raft, group, &topology).await {
+                debug!(group, "letting go of a replica: {e}");
             }
             busy.lock().expect("busy set poisoned").remove(&group);
         });
