@@ -139,23 +139,9 @@ impl Groups {
     /// membership would stand for elections it cannot win, and refuse the
     /// leader that adds it back).
     pub(crate) async fn stop(&self, group: GroupId) {
-        let Some(running) = self
-            .running
-            .write()
-            .expect("groups lock poisoned")
-            .remove(&group)
-        else {
+        if !self.shut_down(group).await {
             return;
-        };
-        self.partitions.send_modify(|p| {
-            p.remove(&group);
-        });
-        running.stop.cancel();
-        self.dispatcher.unregister(group);
-        if let Err(e) = running.raft.shutdown().await {
-            warn!(group, "raft shutdown: {e}");
         }
-        drop(running);
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.drop_group(group)).await {
             Ok(Ok(())) => info!(
@@ -171,18 +157,29 @@ impl Groups {
     pub(crate) async fn stop_all(&self) {
         self.stop.cancel();
         for group in self.ids() {
-            let running = self
-                .running
-                .write()
-                .expect("groups lock poisoned")
-                .remove(&group);
-            if let Some(running) = running {
-                self.dispatcher.unregister(group);
-                if let Err(e) = running.raft.shutdown().await {
-                    warn!(group, "raft shutdown: {e}");
-                }
-            }
+            self.shut_down(group).await;
         }
+    }
+
+    /// Stops the local Raft of `group` and what serves it; false when none ran.
+    async fn shut_down(&self, group: GroupId) -> bool {
+        let Some(running) = self
+            .running
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group)
+        else {
+            return false;
+        };
+        self.partitions.send_modify(|p| {
+            p.remove(&group);
+        });
+        running.stop.cancel();
+        self.dispatcher.unregister(group);
+        if let Err(e) = running.raft.shutdown().await {
+            warn!(group, "raft shutdown: {e}");
+        }
+        true
     }
 
     /// The local Raft of `group`, if this node runs one.
