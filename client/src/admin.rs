@@ -53,7 +53,7 @@ pub fn converged(statuses: &[Status], epoch: u64) -> bool {
         return false;
     };
     let groups = (0..first.partition_count).map(Some).chain([None]);
-    statuses.iter().all(|s| s.epoch == epoch)
+    statuses.iter().all(|s| s.epoch >= epoch)
         && groups.into_iter().all(|group| {
             statuses.iter().any(|s| {
                 let g = match group {

@@ -35,6 +35,9 @@ pub(crate) struct Groups {
     /// Cancelled when the node stops; each replica's own token is a child.
     stop: CancellationToken,
     running: Arc<RwLock<HashMap<GroupId, Running>>>,
+    /// Starts and stops one at a time: a replica is never started while
+    /// another of the same group shuts down or has its data dropped.
+    changing: Arc<tokio::sync::Mutex<()>>,
     /// The partitions this node holds a replica of, as they come and go.
     partitions: Arc<watch::Sender<BTreeSet<GroupId>>>,
 }
@@ -69,6 +72,7 @@ impl Groups {
             tuning,
             stop,
             running: Arc::default(),
+            changing: Arc::default(),
             partitions: Arc::new(watch::Sender::new(BTreeSet::new())),
         }
     }
@@ -82,6 +86,10 @@ impl Groups {
         group: GroupId,
         bootstrap: Option<&Topology>,
     ) -> Result<(), ClusterError> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.stop.is_cancelled() {
+            return Err(ClusterError::ShuttingDown);
+        }
         if self.raft(group).is_some() {
             return Ok(());
         }
@@ -102,8 +110,12 @@ impl Groups {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         self.dispatcher.register(group, raft.clone());
-        if let Some(topology) = bootstrap {
-            initialize(topology, group, self.me, &raft).await?;
+        if let Some(topology) = bootstrap
+            && let Err(e) = initialize(topology, group, self.me, &raft).await
+        {
+            self.dispatcher.unregister(group);
+            let _ = raft.shutdown().await;
+            return Err(e);
         }
         let stop = self.stop.child_token();
         log_truncation::spawn(group, raft.clone(), self.tuning.clone(), stop.clone());
@@ -139,23 +151,28 @@ impl Groups {
     /// membership would stand for elections it cannot win, and refuse the
     /// leader that adds it back).
     pub(crate) async fn stop(&self, group: GroupId) {
+        let _one_at_a_time = self.changing.lock().await;
         if !self.shut_down(group).await {
             return;
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.drop_group(group)).await {
-            Ok(Ok(())) => info!(
+        let dropped = tokio::task::spawn_blocking(move || store.drop_group(group))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match dropped {
+            Ok(()) => info!(
                 group,
                 "replica stopped and its data dropped: the group no longer includes this node"
             ),
-            Ok(Err(e)) => warn!(group, "replica stopped; dropping its data failed: {e}"),
             Err(e) => warn!(group, "replica stopped; dropping its data failed: {e}"),
         }
     }
 
-    /// Stops every replica (the node is shutting down).
+    /// Stops every replica (the node is shutting down); none starts after.
     pub(crate) async fn stop_all(&self) {
         self.stop.cancel();
+        let _one_at_a_time = self.changing.lock().await;
         for group in self.ids() {
             self.shut_down(group).await;
         }

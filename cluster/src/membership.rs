@@ -72,17 +72,10 @@ pub(crate) fn persist(store: &Store, topology: &Topology) -> Result<(), ClusterE
     Ok(store.put_node_meta(FOLLOWED_KEY, &json)?)
 }
 
-/// The newest topology any other node of `seed` answers with, if any does.
+/// Asks every other member of `topology` what it follows; the newest
+/// answer, if any answers (a node with an empty data directory asks this of
+/// its `--peers` first).
 pub(crate) async fn discover(
-    transport: &dyn RaftTransport,
-    seed: &Topology,
-    me: NodeId,
-) -> Option<Topology> {
-    newest_of_peers(transport, seed, me).await
-}
-
-/// Asks every other member of `topology` what it follows; the newest answer.
-async fn newest_of_peers(
     transport: &dyn RaftTransport,
     topology: &Topology,
     me: NodeId,
@@ -99,13 +92,27 @@ async fn newest_of_peers(
         .max_by_key(|t| t.epoch)
 }
 
-/// What the node at `addr` follows; `None` when it does not answer.
-async fn ask_topology(transport: &dyn RaftTransport, id: NodeId, addr: &str) -> Option<Topology> {
-    let call = transport.call(id, addr, META_GROUP, RpcKind::Topology, Vec::new());
+/// Asks node `id` at `addr` an internal question about `group`; `None`
+/// when it does not answer in time (or answers with something else).
+async fn ask<T: serde::de::DeserializeOwned>(
+    transport: &dyn RaftTransport,
+    id: NodeId,
+    addr: &str,
+    group: GroupId,
+    kind: RpcKind,
+) -> Option<T> {
+    let call = transport.call(id, addr, group, kind, Vec::new());
     match tokio::time::timeout(ASK_TIMEOUT, call).await {
-        Ok(Ok(reply)) => decode::<Option<Topology>>(&reply).ok().flatten(),
+        Ok(Ok(reply)) => decode(&reply).ok(),
         _ => None,
     }
+}
+
+/// What the node at `addr` follows; `None` when it does not answer.
+async fn ask_topology(transport: &dyn RaftTransport, id: NodeId, addr: &str) -> Option<Topology> {
+    ask::<Option<Topology>>(transport, id, addr, META_GROUP, RpcKind::Topology)
+        .await
+        .flatten()
 }
 
 /// The topology the metadata group records, read from this node's replica.
@@ -146,6 +153,25 @@ impl ClusterNode {
             return Ok(current);
         }
         let next = current.changed(&change).map_err(ClusterError::Refused)?;
+        if let MemberChange::Remove { id } = &change {
+            let asks = next.nodes.iter().map(|(member, addr)| async move {
+                *member == self.node_id()
+                    || ask_topology(&**self.transport(), *member, addr)
+                        .await
+                        .is_some()
+            });
+            let answering = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .filter(|a| *a)
+                .count();
+            if answering * 2 <= next.nodes.len() {
+                return Err(ClusterError::Refused(format!(
+                    "removing node {id} leaves {} members of which only {answering} answer: their groups could not change; bring the others back first",
+                    next.nodes.len()
+                )));
+            }
+        }
         if let MemberChange::Add { id, address } = &change
             && ask_topology(&**self.transport(), *id, address)
                 .await
@@ -178,12 +204,18 @@ pub(crate) fn spawn_follower(node: Arc<ClusterNode>) {
         let mut round = 0u32;
         loop {
             round = round.wrapping_add(1);
-            if let Some(newest) = newest_known(&node, round).await
-                && let Err(e) = node.adopt(newest)
-            {
-                warn!("following a new topology: {e}");
+            let follow = async {
+                if let Some(newest) = newest_known(&node, round).await
+                    && let Err(e) = node.adopt(newest)
+                {
+                    warn!("following a new topology: {e}");
+                }
+                converge(&node, &busy).await;
+            };
+            tokio::select! {
+                _ = node.stopping().cancelled() => return,
+                _ = follow => {}
             }
-            converge(&node, &busy).await;
             tokio::select! {
                 _ = node.stopping().cancelled() => return,
                 _ = changes.changed() => {}
@@ -201,7 +233,7 @@ async fn newest_known(node: &ClusterNode, round: u32) -> Option<Topology> {
         None
     };
     let asked = if local.is_none() || round.is_multiple_of(ASK_PEERS_EVERY) {
-        newest_of_peers(&**node.transport(), &node.topology(), node.node_id()).await
+        discover(&**node.transport(), &node.topology(), node.node_id()).await
     } else {
         None
     };
@@ -304,6 +336,14 @@ async fn lead_to(
             )
             .await
             .map_err(|e| ClusterError::Raft(format!("new replicas of group {group}: {e}")))?;
+        // A majority of the new voters must answer, or the change could not
+        // commit and would hold the group's writes until they came back.
+        let answering = answering(node, group, &want).await;
+        if answering * 2 <= want.len() {
+            return Err(ClusterError::Refused(format!(
+                "only {answering} of the new replicas {want_ids:?} answer; waiting for a majority"
+            )));
+        }
         info!(group, voters = ?want_ids, "changing the group's voters");
         raft.change_membership(ChangeMembers::ReplaceAllVoters(want_ids.clone()), false)
             .await
@@ -317,6 +357,25 @@ async fn lead_to(
             .map_err(change_error)?;
     }
     Ok(())
+}
+
+/// How many of `want` answer now (this node among them).
+async fn answering(
+    node: &ClusterNode,
+    group: GroupId,
+    want: &BTreeMap<NodeId, BasicNode>,
+) -> usize {
+    let asks = want.iter().map(|(id, member)| async move {
+        *id == node.node_id()
+            || ask_view(&**node.transport(), *id, &member.addr, group)
+                .await
+                .is_some()
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|answered| *answered)
+        .count()
 }
 
 /// A voter of `group` that stays in `want` and answers now.
@@ -352,11 +411,13 @@ fn members_of(m: &RaftMetrics<NodeId, BasicNode>) -> (BTreeSet<NodeId>, BTreeSet
 /// has matched some entry (it answers, and holds at least the entry that
 /// made it a learner), within [`CAUGHT_UP_ENTRIES`] of the last.
 fn caught_up(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
-    let matched = m
-        .replication
-        .as_ref()
-        .and_then(|r| r.get(&id).cloned().flatten());
-    matched.is_some_and(|l| l.index + CAUGHT_UP_ENTRIES >= m.last_log_index.unwrap_or(0))
+    matched(m, id).is_some_and(|index| index + CAUGHT_UP_ENTRIES >= m.last_log_index.unwrap_or(0))
+}
+
+/// On a leader: the last log index replica `id` has matched, if any.
+pub(crate) fn matched(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
+    let replication = m.replication.as_ref()?;
+    replication.get(&id).cloned().flatten().map(|l| l.index)
 }
 
 /// What a replica knows of its group: the answer to [`RpcKind::Membership`].
@@ -404,11 +465,7 @@ async fn ask_view(
     addr: &str,
     group: GroupId,
 ) -> Option<ReplicaView> {
-    let call = transport.call(id, addr, group, RpcKind::Membership, Vec::new());
-    match tokio::time::timeout(ASK_TIMEOUT, call).await {
-        Ok(Ok(reply)) => decode(&reply).ok(),
-        _ => None,
-    }
+    ask(transport, id, addr, group, RpcKind::Membership).await
 }
 
 impl ClusterNode {
@@ -450,7 +507,10 @@ async fn release_if_left(
             continue;
         };
         if theirs.committed_without(me) && *theirs.membership.log_id() >= mine {
-            node.groups().stop(group).await;
+            // Unless a newer topology gave the group back meanwhile.
+            if !node.topology().groups_of(me).contains(&group) {
+                node.groups().stop(group).await;
+            }
             return Ok(());
         }
     }

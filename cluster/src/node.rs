@@ -351,7 +351,13 @@ impl ClusterNode {
             loop {
                 let leading = leadership.borrow_and_update().current_leader == Some(me);
                 let mut failed = false;
-                if leading {
+                // Read what the group records only once everything it
+                // committed is applied here: a new leader's state may lag,
+                // and writing the founding topology over a later one would
+                // undo membership changes.
+                if leading && meta.ensure_linearizable().await.is_err() {
+                    failed = true;
+                } else if leading {
                     let recorded = {
                         let reader = reader.clone();
                         tokio::task::spawn_blocking(move || {

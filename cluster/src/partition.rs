@@ -40,6 +40,8 @@ pub struct Partition {
     /// True while the leader hands the group over: writes and linearizable
     /// reads wait, so no message refreshes the followers' leader lease.
     held: Arc<watch::Sender<bool>>,
+    /// Taken by a leader transfer of the partition, one at a time.
+    transferring: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Holds a partition's writes and linearizable reads until dropped.
@@ -75,6 +77,7 @@ impl Partition {
             appends: tx,
             removed,
             held,
+            transferring: Arc::default(),
         }
     }
 
@@ -88,6 +91,11 @@ impl Partition {
     pub(crate) fn hold(&self) -> Hold {
         self.held.send_replace(true);
         Hold(self.held.clone())
+    }
+
+    /// Taken by a leader transfer of this partition.
+    pub(crate) fn transferring(&self) -> &tokio::sync::Mutex<()> {
+        &self.transferring
     }
 
     /// Waits while the partition is held.

@@ -18,11 +18,15 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::error::ClusterError;
+use crate::membership::matched;
 use crate::node::ClusterNode;
 use crate::transport::RpcKind;
 
 /// How long the successor may take to catch up with the leader's log.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// The successor this close to the leader's log catches up with the rest
+/// while writes are held.
+const CLOSE_ENTRIES: u64 = 16;
 /// How often the successor is asked to stand once the lease has run out:
 /// long enough for an election round between nodes under load.
 const CAMPAIGN_EVERY: Duration = Duration::from_millis(200);
@@ -58,24 +62,34 @@ impl ClusterNode {
         let address = successor.addr.clone();
         let lease = Duration::from_millis(raft.config().election_timeout_max);
 
+        // One transfer of a partition at a time: two would release each
+        // other's hold and heartbeats.
+        let _one_at_a_time = partition.transferring().try_lock().map_err(|_| {
+            ClusterError::Refused(format!(
+                "a transfer of partition {group}'s leadership is already under way; try again once it is done"
+            ))
+        })?;
+        // Close to the leader's log before the hold, exactly on it during:
+        // writes pause only for the last few entries, not a long catch-up.
+        let successor_at = |slack: u64| {
+            move |m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
+                matched(m, to).is_some_and(|i| i + slack >= m.last_log_index.unwrap_or(0))
+            }
+        };
+        let lagging = |_| {
+            ClusterError::Refused(format!(
+                "node {to} did not catch up with partition {group}'s log within {CATCH_UP_WAIT:?}; try again, or pick another node"
+            ))
+        };
+        raft.wait(Some(CATCH_UP_WAIT))
+            .metrics(successor_at(CLOSE_ENTRIES), "successor close")
+            .await
+            .map_err(lagging)?;
         let _held = partition.hold();
         raft.wait(Some(CATCH_UP_WAIT))
-            .metrics(
-                |m| {
-                    let matched = m
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&to).cloned().flatten());
-                    matched.map(|l| l.index) == m.last_log_index
-                },
-                "successor caught up",
-            )
+            .metrics(successor_at(0), "successor caught up")
             .await
-            .map_err(|_| {
-                ClusterError::Refused(format!(
-                    "node {to} did not catch up with partition {group}'s log within {CATCH_UP_WAIT:?}; try again, or pick another node"
-                ))
-            })?;
+            .map_err(lagging)?;
         let _silent = Silent::new(&raft);
         let started = Instant::now();
         let deadline = started + lease * 4;

@@ -168,7 +168,7 @@ impl ActorRuntime {
                 leader: self.node.leader_of(group),
             });
         }
-        Ok(partition.clone())
+        Ok(partition)
     }
 
     /// Runs `command` on the actor, activating it here if needed. This node

@@ -21,7 +21,7 @@ pub enum Route {
 pub fn route(node: &ClusterNode, group: GroupId, forwarded: bool) -> Result<Route, NodeError> {
     let me = node.node_id();
     if let Some(partition) = node.partition(group).filter(|p| p.leader() == Some(me)) {
-        return Ok(Route::Local(partition.clone()));
+        return Ok(Route::Local(partition));
     }
     let leader = node.leader_of(group);
     if forwarded {

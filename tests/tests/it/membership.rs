@@ -82,6 +82,28 @@ fn voters(status: &Value) -> Vec<(BTreeSet<u64>, BTreeSet<u64>)> {
         .collect()
 }
 
+/// Node `via`'s status once every group there passes `check(voters,
+/// replicas)`: right after `--wait`, a node that does not lead a group may
+/// not have heard of its last membership change yet.
+async fn settled(
+    cluster: &ProcessCluster,
+    via: u64,
+    check: impl Fn(&BTreeSet<u64>, &BTreeSet<u64>) -> bool,
+) -> Value {
+    eventually(
+        &format!("node {via} to see every group settled"),
+        Duration::from_secs(15),
+        || async {
+            let status = cluster.status(via)?;
+            match voters(&status).iter().position(|(v, r)| !check(v, r)) {
+                None => Ok(status),
+                Some(group) => Err(format!("group {group} not yet: {status}")),
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() {
     let mut cluster = ProcessCluster::start(3).await;
@@ -141,13 +163,10 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     let again = ok(cluster.cli_on(3, &["admin", "add-node", "4", &addr4]));
     assert_eq!(again["epoch"], 2, "{again}");
     assert_eq!(again["replicasMoved"], 0, "{again}");
-    let status = cluster.status(4).expect("status from node 4");
+    let status = settled(&cluster, 4, |v, r| v == r).await;
     assert_eq!(status["epoch"], 2, "{status}");
     let on4 = partitions_on(&status, 4);
     assert!(!on4.is_empty() && on4.len() < 16, "node 4 holds {on4:?}");
-    for (group, (voters, replicas)) in voters(&status).iter().enumerate() {
-        assert_eq!(voters, replicas, "group {group}: {status}");
-    }
     assert_eq!(voters(&status)[16].0.len(), 4, "metadata group: {status}");
 
     // Node 4 serves what was written before it came: lead one of its
@@ -176,14 +195,8 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     // Node 1 leaves: its replicas move to the others, then it stops.
     let removed = ok(cluster.cli_on(3, &["admin", "remove-node", "1", "--wait"]));
     assert_eq!(removed["epoch"], 3, "{removed}");
-    let status = cluster.status(3).expect("status");
+    let status = settled(&cluster, 3, |v, r| v == r && !v.contains(&1)).await;
     assert!(partitions_on(&status, 1).is_empty(), "{status}");
-    for (voters, replicas) in voters(&status) {
-        assert!(
-            voters == replicas && !voters.contains(&1),
-            "{voters:?}: {status}"
-        );
-    }
     // Node 1 let go of every replica it held.
     eventually(
         "node 1 to stop its replicas",
@@ -207,11 +220,8 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     // data of the replicas it let go, so it starts them empty).
     let readded = ok(cluster.cli_on(2, &["admin", "add-node", "1", cluster.addr(1), "--wait"]));
     assert_eq!(readded["epoch"], 4, "{readded}");
-    let status = cluster.status(1).expect("status");
+    let status = settled(&cluster, 1, |v, r| v == r).await;
     assert!(!partitions_on(&status, 1).is_empty(), "{status}");
-    for (voters, replicas) in voters(&status) {
-        assert_eq!(voters, replicas, "{status}");
-    }
     // Any one node can go: every group keeps a majority of replicas that
     // hold its data, node 1's new ones among them.
     cluster.kill(3);
@@ -224,12 +234,11 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     all_there(&rest, "after-remove", 16, 2).await;
 }
 
-/// Appends to `streams` streams, one event at a time, until `stop`; returns
+/// Appends to `streams` in turn, one event at a time, until `stop`; returns
 /// every acknowledged (stream, version).
 fn keep_writing(
     client: Client,
-    prefix: &'static str,
-    streams: usize,
+    streams: Vec<String>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Vec<(String, u64)>> {
     tokio::spawn(async move {
@@ -238,13 +247,13 @@ fn keep_writing(
             if *stop.borrow() {
                 break;
             }
-            let stream = format!("{prefix}-{}", round % streams);
+            let stream = &streams[round % streams.len()];
             let event = EventData::new("Tick", json!({ "round": round }));
             if let Ok(r) = client
-                .append(&stream, vec![event], ExpectedVersion::Any)
+                .append(stream, vec![event], ExpectedVersion::Any)
                 .await
             {
-                acknowledged.push((stream, r.last_version));
+                acknowledged.push((stream.clone(), r.last_version));
             }
         }
         acknowledged
@@ -278,7 +287,8 @@ async fn a_dead_node_is_replaced_while_writes_go_on() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let servers = format!("{},{}", cluster.addr(1), cluster.addr(2));
     let client = Client::connect(&servers).await.expect("client");
-    let writer = keep_writing(client.clone(), "busy", 64, stopped);
+    let busy = (0..64).map(|i| format!("busy-{i}")).collect();
+    let writer = keep_writing(client.clone(), busy, stopped);
     eventually("some writes", Duration::from_secs(10), || async {
         let info = client
             .read("busy-3", 1, 1)
@@ -292,6 +302,12 @@ async fn a_dead_node_is_replaced_while_writes_go_on() {
 
     // Node 3's machine dies; node 4 takes its place.
     cluster.kill(3);
+    // Removing another member now would leave a group no majority to change with.
+    let err = refused(cluster.cli_on(1, &["admin", "remove-node", "2"]));
+    assert!(
+        err.contains("removing node 2 leaves 2 members of which only 1 answer"),
+        "{err}"
+    );
     let addr4 = cluster.spawn_new(4);
     let added = eventually("node 4 to be added", Duration::from_secs(30), || async {
         json(&cluster.cli_on(1, &["admin", "add-node", "4", &addr4, "--wait"]))
@@ -308,11 +324,8 @@ async fn a_dead_node_is_replaced_while_writes_go_on() {
         "only {} writes",
         acknowledged.len()
     );
-    let status = cluster.status(4).expect("status");
-    for (voters, replicas) in voters(&status) {
-        let want: BTreeSet<u64> = [1, 2, 4].into();
-        assert!(voters == replicas && voters == want, "{voters:?}: {status}");
-    }
+    let want: BTreeSet<u64> = [1, 2, 4].into();
+    settled(&cluster, 4, |v, r| v == r && *v == want).await;
     // Nodes 1 and 2 alone could not answer for a group without node 4's replica.
     cluster.kill(1);
     let via = format!("{},{}", cluster.addr(2), cluster.addr(4));
@@ -345,25 +358,27 @@ async fn leadership_moves_on_request_and_rebalances_without_losing_a_write() {
         .filter(|s| cairn_client::partition_of(s, 16) == partition as u32)
         .take(8)
         .collect();
-    let writer = {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = keep_writing(client.clone(), streams.clone(), stopped);
+    let version_of = |stream: String| {
         let client = client.clone();
-        let streams = streams.clone();
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            for round in 0..60 {
-                for stream in &streams {
-                    let event = EventData::new("Tick", json!({ "round": round }));
-                    if let Ok(r) = client
-                        .append(stream, vec![event], ExpectedVersion::Any)
-                        .await
-                    {
-                        acknowledged.push((stream.clone(), r.last_version));
-                    }
-                }
-            }
-            acknowledged
-        })
+        async move {
+            let read = client
+                .read(&stream, 1, 10_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<u64, String>(read.stream_version)
+        }
     };
+    eventually(
+        "writes before the transfer",
+        Duration::from_secs(10),
+        || {
+            let v = version_of(streams[0].clone());
+            async move { (v.await? > 0).then_some(()).ok_or("none yet".to_string()) }
+        },
+    )
+    .await;
     let moved = ok(cluster.cli_on(
         3,
         &[
@@ -389,15 +404,20 @@ async fn leadership_moves_on_request_and_rebalances_without_losing_a_write() {
         )
         .await;
     }
+    // The writer went on after the transfer, at the new leader.
+    let after = version_of(streams[0].clone()).await.expect("read");
+    eventually("writes after the transfer", Duration::from_secs(10), || {
+        let v = version_of(streams[0].clone());
+        async move {
+            (v.await? > after)
+                .then_some(())
+                .ok_or("none yet".to_string())
+        }
+    })
+    .await;
+    stop.send_replace(true);
     let acknowledged = writer.await.expect("writer");
-    assert!(!acknowledged.is_empty());
-    for (stream, version) in &acknowledged {
-        let read = client.read(stream, 1, 1000).await.expect("read");
-        assert!(
-            read.stream_version >= *version,
-            "{stream} lost version {version}"
-        );
-    }
+    none_lost(&client, &acknowledged).await;
 
     // Moving to a node without a replica, or a partition that does not exist, is refused.
     let err = refused(cluster.cli_on(1, &["admin", "transfer-leader", "0", "7"]));
