@@ -10,6 +10,7 @@ use cairn_proto::v1::raft_service_server::RaftService;
 use cairn_proto::v1::{RaftAnswer, RaftCall, RaftMessage, RaftRpc};
 use cairn_storage::{GroupId, TypeConfig};
 use openraft::Raft;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -25,7 +26,7 @@ use crate::transport::{RpcKind, TransportError, decode, encode};
 #[derive(Clone, Default)]
 pub struct RaftDispatcher {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
-    topology: Arc<RwLock<Option<Arc<Topology>>>>,
+    topology: Arc<RwLock<Option<watch::Receiver<Arc<Topology>>>>>,
 }
 
 impl RaftDispatcher {
@@ -54,8 +55,9 @@ impl RaftDispatcher {
             .cloned()
     }
 
-    /// Answer [`RpcKind::Topology`] with `topology` from now on.
-    pub fn follow(&self, topology: Arc<Topology>) {
+    /// Answer [`RpcKind::Topology`] with the topology `topology` sees, as
+    /// it changes.
+    pub fn follow(&self, topology: watch::Receiver<Arc<Topology>>) {
         *self.topology.write().expect("dispatcher lock poisoned") = Some(topology);
     }
 
@@ -89,7 +91,8 @@ impl RaftDispatcher {
             RpcKind::Campaign => encode(&raft()?.trigger().elect().await.is_ok()),
             RpcKind::Membership => encode(&ReplicaView::of(&raft()?)),
             RpcKind::Topology => {
-                let topology = self.topology.read().expect("dispatcher lock poisoned");
+                let followed = self.topology.read().expect("dispatcher lock poisoned");
+                let topology = followed.as_ref().map(|t| t.borrow().clone());
                 encode(&topology.as_deref())
             }
         })

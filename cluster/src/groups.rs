@@ -42,9 +42,9 @@ pub(crate) struct Groups {
     partitions: Arc<watch::Sender<BTreeSet<GroupId>>>,
 }
 
-/// One running replica.
+/// What this node keeps of one running replica beside its Raft (which the
+/// dispatcher holds: messages for the group reach it there).
 struct Running {
-    raft: Raft<TypeConfig>,
     /// `None` for the metadata group.
     partition: Option<Partition>,
     snapshots_sent: Arc<AtomicU64>,
@@ -131,7 +131,6 @@ impl Groups {
         self.running.write().expect("groups lock poisoned").insert(
             group,
             Running {
-                raft,
                 partition,
                 snapshots_sent: sent,
                 stop,
@@ -192,8 +191,9 @@ impl Groups {
             p.remove(&group);
         });
         running.stop.cancel();
-        self.dispatcher.unregister(group);
-        if let Err(e) = running.raft.shutdown().await {
+        if let Some(raft) = self.dispatcher.unregister(group)
+            && let Err(e) = raft.shutdown().await
+        {
             warn!(group, "raft shutdown: {e}");
         }
         true
@@ -201,8 +201,7 @@ impl Groups {
 
     /// The local Raft of `group`, if this node runs one.
     pub(crate) fn raft(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
-        let running = self.running.read().expect("groups lock poisoned");
-        running.get(&group).map(|r| r.raft.clone())
+        self.dispatcher.raft(group)
     }
 
     /// The local replica of partition `group`, if this node runs one.

@@ -254,12 +254,19 @@ async fn converge(node: &Arc<ClusterNode>, busy: &Arc<Mutex<HashSet<GroupId>>>) 
         let Some(raft) = node.groups().raft(group) else {
             continue;
         };
-        let leading = {
+        let (leading, settled) = {
             let m = raft.metrics();
             let m = m.borrow();
-            m.state == ServerState::Leader
+            let want: BTreeSet<NodeId> = topology.replicas(group).iter().copied().collect();
+            let (voters, members) = members_of(&m);
+            (
+                m.state == ServerState::Leader,
+                voters == want && members == want,
+            )
         };
-        if !leading && mine.contains(&group) {
+        // Nothing to do: a follower of a group it keeps, or a leader whose
+        // group has the replicas wanted (most groups, most rounds).
+        if (!leading && mine.contains(&group)) || (leading && settled) {
             continue;
         }
         if !busy.lock().expect("busy set poisoned").insert(group) {
@@ -299,9 +306,6 @@ async fn lead_to(
         .collect();
     let want_ids: BTreeSet<NodeId> = want.keys().copied().collect();
     let (voters, members) = members_of(&raft.metrics().borrow());
-    if voters == want_ids && members == want_ids {
-        return Ok(());
-    }
     let me = node.node_id();
     if group != META_GROUP
         && !want_ids.contains(&me)

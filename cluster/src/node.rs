@@ -162,7 +162,8 @@ impl ClusterNode {
         };
         membership::persist(&store, &topology)?;
         let topology = Arc::new(topology);
-        dispatcher.follow(topology.clone());
+        let followed = Arc::new(watch::Sender::new(topology.clone()));
+        dispatcher.follow(followed.subscribe());
 
         let raft_config = Arc::new(
             openraft::Config {
@@ -212,7 +213,7 @@ impl ClusterNode {
         );
         let node = Arc::new(ClusterNode {
             node_id: me,
-            topology: Arc::new(watch::Sender::new(topology)),
+            topology: followed,
             groups,
             dispatcher,
             transport,
@@ -327,7 +328,6 @@ impl ClusterNode {
         }
         membership::persist(&self.store, &topology)?;
         let topology = Arc::new(topology);
-        self.dispatcher.follow(topology.clone());
         info!(epoch = topology.epoch, members = ?topology.nodes.keys().collect::<Vec<_>>(), "following a new topology");
         self.topology.send_replace(topology);
         Ok(true)

@@ -86,6 +86,19 @@ impl Topology {
         self.nodes.get(&node).map(String::as_str)
     }
 
+    /// Replicas that differ from `before`: added to a group or removed from
+    /// it, the metadata group included.
+    pub fn replicas_moved_from(&self, before: &Topology) -> u32 {
+        let groups = (0..self.partitions).chain([META_GROUP]);
+        groups
+            .map(|g| {
+                let (b, a) = (before.replicas(g), self.replicas(g));
+                b.iter().filter(|n| !a.contains(n)).count()
+                    + a.iter().filter(|n| !b.contains(n)).count()
+            })
+            .sum::<usize>() as u32
+    }
+
     /// The next epoch's topology after `change`, placed afresh over the new
     /// members; refuses a change that makes no sense for these members.
     pub fn changed(&self, change: &MemberChange) -> Result<Topology, String> {
@@ -180,6 +193,10 @@ mod tests {
                 added.replicas(p)
             );
         }
+        // At most one replica in and one out per group (16 partitions and the metadata group).
+        let moved = added.replicas_moved_from(&t);
+        assert!(moved > 0 && moved <= 2 * 17, "{moved} replicas moved");
+        assert_eq!(t.replicas_moved_from(&t), 0);
         let removed = added
             .changed(&MemberChange::Remove { id: 1 })
             .expect("remove");

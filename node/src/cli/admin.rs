@@ -68,9 +68,8 @@ pub struct Wait {
 }
 
 impl Wait {
-    async fn run(&self, server: &ServerArgs, epoch: u64) -> anyhow::Result<()> {
+    async fn run(&self, client: &cairn_client::Client, epoch: u64) -> anyhow::Result<()> {
         if self.wait {
-            let client = server.client().await?;
             client.wait_converged(epoch, self.wait_timeout).await?;
         }
         Ok(())
@@ -84,12 +83,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Compact => output::json(&client.compact().await?),
         AdminCommand::AddNode { id, address, wait } => {
             let changed = client.add_node(id, &address).await?;
-            wait.run(&args.server, changed.epoch).await?;
+            wait.run(&client, changed.epoch).await?;
             output::json(&changed)
         }
         AdminCommand::RemoveNode { id, wait } => {
             let changed = client.remove_node(id).await?;
-            wait.run(&args.server, changed.epoch).await?;
+            wait.run(&client, changed.epoch).await?;
             output::json(&changed)
         }
         AdminCommand::TransferLeader { partition, node } => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_cluster::{ClusterError, ClusterNode, MemberChange, ReplicaView, Topology};
+use cairn_cluster::{ClusterError, ClusterNode, MemberChange, ReplicaView};
 use cairn_proto::v1::admin_service_client::AdminServiceClient;
 use cairn_proto::v1::admin_service_server::AdminService;
 use cairn_proto::v1::{
@@ -93,37 +93,21 @@ impl AdminService for AdminGrpcService {
         &self,
         request: Request<AddNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let mut request = request.into_inner();
-        match self.at_metadata_leader(request.forwarded)? {
-            None => {
-                let change = MemberChange::Add {
-                    id: request.id,
-                    address: request.address,
-                };
-                self.change_members(change).await
-            }
-            Some(channel) => {
-                request.forwarded = true;
-                AdminServiceClient::new(channel).add_node(request).await
-            }
-        }
+        let request = request.into_inner();
+        let change = MemberChange::Add {
+            id: request.id,
+            address: request.address,
+        };
+        self.membership(change, request.forwarded).await
     }
 
     async fn remove_node(
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let mut request = request.into_inner();
-        match self.at_metadata_leader(request.forwarded)? {
-            None => {
-                self.change_members(MemberChange::Remove { id: request.id })
-                    .await
-            }
-            Some(channel) => {
-                request.forwarded = true;
-                AdminServiceClient::new(channel).remove_node(request).await
-            }
-        }
+        let request = request.into_inner();
+        let change = MemberChange::Remove { id: request.id };
+        self.membership(change, request.forwarded).await
     }
 
     async fn transfer_leader(
@@ -216,10 +200,34 @@ impl AdminGrpcService {
         Ok(Some(channel))
     }
 
-    async fn change_members(
+    /// A membership change, made here on the metadata group's leader or
+    /// forwarded to it once.
+    async fn membership(
         &self,
         change: MemberChange,
+        forwarded: bool,
     ) -> Result<Response<MembershipReply>, Status> {
+        if let Some(channel) = self.at_metadata_leader(forwarded)? {
+            let mut leader = AdminServiceClient::new(channel);
+            return match change {
+                MemberChange::Add { id, address } => {
+                    let request = AddNodeRequest {
+                        id,
+                        address,
+                        forwarded: true,
+                    };
+                    leader.add_node(request).await
+                }
+                MemberChange::Remove { id } => {
+                    leader
+                        .remove_node(RemoveNodeRequest {
+                            id,
+                            forwarded: true,
+                        })
+                        .await
+                }
+            };
+        }
         let before = self.node.topology();
         let after = self
             .node
@@ -237,7 +245,7 @@ impl AdminGrpcService {
                     reachable: true,
                 })
                 .collect(),
-            replicas_moved: replicas_moved(&before, &after),
+            replicas_moved: after.replicas_moved_from(&before),
         }))
     }
 
@@ -279,19 +287,6 @@ impl AdminGrpcService {
             }
         }
     }
-}
-
-/// Replicas that move from `before` to `after`: added to a group or removed
-/// from it, the metadata group included.
-fn replicas_moved(before: &Topology, after: &Topology) -> u32 {
-    let groups = (0..after.partitions).chain([META_GROUP]);
-    groups
-        .map(|g| {
-            let (b, a) = (before.replicas(g), after.replicas(g));
-            b.iter().filter(|n| !a.contains(n)).count()
-                + a.iter().filter(|n| !b.contains(n)).count()
-        })
-        .sum::<usize>() as u32
 }
 
 /// What another node's replica of a group knows: leader, term, members.

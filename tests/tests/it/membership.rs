@@ -104,6 +104,25 @@ async fn settled(
     .await
 }
 
+/// Starts node `id` as an operator would and adds it through node `via`
+/// with `--wait` (tried again while the new node is not answering yet);
+/// returns its address and what `add-node` printed.
+async fn start_and_add(cluster: &mut ProcessCluster, id: u64, via: u64) -> (String, Value) {
+    let addr = cluster.spawn_new(id);
+    let added = eventually(
+        &format!("node {id} to be added"),
+        Duration::from_secs(30),
+        || async {
+            json(&cluster.cli_on(
+                via,
+                &["admin", "add-node", &id.to_string(), &addr, "--wait"],
+            ))
+        },
+    )
+    .await;
+    (addr, added)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() {
     let mut cluster = ProcessCluster::start(3).await;
@@ -149,11 +168,7 @@ async fn a_node_added_takes_its_share_and_a_node_removed_hands_its_share_over() 
     );
 
     // Node 4 starts, learns it is not a member yet, and is added.
-    let addr4 = cluster.spawn_new(4);
-    let added = eventually("node 4 to be added", Duration::from_secs(30), || async {
-        json(&cluster.cli_on(2, &["admin", "add-node", "4", &addr4, "--wait"]))
-    })
-    .await;
+    let (addr4, added) = start_and_add(&mut cluster, 4, 2).await;
     assert_eq!(added["epoch"], 2, "{added}");
     assert!(
         added["replicasMoved"].as_u64().expect("moved") > 0,
@@ -308,11 +323,7 @@ async fn a_dead_node_is_replaced_while_writes_go_on() {
         err.contains("removing node 2 leaves 2 members of which only 1 answer"),
         "{err}"
     );
-    let addr4 = cluster.spawn_new(4);
-    let added = eventually("node 4 to be added", Duration::from_secs(30), || async {
-        json(&cluster.cli_on(1, &["admin", "add-node", "4", &addr4, "--wait"]))
-    })
-    .await;
+    let (_, added) = start_and_add(&mut cluster, 4, 1).await;
     assert_eq!(added["epoch"], 2, "{added}");
     let removed = ok(cluster.cli_on(2, &["admin", "remove-node", "3", "--wait"]));
     assert_eq!(removed["epoch"], 3, "{removed}");
