@@ -32,7 +32,7 @@ use std::time::Duration;
 use cairn_storage::{Command, GroupId, META_GROUP, NodeId, Store, TypeConfig};
 use openraft::{BasicNode, ChangeMembers, LogId, Raft, RaftMetrics, ServerState, StoredMembership};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::error::ClusterError;
 use crate::node::{ClusterNode, META_TOPOLOGY_KEY};
@@ -280,8 +280,8 @@ async fn converge(node: &Arc<ClusterNode>, busy: &Arc<Mutex<HashSet<GroupId>>>) 
                 if let Err(e) = lead_to(&node, &raft, group, &topology).await {
                     warn!(group, "moving replicas to epoch {}: {e}", topology.epoch);
                 }
-            } else if let Err(e) = release_if_left(&node, &raft, group, &topology).await {
-                debug!(group, "letting go of a replica: {e}");
+            } else {
+                release_if_left(&node, &raft, group, &topology).await;
             }
             busy.lock().expect("busy set poisoned").remove(&group);
         });
@@ -500,7 +500,7 @@ async fn release_if_left(
     raft: &Raft<TypeConfig>,
     group: GroupId,
     topology: &Topology,
-) -> Result<(), ClusterError> {
+) {
     let me = node.node_id();
     let mine = *raft.metrics().borrow().membership_config.log_id();
     for id in topology.replicas(group) {
@@ -515,8 +515,7 @@ async fn release_if_left(
             if !node.topology().groups_of(me).contains(&group) {
                 node.groups().stop(group).await;
             }
-            return Ok(());
+            return;
         }
     }
-    Ok(())
 }
