@@ -3,9 +3,9 @@
 //! timestamps, retention purges), turned into one atomic RocksDB write per
 //! `apply()` call.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
+use indexmap::IndexMap;
+use itertools::Itertools;
 use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -185,9 +185,11 @@ const BATCH_RECORD_OVERHEAD: usize = 16;
 struct Applier<'a> {
     store: &'a Store,
     group: GroupId,
-    /// foldhash, not the standard SipHash: hashing the overlay's keys was
-    /// 3% of a catching-up follower's CPU. Seeded per map, like SipHash.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
+    /// In the order of each key's first write, which [`Applier::into_batch`]
+    /// sorts from. foldhash, not the standard SipHash: hashing the overlay's
+    /// keys was 3% of a catching-up follower's CPU. Seeded per map, like
+    /// SipHash.
+    overlay: IndexMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
     /// Writes of keys the batch never reads back, ahead of the overlay's.
     unread: Vec<(Vec<u8>, Vec<u8>)>,
     counters: PartitionCounters,
@@ -220,7 +222,7 @@ impl<'a> Applier<'a> {
         Applier {
             store,
             group,
-            overlay: HashMap::with_capacity_and_hasher(2 * events + 8, Default::default()),
+            overlay: IndexMap::with_capacity_and_hasher(2 * events + 8, Default::default()),
             unread: Vec::with_capacity(events),
             counters,
             counters_moved: false,
@@ -273,15 +275,24 @@ impl<'a> Applier<'a> {
             self.put(k, encode("partition counters", &self.counters)?);
         }
         // The unread writes come nearly in order (positions ascending), so
-        // their stable sort is about one pass; the overlay's keys are
-        // unique, so an unstable sort orders them. Merged, an unread write
-        // goes ahead of the overlay's write or delete of the same key, which
-        // must win. (One stable sort of both: 13% of an apply's
-        // instructions under 100-event appends, `storage/examples/apply_cost.rs`.)
+        // their sort is about one pass. The overlay's come in the order they
+        // were first written: each append's event ids, and its events, in
+        // key order (versions ascend; an append's UUIDv7 ids ascend as they
+        // were made), the two interleaved. Split apart, each is a series of
+        // sorted runs, which a stable sort finds and merges in about
+        // n log(runs) comparisons instead of n log n (a full sort of the
+        // overlay in hash order: 10% of an apply's instructions under
+        // 100-event appends, `storage/examples/apply_cost.rs`). Merged, an
+        // unread write goes ahead of the overlay's write or delete of the
+        // same key, which must win.
         let mut unread = self.unread;
         unread.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut overlay: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.overlay.into_iter().collect();
-        overlay.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (mut ids, mut rest): (Vec<_>, Vec<_>) = self
+            .overlay
+            .into_iter()
+            .partition(|(k, _)| keys::is_event_id(k));
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
         let cf = self.store.cf(CF_SM);
         // Room for the whole batch up front: grown from empty, RocksDB's
         // batch copied itself at every doubling (4% of an apply's
@@ -292,22 +303,18 @@ impl<'a> Applier<'a> {
                 .iter()
                 .map(|(k, v)| record(k, v.len()))
                 .sum::<usize>()
-            + overlay
+            + ids
                 .iter()
+                .chain(&rest)
                 .map(|(k, v)| record(k, v.as_ref().map_or(0, Vec::len)))
                 .sum::<usize>();
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        let mut unread = unread.into_iter().map(|(k, v)| (k, Some(v))).peekable();
-        let mut overlay = overlay.into_iter().peekable();
-        loop {
-            let next = match (unread.peek(), overlay.peek()) {
-                (Some(u), Some(o)) if u.0 <= o.0 => unread.next(),
-                (Some(_), None) => unread.next(),
-                _ => overlay.next(),
-            };
-            let Some((k, v)) = next else {
-                break;
-            };
+        let overlay = ids.into_iter().merge_by(rest, |a, b| a.0 <= b.0);
+        let writes = unread
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .merge_by(overlay, |u, o| u.0 <= o.0);
+        for (k, v) in writes {
             match &v {
                 Some(v) => batch.put_cf(cf, &k, v),
                 None => batch.delete_cf(cf, &k),

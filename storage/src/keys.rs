@@ -149,6 +149,11 @@ pub(crate) fn is_point_key(key: &[u8]) -> bool {
     }
 }
 
+/// Whether a key of the `sm` column family is an [`event_id`] key.
+pub(crate) fn is_event_id(key: &[u8]) -> bool {
+    key.get(4) == Some(&SM_EVENT_ID)
+}
+
 /// Whether a key of the `sm` column family is a [`stream_info`] key.
 pub(crate) fn is_stream_info(key: &[u8]) -> bool {
     key.get(4) == Some(&SM_STREAM) && stream_kind(key) == Some(STREAM_INFO)
