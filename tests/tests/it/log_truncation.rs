@@ -21,6 +21,17 @@ fn purged(cluster: &TestCluster, id: NodeId) -> u64 {
     metrics.borrow().purged.map_or(0, |p| p.index)
 }
 
+/// The last log index the leader `leader` has seen `follower` match.
+fn matched_by(cluster: &TestCluster, leader: NodeId, follower: NodeId) -> u64 {
+    let metrics = replica(cluster, leader).metrics();
+    let metrics = metrics.borrow();
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&follower).copied().flatten())
+        .map_or(0, |log_id| log_id.index)
+}
+
 async fn append_ticks(client: &cairn_client::Client, range: std::ops::Range<u32>) {
     for i in range {
         let event = EventData::new("Tick", json!({ "i": i }));
@@ -147,15 +158,22 @@ async fn the_leader_keeps_the_log_for_a_follower_that_is_down() {
     )
     .await;
     cluster.stop(down).await;
+    // What the stopped follower holds, as the leader saw it matched: at
+    // least what it applied, and more if an entry reached it after that.
+    let held = matched_by(&cluster, leader, down);
+    assert!(
+        held >= caught_up,
+        "the follower matched {held} < {caught_up}"
+    );
 
     append_ticks(&client, 20..120).await;
     let target = cluster.applied(leader, 0);
     wait_purged(&cluster, up, target, "the live follower to truncate").await;
     let kept_from = purged(&cluster, leader) + 1;
     assert!(
-        kept_from <= caught_up + 1,
+        kept_from <= held + 1,
         "the leader dropped entries the stopped follower lacks: it keeps from {kept_from}, \
-         the follower has up to {caught_up}"
+         the follower has up to {held}"
     );
 
     cluster.restart(down).await;
