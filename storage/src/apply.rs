@@ -4,16 +4,14 @@
 //! `apply()` call.
 
 use bytes::Bytes;
-use indexmap::IndexMap;
-use itertools::Itertools;
 use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::appends::{AppendView, Appends};
 use crate::command::{AppendOutcome, Command, CommandResult, ExpectedVersion, GroupId, Rejection};
-use crate::error::{Error, decode, decode_u64, encode};
-use crate::event::{EventRef, RecordedEvent, StreamInfo, encode_body};
+use crate::error::{Error, decode, decode_u64, encode_onto};
+use crate::event::{EventRef, RecordedEvent, StreamInfo, push_body};
 use crate::info_cache::InfoCache;
 use crate::keys;
 use crate::recent::{Appended, KeptEvent};
@@ -21,6 +19,7 @@ use crate::retention;
 use crate::store::{CF_SM, Store, View};
 use crate::stored_id;
 use crate::type_config::{NodeId, TypeConfig};
+use crate::writes::Writes;
 
 /// What a group's state machine has applied: persisted under `keys::applied`
 /// in the same write as the effects of the entries.
@@ -66,6 +65,8 @@ pub(crate) struct Written {
     applied: AppliedState,
     counters: PartitionCounters,
     infos: InfoCache,
+    /// The last apply's writes: their room, for the next.
+    writes: Writes,
 }
 
 impl Written {
@@ -76,6 +77,7 @@ impl Written {
             applied: read_applied(store, group)?,
             counters: read_counters(store, group)?,
             infos: InfoCache::default(),
+            writes: Writes::default(),
         })
     }
 }
@@ -110,6 +112,7 @@ pub(crate) fn apply_entries(
         mut applied,
         counters,
         infos,
+        mut writes,
     } = match written {
         Some(written) => written,
         None => Written::read(store, group)?,
@@ -121,13 +124,15 @@ pub(crate) fn apply_entries(
                 applied,
                 counters,
                 infos,
+                writes,
             },
         ));
     }
     let events = events_in(&entries);
     // Only the newest events of a write join the in-memory tail.
     let appended = Appended::for_write(events);
-    let mut tx = Applier::new(store, group, counters, infos, appended, events);
+    writes.start(events);
+    let mut tx = Applier::new(store, group, counters, infos, appended, writes);
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
         let log_id = entry.log_id;
@@ -152,10 +157,16 @@ pub(crate) fn apply_entries(
         applied.last_applied = Some(log_id);
         results.push(result);
     }
-    tx.put(keys::applied(group), encode("applied state", &applied)?);
+    tx.put_encoded(&keys::applied(group), "applied state", &applied)?;
     let counters = tx.counters;
     // A failed write below drops `infos` with the rest of `Written`.
-    let (batch, infos, appended, purged) = tx.into_batch()?;
+    let Batch {
+        batch,
+        infos,
+        appended,
+        purged,
+        writes,
+    } = tx.into_batch()?;
     store
         .inner
         .recent
@@ -169,6 +180,7 @@ pub(crate) fn apply_entries(
             applied,
             counters,
             infos,
+            writes,
         },
     ))
 }
@@ -180,18 +192,14 @@ const BATCH_HEADER: usize = 12;
 const BATCH_RECORD_OVERHEAD: usize = 16;
 
 /// Builds one batch of state-machine writes. Reads see the batch's own
-/// earlier writes and deletes (an in-memory overlay; `None` = deleted)
-/// before the database; keys never read back go straight to the batch.
+/// earlier writes and deletes (an in-memory overlay) before the database;
+/// keys never read back go straight to the batch.
 struct Applier<'a> {
     store: &'a Store,
     group: GroupId,
-    /// In the order of each key's first write, which [`Applier::into_batch`]
-    /// sorts from. foldhash, not the standard SipHash: hashing the overlay's
-    /// keys was 3% of a catching-up follower's CPU. Seeded per map, like
-    /// SipHash.
-    overlay: IndexMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
-    /// Writes of keys the batch never reads back, ahead of the overlay's.
-    unread: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: Writes,
+    /// An event id's stored form, made once for its index key and its body.
+    stored_id: Vec<u8>,
     counters: PartitionCounters,
     /// `counters` moved: the batch writes them.
     counters_moved: bool,
@@ -204,6 +212,17 @@ struct Applier<'a> {
     purged: Vec<u64>,
 }
 
+/// What [`Applier::into_batch`] leaves: the batch, with the info cache as
+/// the batch leaves the group, the events it appends, the positions it
+/// purges, and the writes' room for the next apply.
+struct Batch {
+    batch: WriteBatch,
+    infos: InfoCache,
+    appended: Appended,
+    purged: Vec<u64>,
+    writes: Writes,
+}
+
 impl<'a> Applier<'a> {
     fn new(
         store: &'a Store,
@@ -211,19 +230,13 @@ impl<'a> Applier<'a> {
         counters: PartitionCounters,
         infos: InfoCache,
         appended: Appended,
-        events: usize,
+        writes: Writes,
     ) -> Applier<'a> {
-        // Room up front for what appending `events` writes (each event's
-        // body and id in the overlay, its position unread) plus the stream
-        // infos, counters and applied state. Grown from empty by doubling,
-        // the overlay rehashed every key it held at each step
-        // (`reserve_rehash`: 1% of the nodes' CPU under 64 writers × 100
-        // events; gone from the same profile with the room made here).
         Applier {
             store,
             group,
-            overlay: IndexMap::with_capacity_and_hasher(2 * events + 8, Default::default()),
-            unread: Vec::with_capacity(events),
+            writes,
+            stored_id: Vec::new(),
             counters,
             counters_moved: false,
             infos,
@@ -233,8 +246,8 @@ impl<'a> Applier<'a> {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        if let Some(v) = self.overlay.get(key) {
-            return Ok(v.clone());
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.map(<[u8]>::to_vec));
         }
         if let Some(v) = self.infos.get(key) {
             return Ok(Some(v.to_vec()));
@@ -242,90 +255,58 @@ impl<'a> Applier<'a> {
         Ok(self.store.db().get_cf(self.store.cf(CF_SM), key)?)
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        let key = self.writes.add_slice(key);
+        let value = self.writes.add_slice(value);
+        self.writes.put(key, Some(value));
     }
 
-    fn remove(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+    /// Puts `value` encoded for disk (`what` names it in an error).
+    fn put_encoded<T: Serialize>(
+        &mut self,
+        key: &[u8],
+        what: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let key = self.writes.add_slice(key);
+        let value = self.writes.add(|out| encode_onto(what, value, out))?;
+        self.writes.put(key, Some(value));
+        Ok(())
     }
 
-    /// Writes a key that this batch never reads back, skipping the
-    /// overlay. Such a key may still be removed later in the batch
-    /// ([`Applier::remove`]): the batch writes it ahead of the overlay's.
-    fn put_unread(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.unread.push((key, value));
+    fn remove(&mut self, key: &[u8]) {
+        let key = self.writes.add_slice(key);
+        self.writes.put(key, None);
     }
 
-    /// The batch, with the info cache as the batch leaves the group, the
-    /// events it appends and the positions it purges.
-    ///
-    /// Its writes go in key order: RocksDB inserts a batch's keys into the
-    /// memtable's skiplist one after the other, and each insert searches
-    /// from the top of a list of ~10^5 keys (with concurrent memtable
-    /// writes, RocksDB's default and ours, it keeps no position between
-    /// inserts), most of whose levels miss the CPU caches, except where the
-    /// previous search just went: keys that follow each other (a stream's
-    /// new events and their ids, a partition's positions) find that path in
-    /// the caches. The search fell from 10% to 2.4% of the nodes' CPU under
-    /// 100-event appends (bench/README.md, session 13).
-    fn into_batch(mut self) -> Result<(WriteBatch, InfoCache, Appended, Vec<u64>), Error> {
+    /// The batch: every write in key order (see [`Writes::in_key_order`]).
+    fn into_batch(mut self) -> Result<Batch, Error> {
         if self.counters_moved {
-            let k = keys::counters(self.group);
-            self.put(k, encode("partition counters", &self.counters)?);
+            let counters = self.counters;
+            self.put_encoded(&keys::counters(self.group), "partition counters", &counters)?;
         }
-        // The unread writes come nearly in order (positions ascending), so
-        // their sort is about one pass. The overlay's come in the order they
-        // were first written: each append's event ids, and its events, in
-        // key order (versions ascend; an append's UUIDv7 ids ascend as they
-        // were made), the two interleaved. Split apart, each is a series of
-        // sorted runs, which the standard stable sort merges instead of
-        // sorting every key, for runs of at least ~√n keys (a 100-event
-        // append in an entry of up to ~10^4 keys); shorter runs cost what a
-        // full sort does. A full sort of the overlay in hash order was 10% of
-        // an apply's instructions under 100-event appends; this made the
-        // apply 3.7% cheaper (`storage/examples/apply_cost.rs`). Merged, an
-        // unread write goes ahead of the overlay's write or delete of the
-        // same key, which must win.
-        let mut unread = self.unread;
-        unread.sort_by(|a, b| a.0.cmp(&b.0));
-        let (mut ids, mut rest): (Vec<_>, Vec<_>) = self
-            .overlay
-            .into_iter()
-            .partition(|(k, _)| keys::is_event_id(k));
-        ids.sort_by(|a, b| a.0.cmp(&b.0));
-        rest.sort_by(|a, b| a.0.cmp(&b.0));
         let cf = self.store.cf(CF_SM);
         // Room for the whole batch up front: grown from empty, RocksDB's
         // batch copied itself at every doubling (4% of an apply's
         // instructions under 100-event appends).
-        let record = |key: &[u8], value: usize| key.len() + value + BATCH_RECORD_OVERHEAD;
-        let bytes = BATCH_HEADER
-            + unread
-                .iter()
-                .map(|(k, v)| record(k, v.len()))
-                .sum::<usize>()
-            + ids
-                .iter()
-                .chain(&rest)
-                .map(|(k, v)| record(k, v.as_ref().map_or(0, Vec::len)))
-                .sum::<usize>();
+        let bytes = BATCH_HEADER + self.writes.batch_bytes(BATCH_RECORD_OVERHEAD);
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        let overlay = ids.into_iter().merge_by(rest, |a, b| a.0 <= b.0);
-        let writes = unread
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .merge_by(overlay, |u, o| u.0 <= o.0);
-        for (k, v) in writes {
-            match &v {
-                Some(v) => batch.put_cf(cf, &k, v),
-                None => batch.delete_cf(cf, &k),
+        for (k, v) in self.writes.in_key_order() {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
             }
-            if keys::is_stream_info(&k) {
-                self.infos.wrote(&k, v.as_deref());
+            if keys::is_stream_info(k) {
+                self.infos.wrote(k, v);
             }
         }
-        Ok((batch, self.infos, self.appended, self.purged))
+        Ok(Batch {
+            batch,
+            infos: self.infos,
+            appended: self.appended,
+            purged: self.purged,
+            writes: self.writes,
+        })
     }
 
     fn stream_info(&self, key: &[u8]) -> Result<Option<StreamInfo>, Error> {
@@ -352,9 +333,9 @@ impl<'a> Applier<'a> {
             .last_in(CF_SM, &prefix, &end)?
             .and_then(|(k, _)| keys::trailing_u64(&k));
         let batched = self
-            .overlay
-            .iter()
-            .filter(|(k, v)| v.is_some() && k.len() == prefix.len() + 8 && k.starts_with(&prefix))
+            .writes
+            .overlay_puts()
+            .filter(|(k, _)| k.len() == prefix.len() + 8 && k.starts_with(&prefix))
             .filter_map(|(k, _)| keys::trailing_u64(k))
             .max();
         Ok(stored.max(batched))
@@ -406,13 +387,13 @@ impl<'a> Applier<'a> {
             let event = EventRef::decode(version, &body)?;
             let position = event.position;
             let id_key = keys::stored_event_id(self.group, stream, event.stored_id());
-            self.remove(id_key.map_err(too_long)?);
-            self.remove(keys::position(self.group, position));
+            self.remove(&id_key.map_err(too_long)?);
+            self.remove(&keys::position_bytes(self.group, position));
             if keys::is_time_indexed(version) {
                 let at = event.timestamp_ms;
-                self.remove(keys::time_index(self.group, stream, at, version).map_err(too_long)?);
+                self.remove(&keys::time_index(self.group, stream, at, version).map_err(too_long)?);
             }
-            self.remove(key);
+            self.remove(&key);
             self.purged.push(position);
         }
         info.purged_through = info.purged_through.max(upto);
@@ -447,7 +428,7 @@ impl<'a> Applier<'a> {
                 CommandResult::SnapshotSaved
             }
             Command::MetaPut { key, value } => {
-                self.put(keys::meta(self.group, &key), value.to_vec());
+                self.put(&keys::meta(self.group, &key), &value);
                 CommandResult::MetaPut
             }
             Command::SetStreamMetadata {
@@ -473,7 +454,7 @@ impl<'a> Applier<'a> {
     ) -> Result<(), Error> {
         for (version, state) in snapshots {
             match keys::actor_snapshot(self.group, stream, version) {
-                Ok(k) => self.put(k, state.to_vec()),
+                Ok(k) => self.put(&k, &state),
                 Err(keys::StreamTooLong) => {
                     tracing::warn!(
                         group = self.group,
@@ -503,7 +484,7 @@ impl<'a> Applier<'a> {
         let now = self.counters.last_timestamp_ms;
         self.trim(stream, &mut info, now)?;
         if info.purged_through != before {
-            self.put(info_key, encode("stream info", &info)?);
+            self.put_encoded(&info_key, "stream info", &info)?;
         }
         Ok(())
     }
@@ -524,7 +505,7 @@ impl<'a> Applier<'a> {
         let now = timestamp_ms.max(self.counters.last_timestamp_ms);
         self.trim(&stream, &mut info, now)?;
         let version = info.version;
-        self.put(info_key, encode("stream info", &info)?);
+        self.put_encoded(&info_key, "stream info", &info)?;
         Ok(Ok(version))
     }
 
@@ -598,29 +579,36 @@ impl<'a> Applier<'a> {
         let first_position = counters.last_position + 1;
         let mut version = actual;
         let mut position = counters.last_position;
+        let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
         for e in &events {
             version += 1;
             position += 1;
-            let too_long = |_| Error::StreamIdTooLong { len: stream.len() };
+            let w = &mut self.writes;
             // Partition-log entries are only ever read by scans of the
             // store, never within an apply.
-            self.put_unread(
-                keys::position(g, position),
-                keys::event_ref(stream, version).map_err(too_long)?,
-            );
-            // The id's stored form, made once for its index key and the body.
-            let id = stored_id::encode(e.id);
-            self.put(
-                keys::stored_event_id(g, stream, &id).map_err(too_long)?,
-                version.to_be_bytes().to_vec(),
-            );
-            self.put(
-                keys::stream_event(g, stream, version).map_err(too_long)?,
-                encode_body(e, &id, timestamp_ms, position)?,
-            );
+            let key = w.add_slice(&keys::position_bytes(g, position));
+            let value = w
+                .add(|out| keys::push_event_ref(out, stream, version))
+                .map_err(too_long)?;
+            w.put_unread(key, value);
+            let id = &mut self.stored_id;
+            id.clear();
+            stored_id::encode_into(e.id, id);
+            let key = w
+                .add(|out| keys::push_stored_event_id(out, g, stream, id))
+                .map_err(too_long)?;
+            let value = w.add_slice(&version.to_be_bytes());
+            w.put(key, Some(value));
+            let key = w
+                .add(|out| keys::push_stream_event(out, g, stream, version))
+                .map_err(too_long)?;
+            let value = w.add(|out| push_body(out, e, id, timestamp_ms, position))?;
+            w.put(key, Some(value));
             if keys::is_time_indexed(version) {
                 let key = keys::time_index(g, stream, timestamp_ms, version).map_err(too_long)?;
-                self.put_unread(key, Vec::new());
+                let key = w.add_slice(&key);
+                let value = w.add_slice(&[]);
+                w.put_unread(key, value);
             }
             if self.appended.keeps_next() {
                 self.appended.push(KeptEvent::in_buffer(
@@ -646,7 +634,7 @@ impl<'a> Applier<'a> {
             info.first_readable_version = 1;
         }
         self.trim(stream, &mut info, timestamp_ms)?;
-        self.put(info_key, encode("stream info", &info)?);
+        self.put_encoded(&info_key, "stream info", &info)?;
 
         counters.last_position = position;
         counters.last_timestamp_ms = timestamp_ms;
@@ -733,7 +721,7 @@ impl<'a> Applier<'a> {
         info.tombstoned = hard;
         info.first_readable_version = info.version + 1;
         let version = info.version;
-        self.put(info_key, encode("stream info", &info)?);
+        self.put_encoded(&info_key, "stream info", &info)?;
         Ok(Ok(version))
     }
 }

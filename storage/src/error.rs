@@ -125,6 +125,27 @@ pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
     postcard::to_extend(value, buf).map_err(|e| encode_error(what, e))
 }
 
+/// Encodes a value for disk at the end of `out`, in place: for many values
+/// written into one buffer.
+pub(crate) fn encode_onto<T: serde::Serialize + ?Sized>(
+    what: &str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    postcard::to_extend(value, Onto(out))
+        .map(drop)
+        .map_err(|e| encode_error(what, e))
+}
+
+/// A borrowed vector that postcard can extend (it takes its writer by value).
+struct Onto<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Onto<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
 fn encode_error(what: &str, e: postcard::Error) -> Error {
     Error::Corrupt(format!("encoding {what}: {e}"))
 }

@@ -67,16 +67,17 @@ fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error
     s.serialize_bytes(bytes)
 }
 
-/// The stored body of `event`, whose id's stored form (`stored_id::encode`)
-/// is `stored_id`, written at `timestamp_ms` to `position` (its key, by
-/// stream and version, holds the rest).
-pub(crate) fn encode_body(
+/// Appends the stored body of `event`, whose id's stored form
+/// (`stored_id::encode`) is `stored_id`, written at `timestamp_ms` to
+/// `position` (its key, by stream and version, holds the rest), to `out`.
+pub(crate) fn push_body(
+    out: &mut Vec<u8>,
     event: &crate::appends::EventView<'_>,
     stored_id: &[u8],
     timestamp_ms: i64,
     position: u64,
-) -> Result<Vec<u8>, crate::Error> {
-    crate::error::encode(
+) -> Result<(), crate::Error> {
+    crate::error::encode_onto(
         "event",
         &StoredBody {
             id: stored_id,
@@ -88,6 +89,7 @@ pub(crate) fn encode_body(
             timestamp_ms,
             position,
         },
+        out,
     )
 }
 
@@ -227,7 +229,8 @@ mod tests {
         let new = event.to_new();
         let view = crate::appends::EventView::of(&new);
         let id = crate::stored_id::encode(&event.id);
-        let stored = encode_body(&view, &id, event.timestamp_ms, event.position).expect("encodes");
+        let mut stored = Vec::new();
+        push_body(&mut stored, &view, &id, event.timestamp_ms, event.position).expect("encodes");
         let borrowed = EventRef::decode(3, &stored).expect("decodes");
         assert_eq!(borrowed.id().expect("valid id"), event.id);
         assert_eq!(

@@ -192,9 +192,14 @@ pub struct StreamTooLong;
 
 fn with_tag(group: GroupId, tag: u8, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(5 + extra);
+    push_tag(&mut k, group, tag);
+    k
+}
+
+/// Appends `group ++ tag`.
+fn push_tag(k: &mut Vec<u8>, group: GroupId, tag: u8) {
     k.extend_from_slice(&group.to_be_bytes());
     k.push(tag);
-    k
 }
 
 /// Appends `len: u16 BE ++ bytes` of `stream`.
@@ -215,9 +220,20 @@ fn tagged_stream_key(
     stream: &str,
     extra: usize,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = with_tag(group, tag, 2 + stream.len() + extra);
-    push_stream(&mut k, stream)?;
+    let mut k = Vec::with_capacity(7 + stream.len() + extra);
+    push_tagged_stream_key(&mut k, group, tag, stream)?;
     Ok(k)
+}
+
+/// Appends `group ++ tag ++ stream`.
+fn push_tagged_stream_key(
+    k: &mut Vec<u8>,
+    group: GroupId,
+    tag: u8,
+    stream: &str,
+) -> Result<(), StreamTooLong> {
+    push_tag(k, group, tag);
+    push_stream(k, stream)
 }
 
 /// `group ++ SM_STREAM ++ stream ++ kind`, with room for `extra` more bytes.
@@ -227,9 +243,21 @@ fn stream_key(
     stream: &str,
     extra: usize,
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = tagged_stream_key(group, SM_STREAM, stream, 1 + extra)?;
-    k.push(kind);
+    let mut k = Vec::with_capacity(8 + stream.len() + extra);
+    push_stream_key(&mut k, group, kind, stream)?;
     Ok(k)
+}
+
+/// Appends `group ++ SM_STREAM ++ stream ++ kind`.
+fn push_stream_key(
+    k: &mut Vec<u8>,
+    group: GroupId,
+    kind: u8,
+    stream: &str,
+) -> Result<(), StreamTooLong> {
+    push_tagged_stream_key(k, group, SM_STREAM, stream)?;
+    k.push(kind);
+    Ok(())
 }
 
 /// Decodes a trailing `u64 BE` (index, version or position) of a key.
@@ -281,8 +309,15 @@ pub fn counters(group: GroupId) -> Vec<u8> {
 
 /// The partition-log entry at `position`.
 pub fn position(group: GroupId, position: u64) -> Vec<u8> {
-    let mut k = with_tag(group, SM_POSITION, 8);
-    k.extend_from_slice(&position.to_be_bytes());
+    position_bytes(group, position).to_vec()
+}
+
+/// [`position`], on the stack.
+pub(crate) fn position_bytes(group: GroupId, position: u64) -> [u8; 13] {
+    let mut k = [0; 13];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    k[4] = SM_POSITION;
+    k[5..].copy_from_slice(&position.to_be_bytes());
     k
 }
 
@@ -293,9 +328,21 @@ pub fn positions_end(group: GroupId) -> Vec<u8> {
 
 /// The event at `version` of `stream`.
 pub fn stream_event(group: GroupId, stream: &str, version: u64) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = stream_key(group, STREAM_EVENT, stream, 8)?;
-    k.extend_from_slice(&version.to_be_bytes());
+    let mut k = Vec::with_capacity(16 + stream.len());
+    push_stream_event(&mut k, group, stream, version)?;
     Ok(k)
+}
+
+/// Appends [`stream_event`].
+pub(crate) fn push_stream_event(
+    k: &mut Vec<u8>,
+    group: GroupId,
+    stream: &str,
+    version: u64,
+) -> Result<(), StreamTooLong> {
+    push_stream_key(k, group, STREAM_EVENT, stream)?;
+    k.extend_from_slice(&version.to_be_bytes());
+    Ok(())
 }
 
 /// Exclusive upper bound of the events of `stream`.
@@ -304,12 +351,16 @@ pub fn stream_events_end(group: GroupId, stream: &str) -> Result<Vec<u8>, Stream
 }
 
 /// Where the event at a position lives: the value of its partition-log
-/// entry, `stream ++ version: u64` (the tail of its [`stream_event`] key).
-pub fn event_ref(stream: &str, version: u64) -> Result<Vec<u8>, StreamTooLong> {
-    let mut r = Vec::with_capacity(2 + stream.len() + 8);
-    push_stream(&mut r, stream)?;
+/// entry, `stream ++ version: u64` (the tail of its [`stream_event`] key),
+/// appended to `r`.
+pub(crate) fn push_event_ref(
+    r: &mut Vec<u8>,
+    stream: &str,
+    version: u64,
+) -> Result<(), StreamTooLong> {
+    push_stream(r, stream)?;
     r.extend_from_slice(&version.to_be_bytes());
-    Ok(r)
+    Ok(())
 }
 
 /// The [`stream_event`] key a partition-log entry's value points to, with
@@ -345,9 +396,21 @@ pub(crate) fn stored_event_id(
     stream: &str,
     stored: &[u8],
 ) -> Result<Vec<u8>, StreamTooLong> {
-    let mut k = tagged_stream_key(group, SM_EVENT_ID, stream, stored.len())?;
-    k.extend_from_slice(stored);
+    let mut k = Vec::with_capacity(7 + stream.len() + stored.len());
+    push_stored_event_id(&mut k, group, stream, stored)?;
     Ok(k)
+}
+
+/// Appends [`stored_event_id`].
+pub(crate) fn push_stored_event_id(
+    k: &mut Vec<u8>,
+    group: GroupId,
+    stream: &str,
+    stored: &[u8],
+) -> Result<(), StreamTooLong> {
+    push_tagged_stream_key(k, group, SM_EVENT_ID, stream)?;
+    k.extend_from_slice(stored);
+    Ok(())
 }
 
 /// Actor snapshot of `stream` as of `version`.
@@ -508,7 +571,8 @@ mod tests {
 
     #[test]
     fn an_event_ref_leads_back_to_the_event_key() {
-        let r = event_ref("acct-7", 42).expect("short stream");
+        let mut r = Vec::new();
+        push_event_ref(&mut r, "acct-7", 42).expect("short stream");
         let (key, stream, version) = stream_event_of_ref(9, &r).expect("well formed");
         assert_eq!(key, stream_event(9, "acct-7", 42).expect("short stream"));
         assert_eq!((stream.as_str(), version), ("acct-7", 42));

@@ -54,6 +54,7 @@ mod store;
 mod stored_id;
 mod syncer;
 pub mod type_config;
+mod writes;
 
 pub use appends::Appends;
 pub use command::{

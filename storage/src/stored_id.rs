@@ -29,6 +29,7 @@ pub(crate) fn encode_into(id: &str, out: &mut Vec<u8>) {
 }
 
 /// The stored form of `id`.
+#[cfg(test)]
 pub(crate) fn encode(id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + id.len().min(16));
     encode_into(id, &mut out);
