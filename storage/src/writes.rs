@@ -55,6 +55,10 @@ impl Writes {
         self.unread.clear();
         // Each event writes its body and id (overlay), its position
         // (unread); then the stream infos, counters and applied state.
+        // Grown from empty by doubling, a hash table rehashes every key it
+        // holds at each step (1% of the nodes' CPU under 64 writers × 100
+        // events); after a group's first apply this is room
+        // it already has.
         self.overlay.reserve(2 * events + 8);
         // Empty: nothing to rehash.
         self.index.reserve(2 * events + 8, |_| 0);
