@@ -115,18 +115,8 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
     encode_exact(value).map_err(|e| encode_error(what, e))
 }
 
-/// Encodes a value for disk at the end of `buf`, reusing its allocation:
-/// for many values written one after another.
-pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
-    what: &str,
-    value: &T,
-    buf: Vec<u8>,
-) -> Result<Vec<u8>, Error> {
-    postcard::to_extend(value, buf).map_err(|e| encode_error(what, e))
-}
-
-/// Encodes a value for disk at the end of `out`, in place: for many values
-/// written into one buffer.
+/// Encodes a value for disk at the end of `out`, reusing its room: for many
+/// values written one after another, or into one buffer.
 pub(crate) fn encode_onto<T: serde::Serialize + ?Sized>(
     what: &str,
     value: &T,

@@ -14,7 +14,7 @@ use rocksdb::WriteBatch;
 
 use crate::command::GroupId;
 use crate::entry_cache::EntryCache;
-use crate::error::{Error, blocking, decode, encode, encode_into};
+use crate::error::{Error, blocking, decode, encode, encode_onto};
 use crate::keys;
 use crate::log_durability::LogDurability;
 use crate::store::{CF_LOG, Store, View};
@@ -380,7 +380,7 @@ impl LogStore {
         let mut encoded = std::mem::take(&mut *scratch);
         for entry in entries {
             encoded.clear();
-            encoded = encode_into("log entry", entry, encoded)?;
+            encode_onto("log entry", entry, &mut encoded)?;
             sizes.push(encoded.len());
             batch.put_cf(
                 cf,

@@ -5,7 +5,7 @@
 //! plus an entry in a hash map of owned keys: under 100-event appends the
 //! allocator's fast path (its free lists missing the CPU caches) and the
 //! kernel's zeroing of fresh pages for the apply's big vectors were ~7% of
-//! the nodes' CPU (bench/README.md, session 27). Here a write is two spans
+//! the nodes' samples in a profile (bench/README.md, session 27). Here a write is two spans
 //! of one buffer; the keys the apply reads back are found through a hash
 //! table of indexes into the list of those writes, hashing the key's bytes
 //! where they lie.
@@ -18,14 +18,21 @@ use itertools::Itertools;
 
 use crate::keys;
 
-/// Bytes of the buffer a group keeps between applies at most: a 64 × 100
-/// event entry needs ~2.2 MB; a bigger buffer (a snapshot's worth of
+/// Bytes of the buffer a group keeps between applies at most: an entry of
+/// 64 appends × 100 events needs ~2.5 MB; a bigger buffer (a snapshot's worth of
 /// catch-up) is let go.
 const KEPT_BYTES: usize = 4 << 20;
 
 /// Where a key or value lies in [`Writes`]' buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct Span(Range<usize>);
+
+impl Span {
+    /// The bytes at this span of `bytes`.
+    fn of<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        &bytes[self.0.clone()]
+    }
+}
 
 /// One apply's writes: the keys it may read back (the overlay: each key's
 /// latest value, `None` when deleted, in the order each key was first
@@ -57,8 +64,7 @@ impl Writes {
         // (unread); then the stream infos, counters and applied state.
         // Grown from empty by doubling, a hash table rehashes every key it
         // holds at each step (1% of the nodes' CPU under 64 writers × 100
-        // events); after a group's first apply this is room
-        // it already has.
+        // events); after a group's first apply this is room it already has.
         self.overlay.reserve(2 * events + 8);
         // Empty: nothing to rehash.
         self.index.reserve(2 * events + 8, |_| 0);
@@ -88,7 +94,7 @@ impl Writes {
     }
 
     fn slice(&self, span: &Span) -> &[u8] {
-        &self.bytes[span.0.clone()]
+        span.of(&self.bytes)
     }
 
     /// Sets `key` to `value` (`None`: deletes it), where reads of this
@@ -103,15 +109,13 @@ impl Writes {
             ..
         } = self;
         let found = index
-            .find(hash, |&i| {
-                bytes[overlay[i].0.0.clone()] == bytes[key.0.clone()]
-            })
+            .find(hash, |&i| overlay[i].0.of(bytes) == key.of(bytes))
             .copied();
         match found {
             Some(i) => overlay[i].1 = value,
             None => {
                 index.insert_unique(hash, overlay.len(), |&i| {
-                    hasher.hash_one(&bytes[overlay[i].0.0.clone()])
+                    hasher.hash_one(overlay[i].0.of(bytes))
                 });
                 overlay.push((key, value));
             }
