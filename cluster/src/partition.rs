@@ -1,7 +1,7 @@
 //! One local replica of a partition: the write path (group commit of many
 //! appends into one Raft entry) and linearizable reads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use cairn_storage::{
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::metrics::RaftServerMetrics;
-use openraft::{BasicNode, LogId, Raft, RaftMetrics};
+use openraft::{BasicNode, Raft, RaftMetrics};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -42,6 +42,10 @@ pub struct Partition {
     held: Arc<watch::Sender<bool>>,
     /// Taken by a leader transfer of the partition, one at a time.
     transferring: Arc<tokio::sync::Mutex<()>>,
+    /// The term of this node's leadership and the last log index it held
+    /// at its first read in that term: no read index goes below it (see
+    /// [`Partition::read_index`]).
+    read_floor: Arc<Mutex<(u64, u64)>>,
 }
 
 /// Holds a partition's writes and linearizable reads until dropped.
@@ -78,6 +82,7 @@ impl Partition {
             removed,
             held,
             transferring: Arc::default(),
+            read_floor: Arc::default(),
         }
     }
 
@@ -249,7 +254,7 @@ impl Partition {
         );
         let read_index = read_index?;
         let (applied, value) = local?;
-        if applied.map(|id| id.index) >= read_index.map(|id| id.index) {
+        if applied.map(|id| id.index) >= read_index {
             return value.map_err(ClusterError::from);
         }
         tracing::debug!(
@@ -258,7 +263,7 @@ impl Partition {
             ?read_index,
             "read began before the read index was applied: reading again"
         );
-        self.wait_applied(read_index.map(|id| id.index)).await?;
+        self.wait_applied(read_index).await?;
         self.read_local(move |reader, group| read(reader, group))
             .await
     }
@@ -267,19 +272,46 @@ impl Partition {
     /// catch up with the commit point (openraft's linearizable read).
     pub async fn ensure_leader(&self) -> Result<(), ClusterError> {
         let read_index = self.read_index().await?;
-        self.wait_applied(read_index.map(|id| id.index)).await
+        self.wait_applied(read_index).await
     }
 
     /// Confirms leadership with a quorum (a heartbeat round) and returns the
-    /// read index: the log id a linearizable read must see applied.
-    async fn read_index(&self) -> Result<Option<LogId<NodeId>>, ClusterError> {
+    /// read index: the log index a linearizable read must see applied.
+    ///
+    /// openraft's read index is its commit index, or the leader's first
+    /// entry of its term if later. That misses entries committed before a
+    /// restart: a node whose committed vote names itself comes back as the
+    /// leader of the same term at once, with no entry of its own, and its
+    /// commit index starts at what its state machine had kept (Cairn saves
+    /// no commit index), which after a power loss may be short of what it
+    /// acknowledged. So a read also waits for every entry the node held at
+    /// its first read in this term: they were all in its log before any
+    /// read it serves now began, and committing them is the leader's job.
+    async fn read_index(&self) -> Result<Option<u64>, ClusterError> {
         let group = self.group;
         self.unheld().await;
-        self.raft
+        let read_index = self
+            .raft
             .get_read_log_id()
             .await
-            .map(|(read_index, _applied)| read_index)
-            .map_err(|e| read_error(group, e))
+            .map(|(read_index, _applied)| read_index.map(|id| id.index))
+            .map_err(|e| read_error(group, e))?;
+        let (term, last) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
+        let floor = {
+            let mut floor = self
+                .read_floor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if floor.0 != term {
+                *floor = (term, last);
+            }
+            floor.1
+        };
+        Ok(read_index.max(Some(floor)))
     }
 
     /// Waits until this replica has applied the log up to `index`.
