@@ -11,7 +11,7 @@ use cairn_storage::{
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::metrics::RaftServerMetrics;
-use openraft::{BasicNode, Raft, RaftMetrics};
+use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -296,22 +296,25 @@ impl Partition {
             .await
             .map(|(read_index, _applied)| read_index.map(|id| id.index))
             .map_err(|e| read_error(group, e))?;
-        let (term, last) = {
+        // Only a log the metrics show this node leading with: a view that
+        // still shows it following could name entries its leadership cuts.
+        let leading = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
-            (m.current_term, m.last_log_index.unwrap_or(0))
+            (m.state == ServerState::Leader)
+                .then(|| (m.current_term, m.last_log_index.unwrap_or(0)))
         };
-        let floor = {
-            let mut floor = self
-                .read_floor
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if floor.0 != term {
-                *floor = (term, last);
-            }
-            floor.1
+        let Some((term, last)) = leading else {
+            return Ok(read_index);
         };
-        Ok(read_index.max(Some(floor)))
+        let mut floor = self
+            .read_floor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if floor.0 != term {
+            *floor = (term, last);
+        }
+        Ok(read_index.max(Some(floor.1)))
     }
 
     /// Waits until this replica has applied the log up to `index`.
