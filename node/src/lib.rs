@@ -23,6 +23,7 @@ pub mod actors;
 pub mod bus;
 pub mod config;
 pub mod error;
+mod event_parts;
 pub mod handler;
 pub mod ids;
 pub mod limits;
