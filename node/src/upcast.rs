@@ -245,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn schema_versions_are_read_from_metadata_and_default_to_one() {
+        assert_eq!(schema_version(b""), Ok(1));
+        assert_eq!(schema_version(b"{}"), Ok(1));
+        assert_eq!(schema_version(br#"{"source":"import"}"#), Ok(1));
+        assert_eq!(schema_version(br#" {"schema_version": 3} "#), Ok(3));
+        assert_eq!(schema_version(b"[1]"), Ok(1));
+        assert!(schema_version(b"{").is_err());
+    }
+
+    #[test]
     fn chains_run_in_order_and_newer_events_are_refused() {
         let mut upcasters = Upcasters::default();
         upcasters.register("T", 1, |d| json!({"v1": d}));
