@@ -58,7 +58,7 @@ async fn measure(cluster: &mut CairnCluster, sizes: &Sizes) -> anyhow::Result<Ve
     let mut facts = Facts::new("activation");
     let client = cluster.client_all().await?;
 
-    // Both streams through the plain event-store API: no actor turn, so no
+    // Every stream through the plain event-store API: no actor turn, so no
     // snapshot of their own.
     let (replay, big) = (sizes.replay_events, sizes.big_events);
     let replay_ids: Vec<String> = (1..=REPLAY_STREAMS)
