@@ -155,13 +155,14 @@ async fn the_user_scenario_survives_kill_9_of_the_leader_and_a_restart() {
     assert_eq!(state["loginAttempts"], 2, "{state}");
 }
 
-/// Applies skip RocksDB's WAL and live in memory until a flush: `kill -9`
-/// of every node at once loses them on all three replicas, and each replica
-/// applies them again from its fsynced Raft log. The writes go on for
-/// longer than a follower keeps its log for the other (2 s), with no pause
-/// that would let the store flush, so a log cut at what was applied rather
-/// than at what was flushed would lose some. Every acknowledged event is
-/// there after the restart, at its version, with its payload.
+/// `kill -9` of every node at once, under load: all three replicas come
+/// back from what their stores kept (the fsynced Raft log, the state
+/// machine's unsynced applies) and elect again, often the same leader in
+/// the same term, which commits nothing new at once. The writes go on for
+/// longer than a follower keeps its log for the other (2 s), so log
+/// truncation runs while they do. Every acknowledged event is there after
+/// the restart, at its version, with its payload, read linearizably right
+/// away (`Partition::read_index` covers what the restored leader held).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_kill_9_of_every_node() {
     const STREAMS: usize = 16;
