@@ -56,6 +56,11 @@ pub enum Error {
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
 
+    /// A file holding a snapshot on its way in or out could not be
+    /// written or read (the disk is full, say); nothing was installed.
+    #[error("snapshot file: {0}")]
+    SnapshotFile(std::io::Error),
+
     /// The store was shut down ([`Store::shutdown`](crate::Store::shutdown));
     /// no more log writes are accepted.
     #[error("storage is shut down")]

@@ -51,6 +51,7 @@ mod snapshot;
 mod snapshot_bytes;
 mod state_machine;
 mod store;
+mod store_options;
 mod stored_id;
 mod syncer;
 pub mod type_config;

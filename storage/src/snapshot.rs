@@ -17,13 +17,27 @@
 //! ```
 //! Keys are stored without their group prefix, so a snapshot holds exactly one
 //! group's state-machine range (see the `keys` module) and nothing else.
+//!
+//! # Memory
+//! A partition can be far larger than memory, so a snapshot never is in
+//! memory whole. The sender serializes it into a file as it scans one
+//! RocksDB view ([`SnapshotBytes`]), and openraft sends that file in chunks;
+//! the receiver writes the chunks into a file, and installs it by writing
+//! its pairs into one SST file, read and written a block at a time, and
+//! ingesting that: the file's range deletion of the group's old state and
+//! its new pairs take effect at once, or not at all. Before, the sender
+//! built the snapshot in one buffer and the receiver parsed it into one
+//! `WriteBatch` (two copies of the partition in memory, and its whole size
+//! in the WAL and the memtable).
 
+use std::io::{self, Read, Write};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::{
     ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
 };
-use rocksdb::WriteBatch;
+use rocksdb::{IngestExternalFileOptions, SstFileWriter, WriteBatch};
 
 use crate::apply::{AppliedState, read_applied};
 use crate::command::GroupId;
@@ -40,9 +54,6 @@ const END_MARK: u32 = u32::MAX;
 const GROUP_PREFIX: usize = 4;
 
 type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
-
-/// A key (without group prefix) and its value, borrowed from snapshot bytes.
-type Pair<'a> = (&'a [u8], &'a [u8]);
 
 /// Builds Raft snapshots of one group's state machine.
 ///
@@ -75,11 +86,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, n: usize) -> Result<(), Error> {
+fn put_u32(out: &mut impl Write, n: usize) -> Result<(), Error> {
     let n = u32::try_from(n)
         .map_err(|_| Error::Corrupt(format!("snapshot item of {n} bytes is too large")))?;
-    out.extend_from_slice(&n.to_be_bytes());
-    Ok(())
+    out.write_all(&n.to_be_bytes()).map_err(Error::SnapshotFile)
 }
 
 /// Records the group's applied state as its current snapshot.
@@ -103,28 +113,28 @@ fn build(store: &Store, group: GroupId) -> Result<Meta, Error> {
     Ok(meta)
 }
 
-/// Serializes the group's state-machine range as of one consistent view.
+/// Writes the group's state-machine range, as of one consistent view, to
+/// `out` as it scans it.
 #[tracing::instrument(level = "debug", skip_all, fields(partition = group))]
-pub(crate) fn serialize(store: &Store, group: GroupId) -> Result<Vec<u8>, Error> {
+pub(crate) fn serialize(store: &Store, group: GroupId, out: &mut impl Write) -> Result<(), Error> {
     let view = View::new(store);
-    let mut data = Vec::with_capacity(1024);
-    data.extend_from_slice(MAGIC);
+    let file_error = Error::SnapshotFile;
+    out.write_all(MAGIC).map_err(file_error)?;
     let mut count: u64 = 0;
     let (start, end) = keys::group_range(group);
     view.scan(CF_SM, &start, &end, |k, v| {
         let k = k.get(GROUP_PREFIX..).ok_or_else(|| {
             Error::Corrupt("state-machine key shorter than its group prefix".into())
         })?;
-        put_u32(&mut data, k.len())?;
-        data.extend_from_slice(k);
-        put_u32(&mut data, v.len())?;
-        data.extend_from_slice(v);
+        put_u32(out, k.len())?;
+        out.write_all(k).map_err(file_error)?;
+        put_u32(out, v.len())?;
+        out.write_all(v).map_err(file_error)?;
         count += 1;
         Ok(true)
     })?;
-    data.extend_from_slice(&END_MARK.to_be_bytes());
-    data.extend_from_slice(&count.to_be_bytes());
-    Ok(data)
+    out.write_all(&END_MARK.to_be_bytes()).map_err(file_error)?;
+    out.write_all(&count.to_be_bytes()).map_err(file_error)
 }
 
 /// Makes `meta` the group's current snapshot unless a newer one is already
@@ -184,47 +194,102 @@ pub(crate) fn current(
     }))
 }
 
-/// Parses snapshot bytes into (key without group prefix, value) pairs.
-fn parse(data: &[u8]) -> Result<Vec<Pair<'_>>, Error> {
-    let bad = |what: &str| Error::InvalidSnapshot(what.to_owned());
-    let mut rest = data
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| bad("bad magic (not a snapshot of this storage format)"))?;
-    let mut take = |n: usize| -> Result<&[u8], Error> {
-        if rest.len() < n {
-            return Err(bad("truncated"));
+/// The (key without group prefix, value) pairs of snapshot bytes, read
+/// one at a time; every way the bytes can be malformed is an
+/// [`Error::InvalidSnapshot`].
+struct Pairs<R> {
+    input: R,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    count: u64,
+}
+
+fn invalid(what: &str) -> Error {
+    Error::InvalidSnapshot(what.to_owned())
+}
+
+impl<R: Read> Pairs<R> {
+    fn new(mut input: R) -> Result<Pairs<R>, Error> {
+        let mut magic = [0; MAGIC.len()];
+        read_exact(&mut input, &mut magic)?;
+        if magic != *MAGIC {
+            return Err(invalid("bad magic (not a snapshot of this storage format)"));
         }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
-    };
-    let mut pairs = Vec::new();
-    loop {
-        let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("length"))?);
+        Ok(Pairs {
+            input,
+            key: Vec::new(),
+            value: Vec::new(),
+            count: 0,
+        })
+    }
+
+    /// The next pair, or `None` after the end mark (whose count must match
+    /// and after which nothing may follow).
+    fn next(&mut self) -> Result<Option<(&[u8], &[u8])>, Error> {
+        let mut len = [0; 4];
+        read_exact(&mut self.input, &mut len)?;
+        let len = u32::from_be_bytes(len);
         if len == END_MARK {
-            let count = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("count"))?);
-            if count != pairs.len() as u64 {
-                return Err(bad("pair count does not match"));
+            let mut count = [0; 8];
+            read_exact(&mut self.input, &mut count)?;
+            if u64::from_be_bytes(count) != self.count {
+                return Err(invalid("pair count does not match"));
             }
-            break;
+            let mut more = [0; 1];
+            if self.input.read(&mut more).map_err(Error::SnapshotFile)? != 0 {
+                return Err(invalid("trailing bytes"));
+            }
+            return Ok(None);
         }
-        let key = take(len as usize)?;
-        if key.is_empty() {
-            return Err(bad("empty key"));
+        if len == 0 {
+            return Err(invalid("empty key"));
         }
-        let vlen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("length"))?);
-        let value = take(vlen as usize)?;
-        pairs.push((key, value));
+        read_item(&mut self.input, len, &mut self.key)?;
+        let mut value_len = [0; 4];
+        read_exact(&mut self.input, &mut value_len)?;
+        read_item(
+            &mut self.input,
+            u32::from_be_bytes(value_len),
+            &mut self.value,
+        )?;
+        self.count += 1;
+        Ok(Some((&self.key, &self.value)))
     }
-    if !rest.is_empty() {
-        return Err(bad("trailing bytes"));
+}
+
+fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<(), Error> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => invalid("truncated"),
+        _ => Error::SnapshotFile(e),
+    })
+}
+
+/// Reads `len` bytes into `buf`, which grows only as they arrive: a damaged
+/// length cannot make it allocate what the input does not hold.
+fn read_item(input: &mut impl Read, len: u32, buf: &mut Vec<u8>) -> Result<(), Error> {
+    buf.clear();
+    let read = input
+        .take(u64::from(len))
+        .read_to_end(buf)
+        .map_err(Error::SnapshotFile)?;
+    if read != len as usize {
+        return Err(invalid("truncated"));
     }
-    Ok(pairs)
+    Ok(())
 }
 
 /// Replaces the group's whole state-machine state with the snapshot's, and
-/// makes `meta` the current snapshot, in one synced write. A malformed
+/// then makes `meta` the current snapshot (a synced write). A malformed
 /// snapshot, or one whose state is older than its meta, changes nothing.
+///
+/// The state is written into an SST file at `sst` (in the store's directory
+/// of snapshot files), with a range deletion of the group's range, and the
+/// file is ingested: RocksDB puts it in place at once, and a range deletion
+/// never deletes the point keys of its own file, so the group holds the old
+/// state or the new, never a mix, and nothing of it in memory. Should the
+/// node stop between the ingestion and the meta, the state holds its own
+/// applied log id, newer than the meta it keeps, as after an install of
+/// bytes serialized after their meta.
 ///
 /// The state may be newer than `meta` (it was serialized when sent, not when
 /// built): the group's applied log id is then the state's own, and openraft's
@@ -234,27 +299,66 @@ pub(crate) fn install(
     store: &Store,
     group: GroupId,
     meta: &Meta,
-    data: Vec<u8>,
+    data: impl Read,
+    sst: &Path,
 ) -> Result<(), Error> {
-    let pairs = parse(&data)?;
-    let sm = store.cf(CF_SM);
+    let applied = write_sst(store, group, meta, data, sst)?;
+    let mut ingest = IngestExternalFileOptions::default();
+    ingest.set_move_files(true);
+    let _guard = store
+        .inner
+        .snapshot_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    store.inner.recent.write_replacing(group, || {
+        store
+            .db()
+            .ingest_external_file_cf_opts(store.cf(CF_SM), &ingest, vec![sst])?;
+        let mut batch = WriteBatch::default();
+        put_current(store, &mut batch, group, meta)?;
+        store.write(batch, true)
+    })?;
+    if let Some(last) = applied.last_applied {
+        store.inner.applied.advance(group, last.index);
+    }
+    Ok(())
+}
+
+/// Writes the SST file that replaces the group's state with the snapshot's
+/// pairs; returns the applied state it holds (the state's own, or `meta`'s
+/// when the snapshot has none).
+fn write_sst(
+    store: &Store,
+    group: GroupId,
+    meta: &Meta,
+    data: impl Read,
+    sst: &Path,
+) -> Result<AppliedState, Error> {
+    let mut pairs = Pairs::new(data)?;
     let (start, end) = keys::group_range(group);
     let applied_key = keys::applied(group);
     let mut applied = AppliedState {
         last_applied: meta.last_log_id,
         last_membership: meta.last_membership.clone(),
     };
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(sm, &start, &end);
-    let prefix = group.to_be_bytes();
-    for (k, v) in pairs {
-        let mut key = Vec::with_capacity(GROUP_PREFIX + k.len());
-        key.extend_from_slice(&prefix);
+    let options = store.sm_options();
+    let mut writer = SstFileWriter::create(options);
+    writer.open(sst)?;
+    writer.delete_range(&start, &end)?;
+    // The applied state's key is the first of the group's range: the
+    // snapshot's own, else `meta`'s, goes in before any other key.
+    let mut applied_pending = true;
+    let mut key = Vec::new();
+    let mut previous = Vec::new();
+    while let Some((k, v)) = pairs.next()? {
+        key.clear();
+        key.extend_from_slice(&group.to_be_bytes());
         key.extend_from_slice(k);
-        if key.as_slice() >= end.as_slice() {
-            return Err(Error::InvalidSnapshot(
-                "key outside the group's range".into(),
-            ));
+        if key < applied_key || key >= end {
+            return Err(invalid("key outside the group's range"));
+        }
+        if key <= previous {
+            return Err(invalid("keys out of order"));
         }
         if key == applied_key {
             let state: AppliedState = decode("applied state", v)?;
@@ -265,25 +369,20 @@ pub(crate) fn install(
                 )));
             }
             applied = state;
-            continue;
+        } else {
+            if applied_pending {
+                writer.put(&applied_key, encode("applied state", &applied)?)?;
+                applied_pending = false;
+            }
+            writer.put(&key, v)?;
         }
-        batch.put_cf(sm, key, v);
+        std::mem::swap(&mut key, &mut previous);
     }
-    batch.put_cf(sm, applied_key, encode("applied state", &applied)?);
-    let _guard = store
-        .inner
-        .snapshot_lock
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    put_current(store, &mut batch, group, meta)?;
-    store
-        .inner
-        .recent
-        .write_replacing(group, || store.write(batch, true))?;
-    if let Some(last) = applied.last_applied {
-        store.inner.applied.advance(group, last.index);
+    if applied_pending {
+        writer.put(&applied_key, encode("applied state", &applied)?)?;
     }
-    Ok(())
+    writer.finish()?;
+    Ok(applied)
 }
 
 /// Installs through openraft's error type (used by the state machine).
@@ -291,12 +390,22 @@ pub(crate) async fn install_async(
     store: Store,
     group: GroupId,
     meta: Meta,
-    data: Vec<u8>,
+    data: SnapshotBytes,
 ) -> Result<(), StorageError<NodeId>> {
     let sig = meta.signature();
-    blocking(move || install(&store, group, &meta, data))
-        .await
-        .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(Some(sig)), ErrorVerb::Write))
+    let data = data.into_reader().await.map_err(|e| {
+        StorageError::from_io_error(
+            ErrorSubject::Snapshot(Some(sig.clone())),
+            ErrorVerb::Read,
+            e,
+        )
+    })?;
+    blocking(move || {
+        let sst = store.snapshot_file(".sst")?;
+        install(&store, group, &meta, data, &sst)
+    })
+    .await
+    .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(Some(sig)), ErrorVerb::Write))
 }
 
 #[cfg(test)]
@@ -308,8 +417,18 @@ mod tests {
         assert_eq!(u32::from(MAGIC[7] - b'0'), keys::FORMAT);
     }
 
+    /// How many pairs `bytes` holds, read as an install reads them.
+    fn pairs_in(bytes: &[u8]) -> Result<usize, Error> {
+        let mut pairs = Pairs::new(bytes)?;
+        let mut n = 0;
+        while pairs.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     #[test]
-    fn parse_rejects_damaged_snapshots() {
+    fn damaged_snapshots_are_refused() {
         let mut good = MAGIC.to_vec();
         good.extend_from_slice(&1u32.to_be_bytes());
         good.push(0x20);
@@ -317,14 +436,80 @@ mod tests {
         good.extend_from_slice(b"ok");
         good.extend_from_slice(&END_MARK.to_be_bytes());
         good.extend_from_slice(&1u64.to_be_bytes());
-        assert_eq!(parse(&good).expect("valid").len(), 1);
+        assert_eq!(pairs_in(&good).expect("valid"), 1);
 
         for cut in 0..good.len() {
-            assert!(parse(&good[..cut]).is_err(), "truncated at {cut} accepted");
+            let refused = pairs_in(&good[..cut]);
+            assert!(
+                matches!(refused, Err(Error::InvalidSnapshot(_))),
+                "truncated at {cut}: {refused:?}"
+            );
         }
         let mut wrong_count = good.clone();
         let n = wrong_count.len();
         wrong_count[n - 1] = 2;
-        assert!(parse(&wrong_count).is_err());
+        assert!(pairs_in(&wrong_count).is_err());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(pairs_in(&trailing).is_err());
+    }
+
+    /// A length near 4 GiB in a short input is refused as truncated, without
+    /// first allocating what it claims.
+    #[test]
+    fn a_damaged_length_allocates_nothing_it_does_not_read() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(END_MARK - 1).to_be_bytes());
+        bytes.extend_from_slice(b"short");
+        let mut pairs = Pairs::new(bytes.as_slice()).expect("magic");
+        assert!(matches!(pairs.next(), Err(Error::InvalidSnapshot(_))));
+        assert!(pairs.key.capacity() < 1 << 20);
+    }
+
+    /// Bytes whose keys are out of order, or outside the group's range, are
+    /// refused before anything is ingested: the group keeps its state, and
+    /// no file is left behind.
+    #[tokio::test]
+    async fn misordered_or_foreign_keys_install_nothing() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let group = 3;
+        let kept = keys::applied(group);
+        store.db().put_cf(store.cf(CF_SM), &kept, b"before")?;
+        let snapshot = |pairs: &[(&[u8], &[u8])]| {
+            let mut bytes = MAGIC.to_vec();
+            for (k, v) in pairs {
+                bytes.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(k);
+                bytes.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(v);
+            }
+            bytes.extend_from_slice(&END_MARK.to_be_bytes());
+            bytes.extend_from_slice(&(pairs.len() as u64).to_be_bytes());
+            SnapshotBytes::from_bytes(bytes)
+        };
+        let meta = Meta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "s".into(),
+        };
+        for refused in [
+            snapshot(&[(b"\x20b", b"1"), (b"\x20a", b"2")]),
+            snapshot(&[(b"\x20a", b"1"), (b"\x20a", b"2")]),
+            snapshot(&[(b"\x00a", b"1")]),
+            snapshot(&[(b"\xFFa", b"1")]),
+        ] {
+            let outcome = install_async(store.clone(), group, meta.clone(), refused).await;
+            assert!(outcome.is_err(), "installed");
+            assert_eq!(
+                store.db().get_cf(store.cf(CF_SM), &kept)?.as_deref(),
+                Some(b"before".as_slice())
+            );
+            assert_eq!(
+                std::fs::read_dir(dir.path().join("snapshot-files"))?.count(),
+                0
+            );
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,23 @@
 //! [`SnapshotBytes`]: the data of a Raft snapshot, serialized from the state
-//! machine only when someone reads it.
+//! machine only when someone reads it, and kept in a file, not in memory.
 //!
 //! Openraft asks for the current snapshot at every start and builds one after
 //! every compaction, but reads its bytes only to send them to a follower that
 //! lags behind the log. Serializing a partition is O(its size), so it is done
-//! on the first read or seek, on the blocking pool, and never otherwise.
+//! on the first read or seek, on the blocking pool, and never otherwise; it
+//! goes into a file in the store's directory of snapshot files, which
+//! openraft then reads a chunk at a time. A follower receives the chunks into
+//! such a file too. Each file is deleted when its `SnapshotBytes` is dropped
+//! (and any left by a crash when the store next opens).
 
 use std::future::Future;
-use std::io::{self, Cursor, SeekFrom};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
+use tempfile::TempPath;
+use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
@@ -22,11 +28,11 @@ use crate::store::{Inner, Store};
 
 /// A Raft snapshot's bytes (format in the `snapshot` module).
 ///
-/// Either received or already serialized bytes, or a group of a store whose
-/// state is serialized, from one consistent RocksDB view, on first use. The
-/// serialized state is the group's state *when it is read*, which may be
-/// newer than the snapshot's meta; installing it is still correct (see
-/// `snapshot::install`).
+/// Either bytes in a file (received, or serialized) or in memory (built by
+/// a test), or a group of a store whose state is serialized, from one
+/// consistent RocksDB view, on first use. The serialized state is the
+/// group's state *when it is read*, which may be newer than the snapshot's
+/// meta; installing it is still correct (see `snapshot::install`).
 pub struct SnapshotBytes {
     state: State,
     /// A seek asked for before the bytes were ready.
@@ -39,8 +45,19 @@ enum State {
         store: Weak<Inner>,
         group: GroupId,
     },
-    Serializing(JoinHandle<Result<Vec<u8>, Error>>),
-    Ready(Cursor<Vec<u8>>),
+    Serializing(JoinHandle<Result<Spooled, Error>>),
+    Ready(Backing),
+}
+
+/// A file of snapshot bytes, deleted with its path.
+struct Spooled {
+    file: std::fs::File,
+    path: TempPath,
+}
+
+enum Backing {
+    Memory(Cursor<Vec<u8>>),
+    File { file: File, _path: TempPath },
 }
 
 impl std::fmt::Debug for SnapshotBytes {
@@ -48,18 +65,27 @@ impl std::fmt::Debug for SnapshotBytes {
         match &self.state {
             State::Unread { group, .. } => write!(f, "SnapshotBytes(unread, group {group})"),
             State::Serializing(_) => f.write_str("SnapshotBytes(serializing)"),
-            State::Ready(c) => write!(f, "SnapshotBytes({} bytes)", c.get_ref().len()),
+            State::Ready(Backing::Memory(c)) => {
+                write!(f, "SnapshotBytes({} bytes)", c.get_ref().len())
+            }
+            State::Ready(Backing::File { _path, .. }) => {
+                write!(f, "SnapshotBytes({})", _path.display())
+            }
         }
     }
 }
 
 impl SnapshotBytes {
-    /// Bytes in hand (received, or built by a test).
+    /// Bytes in hand (built by a test).
     pub fn from_bytes(bytes: Vec<u8>) -> SnapshotBytes {
-        SnapshotBytes {
-            state: State::Ready(Cursor::new(bytes)),
-            pending_seek: None,
-        }
+        SnapshotBytes::ready(Backing::Memory(Cursor::new(bytes)))
+    }
+
+    /// An empty file in `store`'s directory of snapshot files, to receive
+    /// a snapshot's chunks into.
+    pub(crate) fn receiving(store: &Store) -> Result<SnapshotBytes, Error> {
+        let spooled = Spooled::create(store)?;
+        Ok(SnapshotBytes::ready(spooled.into_backing()))
     }
 
     /// `group`'s state in `store`, serialized when first read.
@@ -73,10 +99,45 @@ impl SnapshotBytes {
         }
     }
 
-    /// All the bytes, serializing them first if needed.
-    pub async fn into_bytes(mut self) -> io::Result<Vec<u8>> {
+    fn ready(backing: Backing) -> SnapshotBytes {
+        SnapshotBytes {
+            state: State::Ready(backing),
+            pending_seek: None,
+        }
+    }
+
+    /// All the bytes in memory, serializing them first if needed (for
+    /// tests: an install reads them with [`SnapshotBytes::into_reader`]).
+    pub async fn into_bytes(self) -> io::Result<Vec<u8>> {
+        let mut reader = self.into_reader().await?;
+        tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// The bytes from their start, to read on a blocking thread; a file
+    /// stays until the reader is dropped.
+    pub(crate) async fn into_reader(mut self) -> io::Result<SnapshotReader> {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
-        Ok(std::mem::take(self.cursor()).into_inner())
+        let State::Ready(backing) = self.state else {
+            unreachable!("poll_ready returned Ready(Ok)");
+        };
+        Ok(match backing {
+            Backing::Memory(cursor) => SnapshotReader::Memory(Cursor::new(cursor.into_inner())),
+            Backing::File { file, _path } => {
+                // Waits for any write still in flight.
+                let mut file = file.into_std().await;
+                file.seek(SeekFrom::Start(0))?;
+                SnapshotReader::File {
+                    file: io::BufReader::with_capacity(1 << 20, file),
+                    _path,
+                }
+            }
+        })
     }
 
     /// Drives serialization until the bytes are in hand.
@@ -89,20 +150,20 @@ impl SnapshotBytes {
                     };
                     let (store, group) = (Store { inner }, *group);
                     State::Serializing(tokio::task::spawn_blocking(move || {
-                        snapshot::serialize(&store, group)
+                        Spooled::serialize(&store, group)
                     }))
                 }
                 State::Serializing(task) => {
-                    let bytes = match ready!(Pin::new(task).poll(cx)) {
-                        Ok(Ok(bytes)) => bytes,
+                    let spooled = match ready!(Pin::new(task).poll(cx)) {
+                        Ok(Ok(spooled)) => spooled,
                         Ok(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
                         Err(e) => return Poll::Ready(Err(io::Error::other(e))),
                     };
-                    let mut cursor = Cursor::new(bytes);
+                    let mut backing = spooled.into_backing();
                     if let Some(pos) = self.pending_seek.take() {
-                        std::io::Seek::seek(&mut cursor, pos)?;
+                        Pin::new(&mut backing).start_seek(pos)?;
                     }
-                    State::Ready(cursor)
+                    State::Ready(backing)
                 }
                 State::Ready(_) => return Poll::Ready(Ok(())),
             };
@@ -111,10 +172,116 @@ impl SnapshotBytes {
     }
 
     /// The bytes; call only after `poll_ready` returned `Ready(Ok)`.
-    fn cursor(&mut self) -> &mut Cursor<Vec<u8>> {
+    fn backing(&mut self) -> Pin<&mut Backing> {
         match &mut self.state {
-            State::Ready(cursor) => cursor,
+            State::Ready(backing) => Pin::new(backing),
             _ => unreachable!("snapshot bytes used before they were ready"),
+        }
+    }
+}
+
+impl Spooled {
+    /// A new empty file in the store's directory of snapshot files.
+    fn create(store: &Store) -> Result<Spooled, Error> {
+        let path = store.snapshot_file(".snap")?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::SnapshotFile)?;
+        Ok(Spooled { file, path })
+    }
+
+    /// `group`'s state serialized into a new file, positioned at its start.
+    fn serialize(store: &Store, group: GroupId) -> Result<Spooled, Error> {
+        let Spooled { file, path } = Spooled::create(store)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        snapshot::serialize(store, group, &mut out)?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| Error::SnapshotFile(e.into_error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(Error::SnapshotFile)?;
+        Ok(Spooled { file, path })
+    }
+
+    fn into_backing(self) -> Backing {
+        Backing::File {
+            file: File::from_std(self.file),
+            _path: self.path,
+        }
+    }
+}
+
+/// Snapshot bytes read from their start on a blocking thread.
+pub(crate) enum SnapshotReader {
+    Memory(Cursor<Vec<u8>>),
+    File {
+        file: io::BufReader<std::fs::File>,
+        _path: TempPath,
+    },
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SnapshotReader::Memory(cursor) => cursor.read(buf),
+            SnapshotReader::File { file, .. } => file.read(buf),
+        }
+    }
+}
+
+impl AsyncRead for Backing {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).poll_read(cx, buf),
+            Backing::File { file, .. } => Pin::new(file).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncSeek for Backing {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).start_seek(position),
+            Backing::File { file, .. } => Pin::new(file).start_seek(position),
+        }
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).poll_complete(cx),
+            Backing::File { file, .. } => Pin::new(file).poll_complete(cx),
+        }
+    }
+}
+
+impl AsyncWrite for Backing {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).poll_write(cx, buf),
+            Backing::File { file, .. } => Pin::new(file).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).poll_flush(cx),
+            Backing::File { file, .. } => Pin::new(file).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Backing::Memory(cursor) => Pin::new(cursor).poll_shutdown(cx),
+            Backing::File { file, .. } => Pin::new(file).poll_shutdown(cx),
         }
     }
 }
@@ -127,7 +294,7 @@ impl AsyncRead for SnapshotBytes {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_ready(cx))?;
-        Pin::new(this.cursor()).poll_read(cx, buf)
+        this.backing().poll_read(cx, buf)
     }
 }
 
@@ -135,7 +302,7 @@ impl AsyncSeek for SnapshotBytes {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
         let this = self.get_mut();
         match &mut this.state {
-            State::Ready(cursor) => Pin::new(cursor).start_seek(position),
+            State::Ready(backing) => Pin::new(backing).start_seek(position),
             _ => {
                 this.pending_seek = Some(position);
                 Ok(())
@@ -146,7 +313,7 @@ impl AsyncSeek for SnapshotBytes {
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         let this = self.get_mut();
         ready!(this.poll_ready(cx))?;
-        Pin::new(this.cursor()).poll_complete(cx)
+        this.backing().poll_complete(cx)
     }
 }
 
@@ -158,14 +325,18 @@ impl AsyncWrite for SnapshotBytes {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_ready(cx))?;
-        Pin::new(this.cursor()).poll_write(cx, buf)
+        this.backing().poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_ready(cx))?;
+        this.backing().poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_ready(cx))?;
+        this.backing().poll_shutdown(cx)
     }
 }

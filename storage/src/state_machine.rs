@@ -117,7 +117,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<SnapshotBytes>, StorageError<NodeId>> {
-        Ok(Box::new(SnapshotBytes::from_bytes(Vec::new())))
+        let store = self.store.clone();
+        let receiving = blocking(move || SnapshotBytes::receiving(&store))
+            .await
+            .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Box::new(receiving))
     }
 
     async fn install_snapshot(
@@ -125,12 +129,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError<NodeId>> {
-        let sig = meta.signature();
         self.written = None;
-        let data = snapshot.into_bytes().await.map_err(|e| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(Some(sig)), ErrorVerb::Read, e)
-        })?;
-        snapshot::install_async(self.store.clone(), self.group, meta.clone(), data).await
+        snapshot::install_async(self.store.clone(), self.group, meta.clone(), *snapshot).await
     }
 
     async fn get_current_snapshot(
@@ -308,7 +308,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         let mut sm = store.state_machine(3)?;
-        let empty = snapshot::serialize(&store, 3)?;
+        let mut empty = Vec::new();
+        snapshot::serialize(&store, 3, &mut empty)?;
         let create = |index| {
             let mut append = append(1);
             append.expected = ExpectedVersion::NoStream;

@@ -1,8 +1,10 @@
 //! Durability: a Raft snapshot installed elsewhere reads identically, and
 //! a restart keeps everything.
 
+use std::io::SeekFrom;
+
 use cairn_storage::SnapshotBytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::*;
 
@@ -179,5 +181,51 @@ async fn restart_keeps_everything() -> Result<()> {
     // And it keeps going from where it was.
     let r = n.append("a", Exact(4), &["7"]).await??;
     assert_eq!(r.first_position, 7);
+    Ok(())
+}
+
+/// Files in the store's directory of snapshot files, where a snapshot on
+/// its way out or in is kept (never the whole partition in memory).
+fn snapshot_files(n: &Node) -> Result<usize> {
+    Ok(std::fs::read_dir(n.dir.path().join("snapshot-files"))?.count())
+}
+
+/// A snapshot sent the way openraft sends it (its size, then chunks read
+/// and written at their offsets) is a file on each side only while it
+/// travels: none once installed and dropped, and one a crash left behind is
+/// gone when the store next opens.
+#[tokio::test]
+async fn snapshot_files_last_only_while_a_snapshot_travels() -> Result<()> {
+    let (leader, snap) = populated_with_snapshot().await?;
+    assert_eq!(snapshot_files(&leader)?, 0, "nothing serialized unread");
+    let mut sent = snap.snapshot;
+    let size = sent.seek(SeekFrom::End(0)).await?;
+    assert_eq!(snapshot_files(&leader)?, 1);
+
+    let mut follower = Node::new()?;
+    let mut received = follower.sm.begin_receiving_snapshot().await?;
+    assert_eq!(snapshot_files(&follower)?, 1);
+    let mut chunk = vec![0; 64];
+    let mut offset = 0;
+    while offset < size {
+        sent.seek(SeekFrom::Start(offset)).await?;
+        let n = sent.read(&mut chunk).await?;
+        received.seek(SeekFrom::Start(offset)).await?;
+        received.write_all(&chunk[..n]).await?;
+        offset += n as u64;
+    }
+    received.shutdown().await?;
+    follower.sm.install_snapshot(&snap.meta, received).await?;
+    assert_eq!(follower.observable(STREAMS)?, leader.observable(STREAMS)?);
+    assert_eq!(snapshot_files(&follower)?, 0, "the received file is gone");
+    drop(sent);
+    assert_eq!(snapshot_files(&leader)?, 0, "the sent file is gone");
+
+    // Installed by ingesting an SST file: the state survives a restart.
+    let before = follower.observable(STREAMS)?;
+    std::fs::write(follower.dir.path().join("snapshot-files/left.snap"), b"x")?;
+    let follower = follower.restart()?;
+    assert_eq!(follower.observable(STREAMS)?, before);
+    assert_eq!(snapshot_files(&follower)?, 0, "a crash's leftovers cleared");
     Ok(())
 }
