@@ -263,6 +263,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             );
             return Ok(SnapshotResponse::new(held.vote));
         }
+        let mut snapshot = snapshot;
+        snapshot.meta.snapshot_id = sending_id(&snapshot.meta.snapshot_id, self.target);
         let sent = Chunked::send_snapshot(self, vote, snapshot, cancel, option).await;
         if sent.is_ok() {
             self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
@@ -289,6 +291,23 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.send(RpcKind::Vote, &rpc).await
     }
+}
+
+/// The id `snapshot_id` is sent under this time. A snapshot's bytes are
+/// serialized when it is sent, so two sends of one snapshot differ; a
+/// follower writes the chunks of one id into one file, and would mix
+/// the two sends' chunks (a send that timed out may still have one in
+/// flight when the next starts) were they under the same id. Each send
+/// under its own id, the follower starts a new file for each, and a
+/// chunk of another send is refused as a mismatch.
+fn sending_id(snapshot_id: &str, target: NodeId) -> String {
+    static SENDS: AtomicU64 = AtomicU64::new(0);
+    let send = SENDS.fetch_add(1, Ordering::Relaxed);
+    // The clock too: the counter starts again when the node restarts.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{snapshot_id}.{target}-{nanos:x}-{send}")
 }
 
 #[cfg(test)]

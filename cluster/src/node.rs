@@ -86,6 +86,15 @@ pub struct ClusterConfig {
     pub tuning: RaftTuning,
 }
 
+/// How long a leader waits for a follower to take one chunk of a snapshot,
+/// and for the last one, for the follower to install it all; past that,
+/// openraft sends the snapshot again from the start. openraft's 200 ms
+/// was less than a loaded follower took for a 3 MiB chunk, and far less
+/// than an install (O(the partition)): every partition sent to a node
+/// added under load went out again and again. A broken connection fails
+/// the call at once; this bounds only a call that hangs.
+const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Keys of the metadata group's map.
 pub const META_TOPOLOGY_KEY: &str = "topology";
 /// Pause before the metadata leader tries again to record the topology.
@@ -186,6 +195,7 @@ impl ClusterNode {
                 // (bench/README.md, session 14). (256 entries of 4 MiB once
                 // stalled a partition behind RPCs that always timed out.)
                 max_payload_entries: 8,
+                install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
                 ..Default::default()
             }
             .validate()
