@@ -20,6 +20,7 @@ use tempfile::TempPath;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
+use tokio_util::either::Either;
 
 use crate::command::GroupId;
 use crate::error::Error;
@@ -55,9 +56,10 @@ struct Spooled {
     path: TempPath,
 }
 
-enum Backing {
-    Memory(Cursor<Vec<u8>>),
-    File { file: File, _path: TempPath },
+/// The bytes, and the file's path while they are in a file.
+struct Backing {
+    io: Either<Cursor<Vec<u8>>, File>,
+    path: Option<TempPath>,
 }
 
 impl std::fmt::Debug for SnapshotBytes {
@@ -65,12 +67,12 @@ impl std::fmt::Debug for SnapshotBytes {
         match &self.state {
             State::Unread { group, .. } => write!(f, "SnapshotBytes(unread, group {group})"),
             State::Serializing(_) => f.write_str("SnapshotBytes(serializing)"),
-            State::Ready(Backing::Memory(c)) => {
-                write!(f, "SnapshotBytes({} bytes)", c.get_ref().len())
+            State::Ready(Backing {
+                path: Some(path), ..
+            }) => {
+                write!(f, "SnapshotBytes({})", path.display())
             }
-            State::Ready(Backing::File { _path, .. }) => {
-                write!(f, "SnapshotBytes({})", _path.display())
-            }
+            State::Ready(Backing { path: None, .. }) => f.write_str("SnapshotBytes(in memory)"),
         }
     }
 }
@@ -78,7 +80,10 @@ impl std::fmt::Debug for SnapshotBytes {
 impl SnapshotBytes {
     /// Bytes in hand (built by a test).
     pub fn from_bytes(bytes: Vec<u8>) -> SnapshotBytes {
-        SnapshotBytes::ready(Backing::Memory(Cursor::new(bytes)))
+        SnapshotBytes::ready(Backing {
+            io: Either::Left(Cursor::new(bytes)),
+            path: None,
+        })
     }
 
     /// An empty file in `store`'s directory of snapshot files, to receive
@@ -126,15 +131,15 @@ impl SnapshotBytes {
         let State::Ready(backing) = self.state else {
             unreachable!("poll_ready returned Ready(Ok)");
         };
-        Ok(match backing {
-            Backing::Memory(cursor) => SnapshotReader::Memory(Cursor::new(cursor.into_inner())),
-            Backing::File { file, _path } => {
+        Ok(match backing.io {
+            Either::Left(cursor) => SnapshotReader::Memory(cursor),
+            Either::Right(file) => {
                 // Waits for any write still in flight.
                 let mut file = file.into_std().await;
                 file.seek(SeekFrom::Start(0))?;
                 SnapshotReader::File {
                     file: io::BufReader::with_capacity(1 << 20, file),
-                    _path,
+                    _path: backing.path,
                 }
             }
         })
@@ -161,7 +166,7 @@ impl SnapshotBytes {
                     };
                     let mut backing = spooled.into_backing();
                     if let Some(pos) = self.pending_seek.take() {
-                        Pin::new(&mut backing).start_seek(pos)?;
+                        Pin::new(&mut backing.io).start_seek(pos)?;
                     }
                     State::Ready(backing)
                 }
@@ -172,9 +177,9 @@ impl SnapshotBytes {
     }
 
     /// The bytes; call only after `poll_ready` returned `Ready(Ok)`.
-    fn backing(&mut self) -> Pin<&mut Backing> {
+    fn backing(&mut self) -> Pin<&mut Either<Cursor<Vec<u8>>, File>> {
         match &mut self.state {
-            State::Ready(backing) => Pin::new(backing),
+            State::Ready(backing) => Pin::new(&mut backing.io),
             _ => unreachable!("snapshot bytes used before they were ready"),
         }
     }
@@ -205,9 +210,9 @@ impl Spooled {
     }
 
     fn into_backing(self) -> Backing {
-        Backing::File {
-            file: File::from_std(self.file),
-            _path: self.path,
+        Backing {
+            io: Either::Right(File::from_std(self.file)),
+            path: Some(self.path),
         }
     }
 }
@@ -217,7 +222,8 @@ pub(crate) enum SnapshotReader {
     Memory(Cursor<Vec<u8>>),
     File {
         file: io::BufReader<std::fs::File>,
-        _path: TempPath,
+        /// Deleted when the reader is dropped.
+        _path: Option<TempPath>,
     },
 }
 
@@ -226,62 +232,6 @@ impl Read for SnapshotReader {
         match self {
             SnapshotReader::Memory(cursor) => cursor.read(buf),
             SnapshotReader::File { file, .. } => file.read(buf),
-        }
-    }
-}
-
-impl AsyncRead for Backing {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).poll_read(cx, buf),
-            Backing::File { file, .. } => Pin::new(file).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncSeek for Backing {
-    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).start_seek(position),
-            Backing::File { file, .. } => Pin::new(file).start_seek(position),
-        }
-    }
-
-    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).poll_complete(cx),
-            Backing::File { file, .. } => Pin::new(file).poll_complete(cx),
-        }
-    }
-}
-
-impl AsyncWrite for Backing {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).poll_write(cx, buf),
-            Backing::File { file, .. } => Pin::new(file).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).poll_flush(cx),
-            Backing::File { file, .. } => Pin::new(file).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Backing::Memory(cursor) => Pin::new(cursor).poll_shutdown(cx),
-            Backing::File { file, .. } => Pin::new(file).poll_shutdown(cx),
         }
     }
 }
@@ -302,7 +252,7 @@ impl AsyncSeek for SnapshotBytes {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
         let this = self.get_mut();
         match &mut this.state {
-            State::Ready(backing) => Pin::new(backing).start_seek(position),
+            State::Ready(backing) => Pin::new(&mut backing.io).start_seek(position),
             _ => {
                 this.pending_seek = Some(position);
                 Ok(())
