@@ -319,6 +319,20 @@ mod tests {
     use super::*;
     use crate::commit_notice::tests::{log_id, request};
 
+    /// Every send of a snapshot goes under an id of its own, which names
+    /// the snapshot and the target, so a follower never writes the chunks
+    /// of two sends into one file.
+    #[test]
+    fn each_send_of_a_snapshot_has_its_own_id() {
+        let ids: Vec<String> = (0..3).map(|_| sending_id("7-T2-N1-40-ab", 3)).collect();
+        for id in &ids {
+            assert!(id.starts_with("7-T2-N1-40-ab.3-"), "{id}");
+        }
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[1], ids[2]);
+        assert_ne!(ids[0], ids[2]);
+    }
+
     /// Answers every AppendEntries with success, and tells which it got;
     /// while `.1` is set, records them but never answers.
     struct Recorder(

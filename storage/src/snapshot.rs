@@ -194,6 +194,9 @@ pub(crate) fn current(
     }))
 }
 
+/// A key (without group prefix) and its value.
+type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// The (key without group prefix, value) pairs of snapshot bytes, read
 /// one at a time; every way the bytes can be malformed is an
 /// [`Error::InvalidSnapshot`].
@@ -225,7 +228,7 @@ impl<R: Read> Pairs<R> {
 
     /// The next pair, or `None` after the end mark (whose count must match
     /// and after which nothing may follow).
-    fn next(&mut self) -> Result<Option<(&[u8], &[u8])>, Error> {
+    fn next(&mut self) -> Result<Option<Pair<'_>>, Error> {
         let mut len = [0; 4];
         read_exact(&mut self.input, &mut len)?;
         let len = u32::from_be_bytes(len);
