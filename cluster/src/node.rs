@@ -88,11 +88,12 @@ pub struct ClusterConfig {
 
 /// How long a leader waits for a follower to take one chunk of a snapshot,
 /// and for the last one, for the follower to install it all; past that,
-/// openraft sends the snapshot again from the start. openraft's 200 ms
-/// was less than a loaded follower took for a 3 MiB chunk, and far less
-/// than an install (O(the partition)): every partition sent to a node
-/// added under load went out again and again. A broken connection fails
-/// the call at once; this bounds only a call that hangs.
+/// openraft sends the snapshot again from the start. Its default of
+/// 200 ms is far less than an install takes (O(the partition)), and less
+/// than a loaded follower sometimes took for a 3 MiB chunk: the leaders
+/// of a node added under load timed out ~350 times and sent its
+/// partitions again and again (bench/README.md, session 30). A broken
+/// connection fails the call at once; this bounds only a call that hangs.
 const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Keys of the metadata group's map.

@@ -127,7 +127,7 @@ fn cf_options(cache: &Cache, write_buffer: usize, family: Family) -> Options {
 pub(crate) const BOTTOMMOST_REWRITE_DELAY: Duration = Duration::from_secs(3600);
 
 /// Holds back RocksDB's "bottommost files" compactions for
-/// [`BOTTOMMOST_REWRITE_DELAY`]. Each [`View`] is a RocksDB snapshot, and
+/// [`BOTTOMMOST_REWRITE_DELAY`]. Each [`View`](crate::store::View) is a RocksDB snapshot, and
 /// whenever the oldest snapshot is released RocksDB looks for files that
 /// nothing newer overlaps and that hold sequence numbers older than it, and
 /// rewrites each of them whole, only to zero those numbers. Snapshots come
