@@ -404,7 +404,8 @@ pub(crate) async fn install_async(
         )
     })?;
     blocking(move || {
-        let sst = store.snapshot_file(".sst")?;
+        // SstFileWriter opens the path itself.
+        let sst = store.snapshot_file(".sst")?.into_temp_path();
         install(&store, group, &meta, data, &sst)
     })
     .await

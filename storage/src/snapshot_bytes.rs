@@ -188,12 +188,7 @@ impl SnapshotBytes {
 impl Spooled {
     /// A new empty file in the store's directory of snapshot files.
     fn create(store: &Store) -> Result<Spooled, Error> {
-        let path = store.snapshot_file(".snap")?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(Error::SnapshotFile)?;
+        let (file, path) = store.snapshot_file(".snap")?.into_parts();
         Ok(Spooled { file, path })
     }
 

@@ -365,13 +365,12 @@ impl Store {
         &self.inner.sm_options
     }
 
-    /// A new, empty file for a snapshot on its way in or out, deleted when
-    /// the path is dropped; `suffix` ends its name.
-    pub(crate) fn snapshot_file(&self, suffix: &str) -> Result<tempfile::TempPath, Error> {
+    /// A new, empty file for a snapshot on its way in or out, open for
+    /// reading and writing and deleted when dropped; `suffix` ends its name.
+    pub(crate) fn snapshot_file(&self, suffix: &str) -> Result<tempfile::NamedTempFile, Error> {
         tempfile::Builder::new()
             .suffix(suffix)
             .tempfile_in(&self.inner.snapshot_files)
-            .map(tempfile::NamedTempFile::into_temp_path)
             .map_err(Error::SnapshotFile)
     }
 
