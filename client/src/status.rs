@@ -73,6 +73,10 @@ pub struct GroupStatus {
     /// beyond the leader's log gets one: the whole partition).
     #[serde(default)]
     pub snapshots_sent: u64,
+    /// The bytes of those snapshots' chunks, as they travel (compressed),
+    /// those of sends that did not finish included.
+    #[serde(default)]
+    pub snapshot_bytes_sent: u64,
 }
 
 /// How many log entries a replica is behind its leader.

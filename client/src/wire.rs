@@ -213,6 +213,7 @@ impl From<pb::GroupStatus> for GroupStatus {
             applied_index: g.applied_index,
             purged_index: g.purged_index,
             snapshots_sent: g.snapshots_sent,
+            snapshot_bytes_sent: g.snapshot_bytes_sent,
             lag: g
                 .lag
                 .into_iter()
@@ -285,6 +286,7 @@ mod tests {
                 applied_index: 3,
                 purged_index: 2,
                 snapshots_sent: 1,
+                snapshot_bytes_sent: 4096,
                 lag: vec![pb::ReplicaLag {
                     node_id: 1,
                     entries_behind: 0,
@@ -304,6 +306,7 @@ mod tests {
         assert_eq!(v["partitions"][0]["lastLogIndex"], 3);
         assert_eq!(v["partitions"][0]["lag"][0]["entriesBehind"], 0);
         assert_eq!(v["partitions"][0]["snapshotsSent"], 1);
+        assert_eq!(v["partitions"][0]["snapshotBytesSent"], 4096);
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), status);
     }
 

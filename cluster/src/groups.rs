@@ -3,7 +3,6 @@
 //! that move to it and stopped for groups that moved away.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use cairn_storage::{GroupId, META_GROUP, NodeId, Store, TypeConfig};
@@ -16,7 +15,7 @@ use crate::dispatcher::RaftDispatcher;
 use crate::entry_slots::ProposalBudget;
 use crate::error::ClusterError;
 use crate::log_truncation;
-use crate::network::GroupNetworkFactory;
+use crate::network::{GroupNetworkFactory, SnapshotTotals, SnapshotsSent};
 use crate::node::RaftTuning;
 use crate::partition::Partition;
 use crate::topology::Topology;
@@ -47,7 +46,7 @@ pub(crate) struct Groups {
 struct Running {
     /// `None` for the metadata group.
     partition: Option<Partition>,
-    snapshots_sent: Arc<AtomicU64>,
+    snapshots_sent: Arc<SnapshotsSent>,
     /// Ends the replica's own tasks (log truncation, proposer watchers).
     stop: CancellationToken,
 }
@@ -93,7 +92,7 @@ impl Groups {
         if self.raft(group).is_some() {
             return Ok(());
         }
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(SnapshotsSent::default());
         let raft = Raft::new(
             self.me,
             self.raft_config.clone(),
@@ -224,11 +223,12 @@ impl Groups {
     }
 
     /// Snapshots this node's replica of `group` streamed as its leader.
-    pub(crate) fn snapshots_sent(&self, group: GroupId) -> u64 {
+    pub(crate) fn snapshots_sent(&self, group: GroupId) -> SnapshotTotals {
         let running = self.running.read().expect("groups lock poisoned");
         running
             .get(&group)
-            .map_or(0, |r| r.snapshots_sent.load(Ordering::Relaxed))
+            .map(|r| r.snapshots_sent.totals())
+            .unwrap_or_default()
     }
 }
 

@@ -79,11 +79,38 @@ impl Held {
     }
 }
 
+/// What one group's replica streamed to other replicas as their leader.
+#[derive(Debug, Default)]
+pub struct SnapshotsSent {
+    count: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// [`SnapshotsSent`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotTotals {
+    /// Snapshots sent whole.
+    pub count: u64,
+    /// Bytes of the chunks peers answered, as they travel (compressed),
+    /// those of sends that did not finish included.
+    pub bytes: u64,
+}
+
+impl SnapshotsSent {
+    /// The totals so far.
+    pub fn totals(&self) -> SnapshotTotals {
+        SnapshotTotals {
+            count: self.count.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Creates the per-peer network clients of one group.
 pub struct GroupNetworkFactory {
     group: GroupId,
     transport: Arc<dyn RaftTransport>,
-    snapshots_sent: Arc<AtomicU64>,
+    snapshots_sent: Arc<SnapshotsSent>,
     durability: LogDurability,
     commit_defer: Duration,
 }
@@ -98,7 +125,7 @@ impl GroupNetworkFactory {
     pub fn new(
         group: GroupId,
         transport: Arc<dyn RaftTransport>,
-        snapshots_sent: Arc<AtomicU64>,
+        snapshots_sent: Arc<SnapshotsSent>,
         durability: LogDurability,
         heartbeat: Duration,
     ) -> GroupNetworkFactory {
@@ -135,7 +162,7 @@ pub struct GroupNetwork {
     target: NodeId,
     addr: String,
     transport: Arc<dyn RaftTransport>,
-    snapshots_sent: Arc<AtomicU64>,
+    snapshots_sent: Arc<SnapshotsSent>,
     durability: LogDurability,
     /// What the peer last accepted from this client, and for how long that
     /// lets a commit notice wait (see `commit_notice`).
@@ -239,7 +266,14 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.send(RpcKind::InstallSnapshot, &rpc).await
+        let answer = self.send(RpcKind::InstallSnapshot, &rpc).await;
+        if answer.is_ok() {
+            let bytes = rpc.data.len() as u64;
+            self.snapshots_sent
+                .bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+        answer
     }
 
     /// Streams `snapshot` in chunks, as openraft does, unless the peer
@@ -267,7 +301,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         snapshot.meta.snapshot_id = sending_id(&snapshot.meta.snapshot_id, self.target);
         let sent = Chunked::send_snapshot(self, vote, snapshot, cancel, option).await;
         if sent.is_ok() {
-            self.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+            self.snapshots_sent.count.fetch_add(1, Ordering::Relaxed);
         }
         sent
     }

@@ -17,6 +17,7 @@ use crate::dispatcher::RaftDispatcher;
 use crate::error::ClusterError;
 use crate::groups::Groups;
 use crate::membership;
+use crate::network::SnapshotTotals;
 use crate::partition::Partition;
 use crate::topology::Topology;
 use crate::transport::{PeerChannels, RaftTransport};
@@ -301,9 +302,10 @@ impl ClusterNode {
             .collect()
     }
 
-    /// How many snapshots this node's replica of `group` streamed to other
-    /// replicas as the group's leader since the node started.
-    pub fn snapshots_sent(&self, group: GroupId) -> u64 {
+    /// The snapshots (and their bytes) this node's replica of `group`
+    /// streamed to other replicas as the group's leader since the node
+    /// started.
+    pub fn snapshots_sent(&self, group: GroupId) -> SnapshotTotals {
         self.groups.snapshots_sent(group)
     }
 

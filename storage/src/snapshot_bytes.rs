@@ -222,6 +222,16 @@ pub(crate) enum SnapshotReader {
     },
 }
 
+impl SnapshotReader {
+    /// How many bytes it holds.
+    pub(crate) fn size(&self) -> io::Result<u64> {
+        match self {
+            SnapshotReader::Memory(cursor) => Ok(cursor.get_ref().len() as u64),
+            SnapshotReader::File { file, .. } => Ok(file.get_ref().metadata()?.len()),
+        }
+    }
+}
+
 impl Read for SnapshotReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

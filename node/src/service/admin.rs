@@ -70,8 +70,10 @@ impl AdminService for AdminGrpcService {
             .filter_map(|(g, view)| Some((g, view?.1)))
             .collect();
         let group = |id: GroupId| {
+            let sent = self.node.snapshots_sent(id);
             let mut status = GroupStatus {
-                snapshots_sent: self.node.snapshots_sent(id),
+                snapshots_sent: sent.count,
+                snapshot_bytes_sent: sent.bytes,
                 ..group_status(id, topology.replicas(id), metrics.get(&id))
             };
             if let Some(view) = remote.get(&id) {

@@ -370,8 +370,8 @@ async fn a_restarted_follower_catches_up_by_snapshot() {
     assert_eq!(events.len(), 120, "the follower holds every event");
     let status = client.status().await.expect("status");
     assert!(
-        status.partitions[0].snapshots_sent >= 1,
-        "the leader counts the snapshot it sent: {:?}",
+        status.partitions[0].snapshots_sent >= 1 && status.partitions[0].snapshot_bytes_sent > 0,
+        "the leader counts the snapshot it sent, and its bytes: {:?}",
         status.partitions[0]
     );
     cluster.shutdown().await;
