@@ -68,9 +68,10 @@ pub struct GroupStatus {
     /// (it is truncated once no replica needs the entries).
     #[serde(default)]
     pub purged_index: u64,
-    /// Snapshots the answering node's replica streamed to other replicas
-    /// as the group's leader since the node started (a replica that lags
-    /// beyond the leader's log gets one: the whole partition).
+    /// Snapshots the answering node streamed to other replicas as the
+    /// group's leader since it started, also after its replica moved away
+    /// (a replica that lags beyond the leader's log gets one: the whole
+    /// partition).
     #[serde(default)]
     pub snapshots_sent: u64,
     /// The bytes of those snapshots' chunks, as they travel (compressed),

@@ -34,6 +34,10 @@ pub(crate) struct Groups {
     /// Cancelled when the node stops; each replica's own token is a child.
     stop: CancellationToken,
     running: Arc<RwLock<HashMap<GroupId, Running>>>,
+    /// What each group's replica here sent as leader since the node
+    /// started, kept when the replica stops or moves away (a moved
+    /// partition's snapshots are part of what the move cost).
+    snapshots_sent: Arc<RwLock<HashMap<GroupId, Arc<SnapshotsSent>>>>,
     /// Starts and stops one at a time: a replica is never started while
     /// another of the same group shuts down or has its data dropped.
     changing: Arc<tokio::sync::Mutex<()>>,
@@ -46,7 +50,6 @@ pub(crate) struct Groups {
 struct Running {
     /// `None` for the metadata group.
     partition: Option<Partition>,
-    snapshots_sent: Arc<SnapshotsSent>,
     /// Ends the replica's own tasks (log truncation, proposer watchers).
     stop: CancellationToken,
 }
@@ -71,6 +74,7 @@ impl Groups {
             tuning,
             stop,
             running: Arc::default(),
+            snapshots_sent: Arc::default(),
             changing: Arc::default(),
             partitions: Arc::new(watch::Sender::new(BTreeSet::new())),
         }
@@ -92,7 +96,13 @@ impl Groups {
         if self.raft(group).is_some() {
             return Ok(());
         }
-        let sent = Arc::new(SnapshotsSent::default());
+        let sent = self
+            .snapshots_sent
+            .write()
+            .expect("groups lock poisoned")
+            .entry(group)
+            .or_default()
+            .clone();
         let raft = Raft::new(
             self.me,
             self.raft_config.clone(),
@@ -127,14 +137,10 @@ impl Groups {
                 stop.clone(),
             )
         });
-        self.running.write().expect("groups lock poisoned").insert(
-            group,
-            Running {
-                partition,
-                snapshots_sent: sent,
-                stop,
-            },
-        );
+        self.running
+            .write()
+            .expect("groups lock poisoned")
+            .insert(group, Running { partition, stop });
         if group != META_GROUP {
             self.partitions.send_modify(|p| {
                 p.insert(group);
@@ -222,13 +228,11 @@ impl Groups {
         self.partitions.subscribe()
     }
 
-    /// Snapshots this node's replica of `group` streamed as its leader.
+    /// Snapshots this node's replicas of `group` streamed as its leader
+    /// since the node started, those of replicas gone since included.
     pub(crate) fn snapshots_sent(&self, group: GroupId) -> SnapshotTotals {
-        let running = self.running.read().expect("groups lock poisoned");
-        running
-            .get(&group)
-            .map(|r| r.snapshots_sent.totals())
-            .unwrap_or_default()
+        let sent = self.snapshots_sent.read().expect("groups lock poisoned");
+        sent.get(&group).map(|s| s.totals()).unwrap_or_default()
     }
 }
 

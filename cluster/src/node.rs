@@ -302,9 +302,9 @@ impl ClusterNode {
             .collect()
     }
 
-    /// The snapshots (and their bytes) this node's replica of `group`
-    /// streamed to other replicas as the group's leader since the node
-    /// started.
+    /// The snapshots (and their bytes) this node streamed to other replicas
+    /// of `group` as its leader since the node started, also while it
+    /// holds no replica of it any more.
     pub fn snapshots_sent(&self, group: GroupId) -> SnapshotTotals {
         self.groups.snapshots_sent(group)
     }
