@@ -580,7 +580,8 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
 
-        let forms: [fn(&[u8]) -> Vec<u8>; 2] = [|b| b.to_vec(), compressed];
+        type Form = fn(&[u8]) -> Vec<u8>;
+        let forms: [Form; 2] = [|b| b.to_vec(), compressed];
         for form in forms {
             let good = form(&good);
             assert_eq!(pairs_in(&good).expect("valid"), 1);
