@@ -547,6 +547,20 @@ mod tests {
         Ok(n)
     }
 
+    /// Snapshot bytes of `pairs` (keys without group prefix), uncompressed.
+    fn plain(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        for (k, v) in pairs {
+            bytes.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(k);
+            bytes.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(v);
+        }
+        bytes.extend_from_slice(&END_MARK.to_be_bytes());
+        bytes.extend_from_slice(&(pairs.len() as u64).to_be_bytes());
+        bytes
+    }
+
     /// `plain` in a frame, as `serialize` writes it.
     fn compressed(plain: &[u8]) -> Vec<u8> {
         let mut out = compressor(Vec::new()).expect("encoder");
@@ -566,13 +580,7 @@ mod tests {
 
     #[test]
     fn damaged_snapshots_are_refused() {
-        let mut good = MAGIC.to_vec();
-        good.extend_from_slice(&1u32.to_be_bytes());
-        good.push(0x20);
-        good.extend_from_slice(&2u32.to_be_bytes());
-        good.extend_from_slice(b"ok");
-        good.extend_from_slice(&END_MARK.to_be_bytes());
-        good.extend_from_slice(&1u64.to_be_bytes());
+        let good = plain(&[(b"\x20", b"ok")]);
         assert_eq!(pairs_in(&good).expect("valid"), 1);
         let mut wrong_count = good.clone();
         let n = wrong_count.len();
@@ -597,17 +605,20 @@ mod tests {
     /// and nothing may follow the frame.
     #[test]
     fn damaged_frames_are_refused() {
-        let mut plain = MAGIC.to_vec();
-        for i in 0..100u32 {
-            let value = format!(r#"{{"n":{i},"payload":"the same text each time"}}"#);
-            plain.extend_from_slice(&5u32.to_be_bytes());
-            plain.push(0x20);
-            plain.extend_from_slice(&i.to_be_bytes());
-            plain.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            plain.extend_from_slice(value.as_bytes());
-        }
-        plain.extend_from_slice(&END_MARK.to_be_bytes());
-        plain.extend_from_slice(&100u64.to_be_bytes());
+        let pairs: Vec<(Vec<u8>, String)> = (0..100u32)
+            .map(|i| {
+                let key = [&[0x20], &i.to_be_bytes()[..]].concat();
+                (
+                    key,
+                    format!(r#"{{"n":{i},"payload":"the same text each time"}}"#),
+                )
+            })
+            .collect();
+        let borrowed: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_bytes()))
+            .collect();
+        let plain = plain(&borrowed);
         let frame = compressed(&plain);
         assert!(
             frame.len() < plain.len() / 3,
@@ -671,18 +682,7 @@ mod tests {
         let group = 3;
         let kept = keys::applied(group);
         store.db().put_cf(store.cf(CF_SM), &kept, b"before")?;
-        let snapshot = |pairs: &[(&[u8], &[u8])]| {
-            let mut bytes = MAGIC.to_vec();
-            for (k, v) in pairs {
-                bytes.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                bytes.extend_from_slice(k);
-                bytes.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                bytes.extend_from_slice(v);
-            }
-            bytes.extend_from_slice(&END_MARK.to_be_bytes());
-            bytes.extend_from_slice(&(pairs.len() as u64).to_be_bytes());
-            SnapshotBytes::from_bytes(bytes)
-        };
+        let snapshot = |pairs: &[(&[u8], &[u8])]| SnapshotBytes::from_bytes(plain(pairs));
         let meta = Meta {
             last_log_id: None,
             last_membership: Default::default(),

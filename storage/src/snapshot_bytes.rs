@@ -195,11 +195,8 @@ impl Spooled {
     /// `group`'s state serialized into a new file, positioned at its start.
     fn serialize(store: &Store, group: GroupId) -> Result<Spooled, Error> {
         let Spooled { file, path } = Spooled::create(store)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        snapshot::serialize(store, group, &mut out)?;
-        let mut file = out
-            .into_inner()
-            .map_err(|e| Error::SnapshotFile(e.into_error()))?;
+        // The compressor writes whole frame blocks: no buffer of our own.
+        let mut file = snapshot::serialize(store, group, file)?;
         file.seek(SeekFrom::Start(0)).map_err(Error::SnapshotFile)?;
         Ok(Spooled { file, path })
     }
